@@ -1,0 +1,80 @@
+"""The MLflow backend store URI in Secret Manager, readable only by the members granted here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf import Fn, TerraformResourceLifecycle
+from cdktf_cdktf_provider_google.secret_manager_secret import (
+    SecretManagerSecret,
+    SecretManagerSecretReplication,
+    SecretManagerSecretReplicationUserManaged,
+    SecretManagerSecretReplicationUserManagedReplicas,
+)
+from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
+from cdktf_cdktf_provider_google.secret_manager_secret_version import SecretManagerSecretVersion
+from constructs import Construct
+
+
+@dataclass(frozen=True)
+class BackendStoreSecretProps:
+    project: str
+    region: str
+    secret_id: str
+    user: str
+    password: str
+    database: str
+    connection_name: str
+    # Bump to write a new secret version (after rotating the password).
+    revision: int = 1
+    # default: `terraform destroy` refuses to delete the secret.
+    protect_from_destroy: bool = True
+
+
+class BackendStoreSecret(Construct):
+    """`postgresql+psycopg2://USER:PW@/DB?host=/cloudsql/CONN`, the password URL-encoded by Terraform.
+
+    Replicated only in the deployment's region so the credential never leaves it.
+    """
+
+    def __init__(self, scope: Construct, id: str, props: BackendStoreSecretProps) -> None:
+        super().__init__(scope, id)
+        self._secret = SecretManagerSecret(
+            self,
+            "secret",
+            project=props.project,
+            secret_id=props.secret_id,
+            replication=SecretManagerSecretReplication(
+                user_managed=SecretManagerSecretReplicationUserManaged(
+                    replicas=[SecretManagerSecretReplicationUserManagedReplicas(location=props.region)]
+                )
+            ),
+            lifecycle=TerraformResourceLifecycle(prevent_destroy=props.protect_from_destroy),
+        )
+        uri = (
+            f"postgresql+psycopg2://{props.user}:{Fn.urlencode(props.password)}@/{props.database}"
+            f"?host=/cloudsql/{props.connection_name}"
+        )
+        # Write-only (Terraform >= 1.11): the URI never lands in plan output or state.
+        self._version = SecretManagerSecretVersion(
+            self, "version", secret=self._secret.id, secret_data_wo=uri, secret_data_wo_version=props.revision
+        )
+
+    @property
+    def secret_id(self) -> str:
+        return self._secret.secret_id
+
+    @property
+    def version(self) -> str:
+        """The version number, so a rotated password rolls a new revision."""
+        return self._version.version
+
+    def grant_access(self, key: str, member: str) -> SecretManagerSecretIamMember:
+        return SecretManagerSecretIamMember(
+            self,
+            key,
+            project=self._secret.project,
+            secret_id=self._secret.secret_id,
+            role="roles/secretmanager.secretAccessor",
+            member=member,
+        )

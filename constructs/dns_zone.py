@@ -1,0 +1,57 @@
+"""Cloud DNS for the MLflow domain: a new DNSSEC-signed zone, or a record in a zone that exists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf_cdktf_provider_google.data_google_dns_managed_zone import DataGoogleDnsManagedZone
+from cdktf_cdktf_provider_google.dns_managed_zone import DnsManagedZone, DnsManagedZoneDnssecConfig
+from cdktf_cdktf_provider_google.dns_record_set import DnsRecordSet
+from constructs import Construct
+
+
+@dataclass(frozen=True)
+class DnsZoneProps:
+    project: str
+    zone_name: str
+    domain: str
+    ip_address: str
+    # default: empty, a zone for `domain` is created and its name servers must be delegated by hand.
+    existing_zone: str = ""
+
+
+class DnsZone(Construct):
+    def __init__(self, scope: Construct, id: str, props: DnsZoneProps) -> None:
+        super().__init__(scope, id)
+        self._name_servers: list[str] | None = None
+        if props.existing_zone:
+            zone_name = DataGoogleDnsManagedZone(self, "zone", project=props.project, name=props.existing_zone).name
+        else:
+            zone = DnsManagedZone(
+                self,
+                "zone",
+                project=props.project,
+                name=props.zone_name,
+                dns_name=f"{props.domain}.",
+                description=f"MLflow at {props.domain}",
+                visibility="public",
+                dnssec_config=DnsManagedZoneDnssecConfig(state="on"),
+                force_destroy=False,
+            )
+            zone_name = zone.name
+            self._name_servers = zone.name_servers
+        DnsRecordSet(
+            self,
+            "a-record",
+            project=props.project,
+            managed_zone=zone_name,
+            name=f"{props.domain}.",
+            type="A",
+            ttl=300,
+            rrdatas=[props.ip_address],
+        )
+
+    @property
+    def name_servers(self) -> list[str] | None:
+        """The servers to delegate `domain` to at the registrar; None when the zone already existed."""
+        return self._name_servers

@@ -1,0 +1,154 @@
+"""The global external Application Load Balancer in front of the MLflow service, with IAP on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf_cdktf_provider_google.compute_backend_service import (
+    ComputeBackendService,
+    ComputeBackendServiceBackend,
+    ComputeBackendServiceIap,
+    ComputeBackendServiceLogConfig,
+)
+from cdktf_cdktf_provider_google.compute_global_address import ComputeGlobalAddress
+from cdktf_cdktf_provider_google.compute_global_forwarding_rule import ComputeGlobalForwardingRule
+from cdktf_cdktf_provider_google.compute_managed_ssl_certificate import (
+    ComputeManagedSslCertificate,
+    ComputeManagedSslCertificateManaged,
+)
+from cdktf_cdktf_provider_google.compute_region_network_endpoint_group import (
+    ComputeRegionNetworkEndpointGroup,
+    ComputeRegionNetworkEndpointGroupCloudRun,
+)
+from cdktf_cdktf_provider_google.compute_ssl_policy import ComputeSslPolicy
+from cdktf_cdktf_provider_google.compute_target_http_proxy import ComputeTargetHttpProxy
+from cdktf_cdktf_provider_google.compute_target_https_proxy import ComputeTargetHttpsProxy
+from cdktf_cdktf_provider_google.compute_url_map import ComputeUrlMap, ComputeUrlMapDefaultUrlRedirect
+from cdktf_cdktf_provider_google.iap_settings import (
+    IapSettings,
+    IapSettingsAccessSettings,
+    IapSettingsAccessSettingsOauthSettings,
+)
+from cdktf_cdktf_provider_google.iap_web_backend_service_iam_member import IapWebBackendServiceIamMember
+from constructs import Construct
+
+
+@dataclass(frozen=True)
+class FrontDoorProps:
+    project: str
+    project_number: str
+    region: str
+    name: str
+    domain: str
+    cloud_run_service: str
+    # Who may use MLflow, granted on this backend service only (never project-wide).
+    iap_members: tuple[str, ...]
+    # default: none. Service-account signed JWTs (the client plugin) need no allowlist; list OAuth
+    # client ids here only for callers that send ID tokens minted for their own OAuth client.
+    iap_programmatic_clients: tuple[str, ...] = ()
+
+
+class FrontDoor(Construct):
+    """HTTPS on 443 with a Google-managed certificate and a RESTRICTED TLS 1.2+ policy; port 80 only
+    redirects. IAP uses the Google-managed OAuth client: no brand, no client, no secret in state."""
+
+    def __init__(self, scope: Construct, id: str, props: FrontDoorProps) -> None:
+        super().__init__(scope, id)
+        n = props.name
+        self._address = ComputeGlobalAddress(
+            self, "address", project=props.project, name=f"{n}-ip", address_type="EXTERNAL", ip_version="IPV4"
+        )
+        neg = ComputeRegionNetworkEndpointGroup(
+            self,
+            "serverless-neg",
+            project=props.project,
+            region=props.region,
+            name=f"{n}-neg",
+            network_endpoint_type="SERVERLESS",
+            cloud_run=ComputeRegionNetworkEndpointGroupCloudRun(service=props.cloud_run_service),
+        )
+        self._backend = ComputeBackendService(
+            self,
+            "backend",
+            project=props.project,
+            name=f"{n}-backend",
+            load_balancing_scheme="EXTERNAL_MANAGED",
+            protocol="HTTPS",
+            backend=[ComputeBackendServiceBackend(group=neg.id)],
+            log_config=ComputeBackendServiceLogConfig(enable=True, sample_rate=1.0),
+            iap=ComputeBackendServiceIap(enabled=True),
+        )
+        for index, member in enumerate(props.iap_members):
+            IapWebBackendServiceIamMember(
+                self,
+                f"iap-accessor-{index}",
+                project=props.project,
+                web_backend_service=self._backend.name,
+                role="roles/iap.httpsResourceAccessor",
+                member=member,
+            )
+        if props.iap_programmatic_clients:
+            IapSettings(
+                self,
+                "iap-settings",
+                name=f"projects/{props.project_number}/iap_web/compute/services/{self._backend.name}",
+                access_settings=IapSettingsAccessSettings(
+                    oauth_settings=IapSettingsAccessSettingsOauthSettings(
+                        programmatic_clients=list(props.iap_programmatic_clients)
+                    )
+                ),
+            )
+        https_map = ComputeUrlMap(self, "https-url-map", project=props.project, name=f"{n}-https", default_service=self._backend.id)
+        certificate = ComputeManagedSslCertificate(
+            self, "certificate", project=props.project, name=f"{n}-cert", managed=ComputeManagedSslCertificateManaged(domains=[props.domain])
+        )
+        tls_policy = ComputeSslPolicy(
+            self, "tls-policy", project=props.project, name=f"{n}-tls", profile="RESTRICTED", min_tls_version="TLS_1_2"
+        )
+        https_proxy = ComputeTargetHttpsProxy(
+            self,
+            "https-proxy",
+            project=props.project,
+            name=f"{n}-https",
+            url_map=https_map.id,
+            ssl_certificates=[certificate.id],
+            ssl_policy=tls_policy.id,
+        )
+        ComputeGlobalForwardingRule(
+            self,
+            "https-forwarding-rule",
+            project=props.project,
+            name=f"{n}-https",
+            load_balancing_scheme="EXTERNAL_MANAGED",
+            ip_address=self._address.id,
+            port_range="443",
+            target=https_proxy.id,
+        )
+        redirect_map = ComputeUrlMap(
+            self,
+            "http-redirect",
+            project=props.project,
+            name=f"{n}-http-redirect",
+            default_url_redirect=ComputeUrlMapDefaultUrlRedirect(
+                https_redirect=True, strip_query=False, redirect_response_code="MOVED_PERMANENTLY_DEFAULT"
+            ),
+        )
+        http_proxy = ComputeTargetHttpProxy(self, "http-proxy", project=props.project, name=f"{n}-http", url_map=redirect_map.id)
+        ComputeGlobalForwardingRule(
+            self,
+            "http-forwarding-rule",
+            project=props.project,
+            name=f"{n}-http",
+            load_balancing_scheme="EXTERNAL_MANAGED",
+            ip_address=self._address.id,
+            port_range="80",
+            target=http_proxy.id,
+        )
+
+    @property
+    def ip_address(self) -> str:
+        return self._address.address
+
+    @property
+    def backend_service_name(self) -> str:
+        return self._backend.name

@@ -1,0 +1,74 @@
+"""The Artifact Registry Docker repository the server image is pushed to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf_cdktf_provider_google.artifact_registry_repository import (
+    ArtifactRegistryRepository,
+    ArtifactRegistryRepositoryCleanupPolicies,
+    ArtifactRegistryRepositoryCleanupPoliciesCondition,
+    ArtifactRegistryRepositoryCleanupPoliciesMostRecentVersions,
+    ArtifactRegistryRepositoryDockerConfig,
+)
+from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
+from constructs import Construct
+
+
+@dataclass(frozen=True)
+class ImageRegistryProps:
+    project: str
+    region: str
+    repository_id: str
+    # default: the 10 most recent versions are kept, untagged images older than 30 days are deleted.
+    keep_recent_versions: int = 10
+
+
+class ImageRegistry(Construct):
+    """A regional Docker repository with immutable tags, so a tag in config always means one image."""
+
+    def __init__(self, scope: Construct, id: str, props: ImageRegistryProps) -> None:
+        super().__init__(scope, id)
+        self._repository = ArtifactRegistryRepository(
+            self,
+            "repository",
+            project=props.project,
+            location=props.region,
+            repository_id=props.repository_id,
+            format="DOCKER",
+            description="MLflow server images",
+            docker_config=ArtifactRegistryRepositoryDockerConfig(immutable_tags=True),
+            cleanup_policies=[
+                ArtifactRegistryRepositoryCleanupPolicies(
+                    id="keep-recent",
+                    action="KEEP",
+                    most_recent_versions=ArtifactRegistryRepositoryCleanupPoliciesMostRecentVersions(
+                        keep_count=props.keep_recent_versions
+                    ),
+                ),
+                ArtifactRegistryRepositoryCleanupPolicies(
+                    id="delete-old-untagged",
+                    action="DELETE",
+                    condition=ArtifactRegistryRepositoryCleanupPoliciesCondition(
+                        tag_state="UNTAGGED", older_than="2592000s"
+                    ),
+                ),
+            ],
+        )
+        self._project = props.project
+        self._region = props.region
+
+    @property
+    def repository_id(self) -> str:
+        return self._repository.repository_id
+
+    def grant_reader(self, key: str, member: str) -> None:
+        ArtifactRegistryRepositoryIamMember(
+            self,
+            key,
+            project=self._project,
+            location=self._region,
+            repository=self._repository.name,
+            role="roles/artifactregistry.reader",
+            member=member,
+        )

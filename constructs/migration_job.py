@@ -1,0 +1,80 @@
+"""The Cloud Run job that migrates the MLflow schema; the server never migrates on start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf_cdktf_provider_google.cloud_run_v2_job import (
+    CloudRunV2Job,
+    CloudRunV2JobTemplate,
+    CloudRunV2JobTemplateTemplate,
+    CloudRunV2JobTemplateTemplateContainers,
+    CloudRunV2JobTemplateTemplateContainersResources,
+)
+from constructs import Construct
+
+from constructs.server_container import (
+    JOB_STRUCTS,
+    ServerContainerProps,
+    cloudsql_mount,
+    cloudsql_volume,
+    private_egress,
+    server_env,
+)
+
+MIGRATE_COMMAND = "/app/migrate.sh"
+
+
+@dataclass(frozen=True)
+class MigrationJobProps:
+    project: str
+    region: str
+    name: str
+    service_account_email: str
+    network_name: str
+    subnet_name: str
+    container: ServerContainerProps
+
+
+class MigrationJob(Construct):
+    """One task, no parallelism and no retries: `mlflow db upgrade` must never run twice at once."""
+
+    def __init__(self, scope: Construct, id: str, props: MigrationJobProps) -> None:
+        super().__init__(scope, id)
+        c = props.container
+        s = JOB_STRUCTS
+        self._job = CloudRunV2Job(
+            self,
+            "job",
+            project=props.project,
+            location=props.region,
+            name=props.name,
+            deletion_protection=False,
+            template=CloudRunV2JobTemplate(
+                task_count=1,
+                parallelism=1,
+                template=CloudRunV2JobTemplateTemplate(
+                    service_account=props.service_account_email,
+                    max_retries=0,
+                    timeout="900s",
+                    vpc_access=private_egress(props.network_name, props.subnet_name, s),
+                    volumes=[cloudsql_volume(c, s)],
+                    containers=[
+                        CloudRunV2JobTemplateTemplateContainers(
+                            name="migrate",
+                            image=c.image,
+                            command=[MIGRATE_COMMAND],
+                            env=server_env(c, s),
+                            resources=CloudRunV2JobTemplateTemplateContainersResources(
+                                limits={"cpu": "1", "memory": "1Gi"}
+                            ),
+                            volume_mounts=[cloudsql_mount(s)],
+                        )
+                    ],
+                ),
+            ),
+        )
+
+    @property
+    def job_name(self) -> str:
+        return self._job.name

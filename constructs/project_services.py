@@ -1,0 +1,38 @@
+"""The Google APIs a stack uses, enabled in the project and left enabled on destroy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf import ITerraformDependable
+from cdktf_cdktf_provider_google.project_service import ProjectService
+from constructs import Construct
+
+
+@dataclass(frozen=True)
+class ProjectServicesProps:
+    project: str
+    services: tuple[str, ...]
+
+
+class ProjectServices(Construct):
+    """Enables each API; disabling one on destroy would break whatever else in the project uses it."""
+
+    def __init__(self, scope: Construct, id: str, props: ProjectServicesProps) -> None:
+        super().__init__(scope, id)
+        self._services = [
+            ProjectService(
+                self,
+                service.split(".")[0],
+                project=props.project,
+                service=service,
+                disable_on_destroy=False,
+                disable_dependent_services=False,
+            )
+            for service in props.services
+        ]
+
+    @property
+    def enabled(self) -> list[ITerraformDependable]:
+        """Resources to depend on before using any of these APIs."""
+        return list(self._services)

@@ -1,0 +1,97 @@
+"""What the MLflow server and its migration job share: environment, secret, volumes and mounts.
+
+This is the Terraform side of `docker/start.sh`'s environment contract. The service and the job have
+different (but same-shaped) jsii struct classes; building both through `RunStructs` keeps them from
+drifting apart and keeps every field type-checked (a plain nested dict is passed through unchecked,
+and jsii silently drops its snake_case keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from cdktf_cdktf_provider_google import cloud_run_v2_job, cloud_run_v2_service
+
+CLOUDSQL_MOUNT = "/cloudsql"
+
+
+@dataclass(frozen=True)
+class RunStructs:
+    """Builds `<template><suffix>` structs of one Cloud Run resource type."""
+
+    module: ModuleType
+    template: str
+
+    def __call__(self, suffix: str, **fields: Any) -> Any:
+        return getattr(self.module, self.template + suffix)(**fields)
+
+
+SERVICE_STRUCTS = RunStructs(cloud_run_v2_service, "CloudRunV2ServiceTemplate")
+JOB_STRUCTS = RunStructs(cloud_run_v2_job, "CloudRunV2JobTemplateTemplate")
+
+
+@dataclass(frozen=True)
+class ServerContainerProps:
+    image: str
+    backend_store_secret_id: str
+    backend_store_secret_version: str
+    sql_connection_name: str
+    artifact_bucket: str
+    artifact_mount_path: str
+    domain: str
+    workers: int
+    pool_size: int
+    max_overflow: int
+
+
+def server_env(props: ServerContainerProps, s: RunStructs) -> list[Any]:
+    """The backend store URI only ever comes from Secret Manager, pinned to a version."""
+    plain = {
+        "MLFLOW_ARTIFACTS_DESTINATION": props.artifact_mount_path,
+        "MLFLOW_ALLOWED_HOSTS": props.domain,
+        "MLFLOW_CORS_ALLOWED_ORIGINS": f"https://{props.domain}",
+        "MLFLOW_WORKERS": str(props.workers),
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(props.pool_size),
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(props.max_overflow),
+    }
+    env = [s("ContainersEnv", name=name, value=value) for name, value in plain.items()]
+    secret_ref = s(
+        "ContainersEnvValueSourceSecretKeyRef",
+        secret=props.backend_store_secret_id,
+        version=props.backend_store_secret_version,
+    )
+    env.append(
+        s(
+            "ContainersEnv",
+            name="MLFLOW_BACKEND_STORE_URI",
+            value_source=s("ContainersEnvValueSource", secret_key_ref=secret_ref),
+        )
+    )
+    return env
+
+
+def cloudsql_volume(props: ServerContainerProps, s: RunStructs) -> Any:
+    return s("Volumes", name="cloudsql", cloud_sql_instance=s("VolumesCloudSqlInstance", instances=[props.sql_connection_name]))
+
+
+def artifact_volume(props: ServerContainerProps, s: RunStructs) -> Any:
+    return s("Volumes", name="artifacts", gcs=s("VolumesGcs", bucket=props.artifact_bucket, read_only=False))
+
+
+def cloudsql_mount(s: RunStructs) -> Any:
+    return s("ContainersVolumeMounts", name="cloudsql", mount_path=CLOUDSQL_MOUNT)
+
+
+def artifact_mount(props: ServerContainerProps, s: RunStructs) -> Any:
+    return s("ContainersVolumeMounts", name="artifacts", mount_path=props.artifact_mount_path)
+
+
+def private_egress(network: str, subnet: str, s: RunStructs) -> Any:
+    """Direct VPC egress; only private ranges (Cloud SQL) go through the VPC."""
+    return s(
+        "VpcAccess",
+        egress="PRIVATE_RANGES_ONLY",
+        network_interfaces=[s("VpcAccessNetworkInterfaces", network=network, subnetwork=subnet)],
+    )

@@ -1,0 +1,137 @@
+"""The MLflow tracking server on Cloud Run v2, reachable only through the load balancer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf_cdktf_provider_google.cloud_run_v2_service import (
+    CloudRunV2Service,
+    CloudRunV2ServiceTemplate,
+    CloudRunV2ServiceTemplateContainers,
+    CloudRunV2ServiceTemplateContainersLivenessProbe,
+    CloudRunV2ServiceTemplateContainersLivenessProbeHttpGet,
+    CloudRunV2ServiceTemplateContainersPorts,
+    CloudRunV2ServiceTemplateContainersResources,
+    CloudRunV2ServiceTemplateContainersStartupProbe,
+    CloudRunV2ServiceTemplateContainersStartupProbeHttpGet,
+    CloudRunV2ServiceTemplateScaling,
+)
+from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
+from constructs import Construct
+
+from constructs.server_container import (
+    SERVICE_STRUCTS,
+    ServerContainerProps,
+    artifact_mount,
+    artifact_volume,
+    cloudsql_mount,
+    cloudsql_volume,
+    private_egress,
+    server_env,
+)
+
+CONTAINER_PORT = 8080
+
+
+@dataclass(frozen=True)
+class TrackingServiceProps:
+    project: str
+    region: str
+    name: str
+    service_account_email: str
+    network_name: str
+    subnet_name: str
+    container: ServerContainerProps
+    cpu: str
+    memory: str
+    min_instances: int
+    max_instances: int
+    concurrency: int
+    # default: 2 minutes for MLflow to start (imports, DB connection through the socket) before restart.
+    startup_allowance_seconds: int = 120
+
+
+class TrackingService(Construct):
+    """Ingress from the internal/load-balancer path only, egress to private ranges through the VPC.
+
+    CPU is only allocated during requests and instances scale to zero by default, so an idle server
+    costs nothing; the database is reached through the Cloud SQL socket volume, artifacts land in the
+    GCS volume.
+    """
+
+    def __init__(self, scope: Construct, id: str, props: TrackingServiceProps) -> None:
+        super().__init__(scope, id)
+        c = props.container
+        period = 5
+        s = SERVICE_STRUCTS
+        probe = {"period_seconds": period, "timeout_seconds": 3}
+        self._service = CloudRunV2Service(
+            self,
+            "service",
+            project=props.project,
+            location=props.region,
+            name=props.name,
+            ingress="INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+            # Holds no data: a replacement is harmless, and a failed first deploy must be retryable.
+            deletion_protection=False,
+            template=CloudRunV2ServiceTemplate(
+                service_account=props.service_account_email,
+                execution_environment="EXECUTION_ENVIRONMENT_GEN2",
+                max_instance_request_concurrency=props.concurrency,
+                timeout="900s",
+                scaling=CloudRunV2ServiceTemplateScaling(
+                    min_instance_count=props.min_instances, max_instance_count=props.max_instances
+                ),
+                vpc_access=private_egress(props.network_name, props.subnet_name, s),
+                volumes=[cloudsql_volume(c, s), artifact_volume(c, s)],
+                containers=[
+                    CloudRunV2ServiceTemplateContainers(
+                        name="mlflow",
+                        image=c.image,
+                        ports=CloudRunV2ServiceTemplateContainersPorts(container_port=CONTAINER_PORT, name="http1"),
+                        env=server_env(c, s),
+                        resources=CloudRunV2ServiceTemplateContainersResources(
+                            limits={"cpu": props.cpu, "memory": props.memory},
+                            cpu_idle=True,
+                            startup_cpu_boost=True,
+                        ),
+                        volume_mounts=[cloudsql_mount(s), artifact_mount(c, s)],
+                        startup_probe=CloudRunV2ServiceTemplateContainersStartupProbe(
+                            http_get=CloudRunV2ServiceTemplateContainersStartupProbeHttpGet(
+                                path="/health", port=CONTAINER_PORT
+                            ),
+                            failure_threshold=props.startup_allowance_seconds // period,
+                            **probe,
+                        ),
+                        liveness_probe=CloudRunV2ServiceTemplateContainersLivenessProbe(
+                            http_get=CloudRunV2ServiceTemplateContainersLivenessProbeHttpGet(
+                                path="/health", port=CONTAINER_PORT
+                            ),
+                            period_seconds=30,
+                            timeout_seconds=5,
+                            failure_threshold=3,
+                        ),
+                    )
+                ],
+            ),
+        )
+
+    @property
+    def service_name(self) -> str:
+        return self._service.name
+
+    @property
+    def service_uri(self) -> str:
+        return self._service.uri
+
+    def grant_invoker(self, key: str, member: str) -> None:
+        """Invokers are named one by one; `allUsers` is never one of them."""
+        CloudRunV2ServiceIamMember(
+            self,
+            key,
+            project=self._service.project,
+            location=self._service.location,
+            name=self._service.name,
+            role="roles/run.invoker",
+            member=member,
+        )

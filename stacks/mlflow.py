@@ -1,0 +1,188 @@
+"""The MLflow stack of one environment: network, data, server, front door and DNS."""
+
+from __future__ import annotations
+
+from cdktf import TerraformOutput, TerraformStack
+from cdktf_cdktf_provider_google.provider import GoogleProvider
+from cdktf_cdktf_provider_random.provider import RandomProvider
+from constructs import Construct
+
+from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps
+from constructs.dns_zone import DnsZone, DnsZoneProps
+from constructs.front_door import FrontDoor, FrontDoorProps
+from constructs.migration_job import MigrationJob, MigrationJobProps
+from constructs.network import Network, NetworkProps
+from constructs.private_bucket import PrivateBucket, PrivateBucketProps
+from constructs.server_container import ServerContainerProps
+from constructs.server_identity import ServerIdentity, ServerIdentityProps
+from constructs.sql_database import SqlDatabase, SqlDatabaseProps
+from constructs.tracking_service import TrackingService, TrackingServiceProps
+from stacks.backend import use_state_bucket
+from stacks.config import Config
+from stacks.wiring import wait_for
+
+
+def mlflow_stack_name(cfg: Config) -> str:
+    return f"mlflow-{cfg.environment}"
+
+
+class MlflowStack(TerraformStack):
+    def __init__(self, scope: Construct, cfg: Config) -> None:
+        name = mlflow_stack_name(cfg)
+        super().__init__(scope, name)
+        use_state_bucket(self, cfg, name)
+        GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
+        RandomProvider(self, "random")
+        p, prefix = cfg.project_id, cfg.name_prefix
+        location = cfg.artifact_location or cfg.region
+
+        network = Network(
+            self,
+            "network",
+            NetworkProps(
+                project=p,
+                region=cfg.region,
+                name=f"{prefix}-vpc",
+                subnet_cidr=cfg.network.subnet_cidr,
+                private_services_cidr=cfg.network.private_services_cidr,
+            ),
+        )
+        database = SqlDatabase(
+            self,
+            "database",
+            SqlDatabaseProps(
+                project=p,
+                region=cfg.region,
+                instance_name=f"{prefix}-db",
+                database_version=cfg.database.version,
+                tier=cfg.database.tier,
+                disk_size_gb=cfg.database.disk_size_gb,
+                network_id=network.network_id,
+                private_services_access=network.private_services_access,
+                backup_retention_days=cfg.database.backup_retention_days,
+            ),
+        )
+        access_logs = PrivateBucket(
+            self,
+            "artifact-access-logs",
+            PrivateBucketProps(project=p, name=f"{p}-{prefix}-access-logs", location=location),
+        )
+        access_logs.grant("usage-log-writer", "group:cloud-storage-analytics@google.com", "roles/storage.objectCreator")
+        artifacts = PrivateBucket(
+            self,
+            "artifacts",
+            PrivateBucketProps(
+                project=p,
+                name=f"{p}-{prefix}-artifacts",
+                location=location,
+                access_log_bucket=access_logs.bucket_name,
+            ),
+        )
+        secret = BackendStoreSecret(
+            self,
+            "backend-store-uri",
+            BackendStoreSecretProps(
+                project=p,
+                region=cfg.region,
+                secret_id=f"{prefix}-backend-store-uri",
+                user=database.user_name,
+                password=database.password,
+                database=database.database_name,
+                connection_name=database.connection_name,
+            ),
+        )
+        server = ServerIdentity(self, "server-identity", ServerIdentityProps(project=p, account_id=f"{prefix}-server"))
+        server_grants = [
+            secret.grant_access("server-reads-uri", server.member),
+            artifacts.grant("server-object-user", server.member, "roles/storage.objectUser"),
+            *server.project_roles,
+        ]
+
+        container = ServerContainerProps(
+            image=cfg.server_image,
+            backend_store_secret_id=secret.secret_id,
+            backend_store_secret_version=secret.version,
+            sql_connection_name=database.connection_name,
+            artifact_bucket=artifacts.bucket_name,
+            artifact_mount_path=cfg.server.artifact_mount_path,
+            domain=cfg.domain,
+            workers=cfg.server.workers,
+            pool_size=cfg.server.pool_size,
+            max_overflow=cfg.server.max_overflow,
+        )
+        service = TrackingService(
+            self,
+            "tracking-service",
+            TrackingServiceProps(
+                project=p,
+                region=cfg.region,
+                name=f"{prefix}-server",
+                service_account_email=server.email,
+                network_name=network.network_name,
+                subnet_name=network.subnet_name,
+                container=container,
+                cpu=cfg.server.cpu,
+                memory=cfg.server.memory,
+                min_instances=cfg.server.min_instances,
+                max_instances=cfg.server.max_instances,
+                concurrency=cfg.server.concurrency,
+            ),
+        )
+        migration = MigrationJob(
+            self,
+            "migration-job",
+            MigrationJobProps(
+                project=p,
+                region=cfg.region,
+                name=f"{prefix}-migrate",
+                service_account_email=server.email,
+                network_name=network.network_name,
+                subnet_name=network.subnet_name,
+                container=container,
+            ),
+        )
+        # Cloud Run checks the secret, the bucket mount and the SQL role when a revision starts.
+        wait_for(service, server_grants)
+        wait_for(migration, server_grants)
+        service.grant_invoker(
+            "iap-service-agent", f"serviceAccount:service-{cfg.project_number}@gcp-sa-iap.iam.gserviceaccount.com"
+        )
+        front_door = FrontDoor(
+            self,
+            "front-door",
+            FrontDoorProps(
+                project=p,
+                project_number=cfg.project_number,
+                region=cfg.region,
+                name=prefix,
+                domain=cfg.domain,
+                cloud_run_service=service.service_name,
+                iap_members=cfg.iap_members,
+                iap_programmatic_clients=cfg.iap_programmatic_clients,
+            ),
+        )
+        dns = DnsZone(
+            self,
+            "dns",
+            DnsZoneProps(
+                project=p,
+                zone_name=f"{prefix}-zone",
+                domain=cfg.domain,
+                ip_address=front_door.ip_address,
+                existing_zone=cfg.dns.existing_zone,
+            ),
+        )
+
+        TerraformOutput(self, "mlflow_url", value=f"https://{cfg.domain}", description="Open in a browser (IAP login)")
+        TerraformOutput(self, "static_ip", value=front_door.ip_address, description="The load balancer's address")
+        if dns.name_servers is not None:
+            TerraformOutput(
+                self, "name_servers", value=dns.name_servers, description=f"Delegate {cfg.domain} to these at the registrar"
+            )
+        TerraformOutput(
+            self,
+            "migration_command",
+            value=f"gcloud run jobs execute {migration.job_name} --project={p} --region={cfg.region} --wait",
+            description="Run after every apply that changes the image, before traffic reaches it",
+        )
+        TerraformOutput(self, "sql_connection_name", value=database.connection_name)

@@ -1,0 +1,16 @@
+"""Ordering across constructs: a construct's resources wait for resources of another."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from cdktf import ITerraformDependable, TerraformResource
+from constructs import Construct
+
+
+def wait_for(construct: Construct, dependables: Iterable[ITerraformDependable]) -> None:
+    """Add `depends_on` to every resource under `construct` (cdktf ignores construct-level deps)."""
+    fqns = [d.fqn for d in dependables]
+    for child in construct.node.find_all():
+        if isinstance(child, TerraformResource):
+            child.depends_on = sorted(set(child.depends_on or []) | set(fqns))

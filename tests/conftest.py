@@ -1,0 +1,70 @@
+"""Synthesize once per session; every spec reads the parsed JSON of these runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from stacks.config import EXAMPLE_CONFIG, load_configs, parse_config
+from tests.synth import Synth
+
+# A second environment that turns on every optional branch the example leaves off.
+PROD_TOML = (
+    EXAMPLE_CONFIG.read_text()
+    .replace('environment = "example"', 'environment = "prod"')
+    .replace('domain = "mlflow.example.com"', 'domain = "mlflow.prod.example.com"\n'
+             'iap_programmatic_clients = ["123456789012-abc123.apps.googleusercontent.com"]')
+    .replace('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"')
+    + '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
+)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--snapshot-update", action="store_true", help="rewrite tests/snapshots from this synth instead of comparing"
+    )
+
+
+@pytest.fixture(scope="session")
+def example_config():
+    return load_configs("")[0]
+
+
+@pytest.fixture(scope="session")
+def prod_config():
+    return parse_config(PROD_TOML, "prod.toml")
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory, example_config, prod_config) -> Synth:
+    """The default example and a prod-like environment, synthesized together like `MLFLOW_CONFIG=a,b`."""
+    return Synth([example_config, prod_config], tmp_path_factory.mktemp("cdktf.out"))
+
+
+@pytest.fixture(scope="session")
+def mlflow(app):
+    return app.stacks["mlflow-example"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_prod(app):
+    return app.stacks["mlflow-prod"]
+
+
+@pytest.fixture(scope="session")
+def project_stack(app):
+    return app.stacks["mlflow-example-project"]
+
+
+@pytest.fixture(scope="session")
+def bootstrap(app):
+    return app.stacks["bootstrap"]
+
+
+def replace_config(cfg, **sections):
+    """A copy of `cfg` with some fields or section fields changed: replace_config(cfg, server={...})."""
+    changes = {}
+    for name, value in sections.items():
+        changes[name] = dataclasses.replace(getattr(cfg, name), **value) if isinstance(value, dict) else value
+    return dataclasses.replace(cfg, **changes)

@@ -1,0 +1,42 @@
+"""The app: which stacks exist, where each keeps its state, and the order they are applied in."""
+
+from __future__ import annotations
+
+
+def test_synth_writes_bootstrap_and_one_project_and_mlflow_stack_per_environment(app):
+    assert sorted(app.stacks) == [
+        "bootstrap",
+        "mlflow-example",
+        "mlflow-example-project",
+        "mlflow-prod",
+        "mlflow-prod-project",
+    ]
+
+
+def test_bootstrap_keeps_its_state_locally(bootstrap):
+    assert bootstrap["terraform"]["backend"] == {"local": {"path": "terraform.bootstrap.tfstate"}}
+
+
+def test_environment_stacks_keep_state_in_the_bootstrap_bucket_under_their_own_prefix(app):
+    for name in ("mlflow-example", "mlflow-example-project", "mlflow-prod", "mlflow-prod-project"):
+        environment = name.split("-")[1]
+        assert app.stacks[name]["terraform"]["backend"] == {
+            "gcs": {"bucket": "example-mlflow-project-tfstate", "prefix": f"{environment}/{name}"}
+        }
+
+
+def test_the_mlflow_stack_is_applied_after_the_stack_with_its_registry(app):
+    """The service needs its image, the image needs its registry: never apply twice to get past it."""
+    for environment in ("example", "prod"):
+        manifest = app.manifest["stacks"][f"mlflow-{environment}"]
+        assert manifest["dependencies"] == [f"mlflow-{environment}-project"]
+        assert app.manifest["stacks"][f"mlflow-{environment}-project"]["dependencies"] == []
+
+
+def test_the_registry_lives_in_the_project_stack_not_the_mlflow_stack(app):
+    assert "google_artifact_registry_repository" in app.stacks["mlflow-example-project"]["resource"]
+    assert "google_artifact_registry_repository" not in app.stacks["mlflow-example"]["resource"]
+
+
+def test_providers_are_the_frozen_binding_versions(mlflow):
+    assert mlflow["terraform"]["required_providers"]["google"]["version"] == "6.50.0"

@@ -1,0 +1,184 @@
+"""Configuration: the example loads; every bad input is one line naming the field and the fix."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stacks.config import EXAMPLE_CONFIG, GCP_REGIONS, ConfigError, load_configs, parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = EXAMPLE_CONFIG.read_text()
+
+
+def with_line(key: str, value: str, text: str = EXAMPLE) -> str:
+    """The example with `key = ...` (first occurrence) set to the TOML literal `value`."""
+    pattern = re.compile(rf"^{re.escape(key)} = .*$", re.M)
+    assert pattern.search(text), key
+    return pattern.sub(f"{key} = {value}", text, count=1)
+
+
+def rejection(text: str) -> str:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "env.toml")
+    message = str(raised.value)
+    assert "\n" not in message, "the error must be one line"
+    return message
+
+
+def test_the_embedded_example_is_the_default(example_config):
+    assert example_config.environment == "example"
+    assert example_config.server.workers == 1
+    assert example_config.server_image.endswith("/mlflow-images/mlflow-server:mlflow-3.17.2")
+
+
+@pytest.mark.parametrize(
+    "key, value, field, fix",
+    [
+        ("project_id", '"My_Project"', "project_id", "6-30 lowercase"),
+        ("project_number", '"12ab"', "project_number", "gcloud projects describe"),
+        ("region", '"europe-west99"', "region", "europe-west1"),
+        ("domain", '"https://mlflow.example.com"', "domain", "mlflow.example.com"),
+        ("iap_members", '["ml-team@example.com"]', "iap_members", "user:EMAIL, group:EMAIL"),
+        ("iap_members", '["allUsers"]', "iap_members", "refused"),
+        ("iap_members", "[]", "iap_members", "list who may use MLflow"),
+        ("private_services_cidr", '"10.10.0.0/16"', "network", "do not overlap"),
+        ("subnet_cidr", '"10.10.0.0/33"', "network.subnet_cidr", "like \"10.10.0.0/24\""),
+        ("tier", '"db-n1-standard-1"', "database.tier", "db-custom-CPUS-MEMORY_MB"),
+        ("disk_size_gb", "5", "database.disk_size_gb", "between 10 and 65536"),
+        ("max_overflow", "0", "server.max_overflow", "use 1 or more"),
+        ("memory", '"1GB"', "server.memory", "\"1Gi\""),
+        ("workers", '"2"', "server.workers", "whole number"),
+    ],
+)
+def test_a_bad_value_names_the_field_and_the_fix(key, value, field, fix):
+    message = rejection(with_line(key, value))
+    assert message.startswith("env.toml: "), message
+    assert f"{field}" in message and fix in message, message
+
+
+def test_unknown_keys_are_rejected_with_the_known_ones():
+    message = rejection(EXAMPLE.replace("[server]\n", "[server]\nreplicas = 3\n"))
+    assert "server.replicas: unknown key; remove it (known: " in message
+
+
+def test_missing_required_keys_are_all_listed_at_once():
+    text = "\n".join(l for l in EXAMPLE.splitlines() if not l.startswith(("project_id", "domain")))
+    message = rejection(text)
+    assert "project_id: missing" in message and "domain: missing" in message
+
+
+def test_a_missing_state_table_asks_for_the_table():
+    message = rejection(EXAMPLE.replace("[state]\nbucket", "[stateX]\nbucket"))
+    assert "state: missing; add a [state] table" in message
+
+
+def test_invalid_toml_is_one_line():
+    assert "not valid TOML" in rejection('project_id = "unterminated\n')
+
+
+def test_the_connection_budget_names_every_number():
+    message = rejection(with_line("max_instances", "5"))
+    assert (
+        "5 instances x 1 workers x 2 stores x (2 pool + 1 overflow) + 6 migration + 3 reserved = 39 > "
+        "25 max_connections of db-f1-micro" in message
+    )
+
+
+def test_the_connection_budget_accepts_a_config_that_fits():
+    bigger = with_line("tier", '"db-custom-1-3840"', with_line("max_instances", "10"))
+    cfg = parse_config(bigger)
+    assert cfg.connection_budget == (10 * 6 + 6 + 3, 200)
+
+
+def test_environments_must_share_the_state_bucket(tmp_path):
+    other = tmp_path / "other.toml"
+    other.write_text(with_line("bucket", '"another-state"', with_line("environment", '"other"')))
+    with pytest.raises(ConfigError, match=r"^state.bucket: environments use different state buckets"):
+        load_configs(f"{EXAMPLE_CONFIG},{other}")
+
+
+def test_a_missing_config_file_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError, match=r"^MLFLOW_CONFIG: cannot read 'nope.toml'"):
+        load_configs("nope.toml")
+
+
+def test_main_rejects_bad_config_with_one_line_exit_2_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(with_line("region", '"mars-north1"'))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "main.py")],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_CONFIG": str(bad), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "region: 'mars-north1' is not a Google Cloud region" in result.stderr
+    assert not (tmp_path / "cdktf.out").exists()
+
+
+# Property-based: whatever malformed value lands in a field, it is refused on one line naming it.
+
+project_ids = st.one_of(
+    st.text(min_size=0, max_size=5, alphabet="abcdefghijklmnopqrstuvwxyz"),
+    st.text(min_size=31, max_size=40, alphabet="abcdefghijklmnopqrstuvwxyz"),
+    st.from_regex(r"[0-9A-Z_][a-z0-9]{6,20}", fullmatch=True),
+    st.from_regex(r"[a-z][a-z0-9]{5,20}-", fullmatch=True),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(project_ids)
+def test_any_malformed_project_id_is_refused(value):
+    assert "project_id: " in rejection(with_line("project_id", f'"{value}"'))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=25).filter(lambda r: r not in GCP_REGIONS))
+def test_any_unknown_region_is_refused(value):
+    assert "region: " in rejection(with_line("region", f'"{value}"'))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True),  # a single label
+        st.from_regex(r"-[a-z]{1,8}\.[a-z]{2,4}", fullmatch=True),  # label starting with a hyphen
+        st.from_regex(r"[a-z]{1,8}\.[a-z]{1,8}\.[0-9]{1,3}", fullmatch=True),  # numeric TLD
+        st.from_regex(r"[a-z]{1,8}\.[A-Z]{2,4}", fullmatch=True),  # upper case
+        st.from_regex(r"[a-z]{1,8}_[a-z]{1,8}\.com", fullmatch=True),  # underscore
+        st.from_regex(r"[a-z]{1,8}\.com/[a-z]{1,5}", fullmatch=True),  # a path, not a host
+    )
+)
+def test_any_non_hostname_domain_is_refused(value):
+    assert "domain: " in rejection(with_line("domain", f'"{value}"'))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(r"(owner|member|User|users|sa|serviceaccount|allUsers|allAuthenticatedUsers)(:[a-z]{1,8}@example\.com)?", fullmatch=True),
+        st.from_regex(r"(user|group|serviceAccount):[a-z]{1,8}", fullmatch=True),  # not an email
+        st.from_regex(r"domain:[a-z]{1,8}", fullmatch=True),  # not a domain
+    )
+)
+def test_any_member_without_a_valid_prefix_and_identity_is_refused(member):
+    assert "iap_members: " in rejection(with_line("iap_members", f'["{member}"]'))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 255), st.integers(16, 24), st.integers(0, 8))
+def test_any_overlapping_pair_of_ranges_is_refused(second_octet, prefix, extra):
+    """A subnet carved out of the private services range always overlaps it."""
+    services = f"10.{second_octet}.0.0/{prefix}"
+    subnet = f"10.{second_octet}.0.0/{min(prefix + extra, 26)}"
+    text = with_line("private_services_cidr", f'"{services}"', with_line("subnet_cidr", f'"{subnet}"'))
+    assert "overlaps private_services_cidr" in rejection(text)

@@ -1,0 +1,40 @@
+"""Whole-stack snapshots: a regression net under the specs, not the spec itself.
+
+Update after an intended change with:  pipenv run pytest tests/test_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+UPDATE = "pipenv run pytest tests/test_snapshots.py --snapshot-update"
+
+
+def normalized(stack: dict) -> dict:
+    """Drop what is not the design: cdktf's metadata and provider version numbers."""
+    stack = json.loads(json.dumps(stack))
+    stack.pop("//", None)
+    for items in stack.get("resource", {}).values():
+        for body in items.values():
+            body.pop("//", None)
+    for items in stack.get("data", {}).values():
+        for body in items.values():
+            body.pop("//", None)
+    for provider in stack.get("terraform", {}).get("required_providers", {}).values():
+        provider["version"] = "<pinned by the binding>"
+    return stack
+
+
+@pytest.mark.parametrize("name", ["bootstrap", "mlflow-example-project", "mlflow-example", "mlflow-prod-project", "mlflow-prod"])
+def test_stack_matches_its_snapshot(app, name, request):
+    current = json.dumps(normalized(app.stacks[name]), indent=2, sort_keys=True) + "\n"
+    snapshot = SNAPSHOTS / f"{name}.json"
+    if request.config.getoption("--snapshot-update"):
+        snapshot.write_text(current)
+        return
+    assert snapshot.exists(), f"no snapshot for {name}; create it with: {UPDATE}"
+    assert current == snapshot.read_text(), f"{name} changed; review the diff, then run: {UPDATE}"
