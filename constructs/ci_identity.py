@@ -51,8 +51,9 @@ class CiIdentityProps:
 
 
 class CiIdentity(Construct):
-    """Only tokens from `github_repository` are accepted at all (provider attribute condition); the
-    deployer additionally requires the job to run in the approved GitHub environment."""
+    """Only two kinds of GitHub token are accepted at all (provider attribute condition): pull-request
+    jobs of `github_repository`, which may plan, and its jobs in the approved GitHub environment, which
+    may apply."""
 
     def __init__(self, scope: Construct, id: str, props: CiIdentityProps) -> None:
         super().__init__(scope, id)
@@ -69,14 +70,15 @@ class CiIdentity(Construct):
             attribute_mapping={
                 "google.subject": "assertion.sub",
                 "attribute.repository": "assertion.repository",
-                "attribute.environment": "assertion.environment",
-                "attribute.ref": "assertion.ref",
             },
-            attribute_condition=f"assertion.repository == '{props.github_repository}'",
+            attribute_condition=(
+                f"assertion.sub == 'repo:{props.github_repository}:pull_request' || "
+                f"assertion.sub == 'repo:{props.github_repository}:environment:{props.deploy_environment}'"
+            ),
             oidc=IamWorkloadIdentityPoolProviderOidc(issuer_uri=GITHUB_ISSUER),
         )
         principals = (
-            f"principalSet://iam.googleapis.com/projects/{props.project_number}/locations/global/"
+            f"principal://iam.googleapis.com/projects/{props.project_number}/locations/global/"
             f"workloadIdentityPools/{props.pool_id}"
         )
         self._planner = self._account(props, "planner", "Terraform plan in pull requests (read-only)")
@@ -86,14 +88,14 @@ class CiIdentity(Construct):
             "planner-federation",
             service_account_id=self._planner.name,
             role="roles/iam.workloadIdentityUser",
-            member=f"{principals}/attribute.repository/{props.github_repository}",
+            member=f"{principals}/subject/repo:{props.github_repository}:pull_request",
         )
         ServiceAccountIamMember(
             self,
             "deployer-federation",
             service_account_id=self._deployer.name,
             role="roles/iam.workloadIdentityUser",
-            member=f"{principals}/attribute.environment/{props.deploy_environment}",
+            member=f"{principals}/subject/repo:{props.github_repository}:environment:{props.deploy_environment}",
         )
         for role in PLANNER_ROLES:
             ProjectIamMember(self, f"planner-{role.split('/')[-1]}", project=props.project, role=role, member=self._planner.member)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import ITerraformDependable
+from cdktf import TerraformResource
 from cdktf_cdktf_provider_google.project_service import ProjectService
 from constructs import Construct
 
@@ -33,6 +33,6 @@ class ProjectServices(Construct):
         ]
 
     @property
-    def enabled(self) -> list[ITerraformDependable]:
+    def enabled(self) -> list[TerraformResource]:
         """Resources to depend on before using any of these APIs."""
         return list(self._services)

@@ -25,6 +25,7 @@ CIS_LOGGING_FLAGS = {
     "log_checkpoints": "on",
     "log_connections": "on",
     "log_disconnections": "on",
+    "log_duration": "on",
     "log_lock_waits": "on",
     "log_min_messages": "error",
     "log_min_error_statement": "error",

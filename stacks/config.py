@@ -77,7 +77,7 @@ class NetworkConfig:
 class DatabaseConfig:
     tier: str = "db-f1-micro"
     disk_size_gb: int = 10
-    version: str = "POSTGRES_17"
+    version: str = "POSTGRES_18"
     backup_retention_days: int = 7
 
     @property
@@ -330,7 +330,7 @@ def _validate_database(db: DatabaseConfig, problems: list[str]) -> None:
     if not 10 <= db.disk_size_gb <= 65536:
         problems.append(f"database.disk_size_gb: {db.disk_size_gb} must be between 10 and 65536")
     if not SQL_VERSION.match(db.version):
-        problems.append(f"database.version: {db.version!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_17)")
+        problems.append(f"database.version: {db.version!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)")
     if not 1 <= db.backup_retention_days <= 365:
         problems.append(f"database.backup_retention_days: {db.backup_retention_days} must be between 1 and 365")
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cdktf import ITerraformDependable, TerraformResource
+from cdktf import TerraformResource
 from constructs import Construct
 
 
-def wait_for(construct: Construct, dependables: Iterable[ITerraformDependable]) -> None:
+def wait_for(construct: Construct, dependables: Iterable[TerraformResource]) -> None:
     """Add `depends_on` to every resource under `construct` (cdktf ignores construct-level deps)."""
-    fqns = [d.fqn for d in dependables]
+    # `fqn` is an unresolved token that renders as "${type.id}"; depends_on needs the bare address.
+    fqns = [f"{d.terraform_resource_type}.{d.friendly_unique_id}" for d in dependables]
     for child in construct.node.find_all():
         if isinstance(child, TerraformResource):
             child.depends_on = sorted(set(child.depends_on or []) | set(fqns))

@@ -1,0 +1,22 @@
+#!/bin/sh
+# Brings the backend store's schema to this MLflow's head revision: /app/migrate.sh, the command of
+# the migration Cloud Run job (one task, no retries). On an empty database it creates MLflow's
+# tables; on a current one it changes nothing. Take a backup before upgrading across MLflow versions.
+# The server (start.sh) refuses to start until this has run.
+#
+#   MLFLOW_BACKEND_STORE_URI   required, the same URI the server gets.
+set -eu
+
+[ -n "${MLFLOW_BACKEND_STORE_URI:-}" ] || {
+    echo "migrate.sh: MLFLOW_BACKEND_STORE_URI is not set" >&2
+    exit 1
+}
+case $MLFLOW_BACKEND_STORE_URI in
+    postgres://* | postgresql://*)
+        # SQLAlchemy 2 maps a bare postgresql:// to psycopg 3, which the image does not have.
+        echo "migrate.sh: MLFLOW_BACKEND_STORE_URI must start with postgresql+psycopg2://" >&2
+        exit 1 ;;
+esac
+
+export MLFLOW_DISABLE_TELEMETRY=true
+exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"

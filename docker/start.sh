@@ -1,0 +1,89 @@
+#!/bin/sh
+# The MLflow tracking server: the image's CMD (/app/start.sh). Runs outside the image too, with
+# the same variables, given a Python that has docker/requirements.txt on PATH.
+#
+#   MLFLOW_BACKEND_STORE_URI    required. postgresql+psycopg2://USER:PASSWORD@/DB?host=/cloudsql/P:R:I
+#                               (password URL-encoded). Never put on a command line.
+#   PORT                        8080       listen on 0.0.0.0:$PORT (Cloud Run sets it)
+#   MLFLOW_ARTIFACTS_DESTINATION /mnt/gcs  where proxied artifacts go (the GCS volume mount)
+#   MLFLOW_ALLOWED_HOSTS        unset      comma list of accepted Host headers; others get 403
+#                                          (/health is always answered). Unset: MLflow's default,
+#                                          localhost and private addresses only.
+#   MLFLOW_CORS_ALLOWED_ORIGINS unset      comma list of origins allowed to send state-changing
+#                                          API requests (MLflow's default: localhost only)
+#   MLFLOW_WORKERS              1          uvicorn worker processes
+#   MLFLOW_SQLALCHEMYSTORE_POOL_SIZE    2  per engine; each worker has 2 engines (tracking, registry)
+#   MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW 1  per engine, >= 1 (MLflow ignores 0)
+#
+# It never migrates: a database not at this MLflow's schema head stops it (see serve.py); run
+# migrate.sh first. MLflow's job execution (huey job runner) is off. Every configuration error is
+# one line on stderr and exit status 1.
+set -eu
+
+fail() {
+    printf 'start.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+# require_int NAME MIN [MAX] [WHY]: $NAME must be a whole number in [MIN, MAX].
+require_int() {
+    eval "value=\${$1}"
+    case $value in
+        '' | *[!0-9]*) fail "$1 must be a whole number, got '$value'" ;;
+    esac
+    while [ "${value#0}" != "$value" ] && [ "$value" != 0 ]; do value=${value#0}; done
+    if [ ${#value} -gt 9 ] || [ "$value" -lt "$2" ] || { [ -n "${3:-}" ] && [ "$value" -gt "$3" ]; }; then
+        if [ -n "${3:-}" ]; then range="from $2 to $3"; else range="at least $2"; fi
+        fail "$1 must be $range${4:+ ($4)}, got $value"
+    fi
+    eval "$1=\$value"
+}
+
+[ -n "${MLFLOW_BACKEND_STORE_URI:-}" ] ||
+    fail "MLFLOW_BACKEND_STORE_URI is not set (e.g. postgresql+psycopg2://USER:PASSWORD@/DB?host=/cloudsql/PROJECT:REGION:INSTANCE)"
+case $MLFLOW_BACKEND_STORE_URI in
+    postgresql+psycopg2://*) ;;
+    postgres://* | postgresql://* | postgresql+*://*)
+        # SQLAlchemy 2 maps a bare postgresql:// to psycopg 3, which the image does not have.
+        fail "MLFLOW_BACKEND_STORE_URI must start with postgresql+psycopg2:// (the only PostgreSQL driver installed)" ;;
+esac
+
+PORT=${PORT:-8080}
+MLFLOW_ARTIFACTS_DESTINATION=${MLFLOW_ARTIFACTS_DESTINATION:-/mnt/gcs}
+MLFLOW_ALLOWED_HOSTS=${MLFLOW_ALLOWED_HOSTS:-}
+MLFLOW_CORS_ALLOWED_ORIGINS=${MLFLOW_CORS_ALLOWED_ORIGINS:-}
+MLFLOW_WORKERS=${MLFLOW_WORKERS:-1}
+MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=${MLFLOW_SQLALCHEMYSTORE_POOL_SIZE:-2}
+MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=${MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW:-1}
+
+require_int PORT 1 65535
+require_int MLFLOW_WORKERS 1
+# MLflow passes these to SQLAlchemy only when truthy: a 0 would silently become SQLAlchemy's
+# defaults (pool_size 5, max_overflow 10) and break the database connection budget.
+require_int MLFLOW_SQLALCHEMYSTORE_POOL_SIZE 1 '' 'MLflow ignores 0'
+require_int MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW 1 '' 'MLflow ignores 0 and uses 10'
+[ -n "$MLFLOW_ARTIFACTS_DESTINATION" ] || fail "MLFLOW_ARTIFACTS_DESTINATION is empty"
+
+# MLflow reads these itself, in every worker.
+export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW
+# No huey job runner and consumers (7 extra processes, ~1 GB): nothing here uses MLflow jobs.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+# No usage reporting to MLflow's telemetry endpoint from a private server.
+export MLFLOW_DISABLE_TELEMETRY=true
+
+set -- \
+    --host 0.0.0.0 \
+    --port "$PORT" \
+    --workers "$MLFLOW_WORKERS" \
+    --serve-artifacts \
+    --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
+    --uvicorn-opts "--timeout-graceful-shutdown 8"
+# Cloud Run kills the container 10 s after SIGTERM; in-flight requests get 8 of them.
+if [ -n "$MLFLOW_ALLOWED_HOSTS" ]; then
+    set -- "$@" --allowed-hosts "$MLFLOW_ALLOWED_HOSTS"
+fi
+if [ -n "$MLFLOW_CORS_ALLOWED_ORIGINS" ]; then
+    set -- "$@" --cors-allowed-origins "$MLFLOW_CORS_ALLOWED_ORIGINS"
+fi
+
+exec python "$(dirname "$0")/serve.py" "$@"

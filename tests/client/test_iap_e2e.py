@@ -1,0 +1,159 @@
+"""End to end: `pip install ./client`, set MLFLOW_TRACKING_URI, and the normal MLflow client works through IAP.
+
+Each test runs the installed package in a subprocess against the fakes in conftest.py: Google's token
+and IAM Credentials endpoints, a metadata server, and IAP in front of a real `mlflow server`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "client" / "examples" / "log_run.py"
+
+
+def _ids(stdout: str) -> tuple[str, str]:
+    found = dict(re.findall(r"^(experiment_id|run_id)=(\S+)$", stdout, re.M))
+    return found["experiment_id"], found["run_id"]
+
+
+def _assert_one_line_error(result, *fragments: str) -> str:
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def _assert_logged(world, experiment_id: str, run_id: str, steps: int) -> None:
+    run = world.mlflow.api("runs/get", run_id=run_id)["run"]
+    assert run["info"]["experiment_id"] == experiment_id and run["info"]["status"] == "FINISHED"
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params == {"learning_rate": "0.01", "epochs": str(steps), "optimizer": "sgd"}
+    history = world.mlflow.api("metrics/get-history", run_id=run_id, metric_key="loss")["metrics"]
+    assert sorted(m["step"] for m in history) == list(range(steps))
+    artifacts = list(world.mlflow.root.glob(f"artifacts/{experiment_id}/{run_id}/artifacts/hello.txt"))
+    assert len(artifacts) == 1 and "behind IAP" in artifacts[0].read_text()
+
+
+def test_installed_package_registers_the_plugin_and_the_command(world):
+    result = world.python(
+        "-c",
+        "import importlib.metadata as m, mlflow_iap_auth;"
+        "print(mlflow_iap_auth.__file__);"
+        "print([e.value for e in m.entry_points(group='mlflow.request_header_provider')])",
+    )
+    assert result.returncode == 0, result.stderr
+    location, entry_points = result.stdout.splitlines()
+    assert location.startswith(str(world.venv))
+    assert "mlflow_iap_auth.plugin:IapRequestHeaderProvider" in entry_points
+    assert (world.venv / "bin" / "mlflow-iap-token").exists()
+
+
+def test_a_human_logs_the_example_run_by_impersonating_a_service_account(world):
+    world.login_as(world.fake.ALICE)
+    result = world.python(str(EXAMPLE), "--experiment", "iap-human", MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA)
+    assert result.returncode == 0, result.stderr
+    experiment_id, run_id = _ids(result.stdout)
+    _assert_logged(world, experiment_id, run_id, steps=5)
+
+    log = world.fake.iap_log
+    assert log and all(r.reason is None and r.identity == world.fake.CLIENT_SA for r in log), log
+    assert any("/mlflow-artifacts/" in r.path for r in log), "the artifact upload went through IAP too"
+    assert [(s.principal, s.target, s.status) for s in world.fake.sign_log] == [
+        (f"user:{world.fake.ALICE}", world.fake.CLIENT_SA, 200)
+    ], "one JWT, signed by Google for alice acting as the service account, served the whole run"
+    assert world.fake.refused == []
+
+
+def test_a_workload_signs_as_its_own_service_account_and_refreshes_expiring_tokens(world):
+    world.on_gce()
+    result = world.python(
+        str(EXAMPLE), "--experiment", "iap-refresh", "--steps", "4", "--sleep", "2.5",
+        MLFLOW_IAP_TOKEN_LIFETIME="4",
+    )
+    assert result.returncode == 0, result.stderr
+    experiment_id, run_id = _ids(result.stdout)
+    _assert_logged(world, experiment_id, run_id, steps=4)
+
+    signed = [s for s in world.fake.sign_log if s.status == 200]
+    assert len(signed) >= 2, "a new token was signed when the first one neared expiry"
+    assert {(s.principal, s.target) for s in signed} == {(f"serviceAccount:{world.fake.RUNNER_SA}", world.fake.RUNNER_SA)}
+    assert all(s.claims["exp"] - s.claims["iat"] == 4 for s in signed)
+    log = world.fake.iap_log
+    assert log[-1].at - log[0].at > 4, "the run outlived a token's lifetime"
+    assert log and all(r.reason is None and r.identity == world.fake.RUNNER_SA for r in log), [r for r in log if r.reason]
+    assert len({r.token for r in log}) >= 2
+    assert world.fake.refused == []
+
+
+def test_the_fake_iap_rejects_what_real_iap_rejects(world):
+    """Guards the test double: expired, mis-addressed, forged or unauthorised JWTs do not get through."""
+    fake = world.fake
+    now = int(time.time())
+
+    def claims(sa=fake.CLIENT_SA, aud=fake.AUDIENCE, iat=now, exp=now + 600):
+        return {"iss": sa, "sub": sa, "aud": aud, "iat": iat, "exp": exp}
+
+    def status(token: str, header: str = "Proxy-Authorization") -> int:
+        return world.https("GET", "/api/2.0/mlflow/experiments/search?max_results=1", headers={header: f"Bearer {token}"}).status_code
+
+    assert status(fake.sign_as(fake.CLIENT_SA, claims())) == 200
+    assert status(fake.sign_as(fake.CLIENT_SA, claims()), header="Authorization") == 200
+    assert status(fake.sign_as(fake.CLIENT_SA, claims(iat=now - 700, exp=now - 100))) == 401
+    assert status(fake.sign_as(fake.CLIENT_SA, claims(aud="https://elsewhere.example.test/*"))) == 401
+    assert status(fake.sign_as(fake.RUNNER_SA, claims())) == 401  # signed with another account's key
+    assert status(fake.sign_as(fake.CLIENT_SA, claims(exp=now + 7200))) == 401
+    assert status(fake.sign_as(fake.OUTSIDER_SA, claims(sa=fake.OUTSIDER_SA))) == 403
+    assert world.https("GET", "/health").status_code == 401
+
+
+def test_the_token_command_prints_a_token_for_curl(world):
+    world.login_as(world.fake.ALICE)
+    result = world.token_cli(MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token.count(".") == 2 and "\n" not in token
+    response = world.https(
+        "GET", "/api/2.0/mlflow/experiments/search?max_results=5", headers={"Proxy-Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200 and "experiments" in response.json()
+
+    header = world.token_cli("--header", "https://mlflow.example.test/", MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA)
+    assert header.returncode == 0 and header.stdout.startswith("Proxy-Authorization: Bearer ey")
+
+
+def test_no_credentials_is_one_clear_line(world):
+    line = _assert_one_line_error(world.token_cli(), "no Google credentials found", "gcloud auth application-default login")
+
+    # The MLflow client shows the same line (as MLflow's warning) before IAP turns the request away.
+    result = world.python("-c", "import mlflow; mlflow.search_experiments()")
+    assert result.returncode != 0
+    assert line in result.stderr
+    assert world.fake.iap_log and all(r.reason == "empty token" for r in world.fake.iap_log)
+    assert world.fake.sign_log == [] and world.fake.refused == []
+
+
+def test_denied_impersonation_is_one_clear_line(world):
+    world.login_as(world.fake.MALLORY)
+    _assert_one_line_error(
+        world.token_cli(MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA),
+        f"permission denied signing a JWT as {world.fake.CLIENT_SA}",
+        "roles/iam.serviceAccountTokenCreator",
+        "Permission 'iam.serviceAccounts.signJwt' denied",
+    )
+    assert [(s.principal, s.status) for s in world.fake.sign_log] == [(f"user:{world.fake.MALLORY}", 403)]
+
+
+def test_user_credentials_without_a_service_account_say_which_setting_is_missing(world):
+    world.login_as(world.fake.ALICE)
+    _assert_one_line_error(world.token_cli(), "user credentials", "MLFLOW_IAP_SERVICE_ACCOUNT")
+    assert world.fake.sign_log == []
+

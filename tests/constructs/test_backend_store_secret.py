@@ -1,0 +1,32 @@
+"""The backend store URI: in Secret Manager, write-only, readable by the server's account alone."""
+
+from tests.synth import assert_matches, one
+
+
+def test_the_secret_holds_the_cloudsql_socket_uri_with_an_urlencoded_password(mlflow):
+    version = one(mlflow, "google_secret_manager_secret_version")
+    assert version["secret_data_wo"] == (
+        "postgresql+psycopg2://${google_sql_user.database_user_9EB13DDB.name}:"
+        "${urlencode(random_password.database_password_22A6A8E7.result)}@/${google_sql_database.database_7CF902CB.name}"
+        "?host=/cloudsql/${google_sql_database_instance.database_instance_D7FC2283.connection_name}"
+    )
+    assert "secret_data" not in version, "a plain secret_data would put the URI in plan output and state"
+
+
+def test_the_secret_stays_in_the_region_and_is_protected(mlflow):
+    assert_matches(
+        one(mlflow, "google_secret_manager_secret"),
+        {
+            "secret_id": "mlflow-backend-store-uri",
+            "replication": {"user_managed": {"replicas": [{"location": "europe-west1"}]}},
+            "lifecycle": {"prevent_destroy": True},
+        },
+    )
+
+
+def test_only_the_server_account_may_read_it(mlflow):
+    assert_matches(
+        one(mlflow, "google_secret_manager_secret_iam_member"),
+        {"role": "roles/secretmanager.secretAccessor", "member": "${google_service_account.server-identity_account_25E041FD.member}"},
+    )
+    assert not [m for m in mlflow["resource"]["google_project_iam_member"].values() if "secretmanager" in m["role"]]

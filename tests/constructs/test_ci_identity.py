@@ -1,0 +1,38 @@
+"""CI identity: GitHub OIDC through WIF, only this repository's PR and approved-environment jobs."""
+
+from tests.synth import assert_matches, one, resources
+
+
+def test_no_ci_identity_unless_a_repository_is_configured(project_stack):
+    assert "google_iam_workload_identity_pool" not in project_stack["resource"]
+
+
+def test_the_provider_accepts_only_pull_requests_and_the_approved_environment(app):
+    provider = one(app.stacks["mlflow-prod-project"], "google_iam_workload_identity_pool_provider")
+    assert_matches(
+        provider,
+        {
+            "oidc": {"issuer_uri": "https://token.actions.githubusercontent.com"},
+            "attribute_condition": "assertion.sub == 'repo:acme/mlflow-infra:pull_request' || "
+            "assertion.sub == 'repo:acme/mlflow-infra:environment:prod'",
+        },
+    )
+
+
+def test_the_planner_is_read_only_and_the_deployer_needs_the_environment(app):
+    stack = app.stacks["mlflow-prod-project"]
+    federation = {k.split("/")[-1]: v["member"] for k, v in resources(stack, "google_service_account_iam_member").items()}
+    base = "principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/github/subject/"
+    assert federation == {
+        "planner-federation": base + "repo:acme/mlflow-infra:pull_request",
+        "deployer-federation": base + "repo:acme/mlflow-infra:environment:prod",
+    }
+    planner = "${google_service_account.ci-identity_planner_1B38E68C.member}"
+    roles = sorted(m["role"] for m in resources(stack, "google_project_iam_member").values() if m["member"] == planner)
+    assert roles == ["roles/iam.securityReviewer", "roles/viewer"]
+    state = {v["member"]: v["role"] for v in resources(stack, "google_storage_bucket_iam_member").values()}
+    assert state[planner] == "roles/storage.objectViewer"
+
+
+def test_no_service_account_key_for_ci(app):
+    assert "google_service_account_key" not in app.stacks["mlflow-prod-project"]["resource"]

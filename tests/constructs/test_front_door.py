@@ -1,0 +1,102 @@
+"""Front door: HTTPS load balancer with a managed certificate, strict TLS, redirect on 80, IAP."""
+
+from tests.synth import assert_matches, one, resource, resources
+
+
+def test_a_serverless_neg_points_at_the_cloud_run_service(mlflow):
+    assert_matches(
+        one(mlflow, "google_compute_region_network_endpoint_group"),
+        {
+            "network_endpoint_type": "SERVERLESS",
+            "region": "europe-west1",
+            "cloud_run": {"service": "${google_cloud_run_v2_service.tracking-service_66D64088.name}"},
+        },
+    )
+
+
+def test_the_backend_is_external_managed_logged_and_behind_iap_with_the_google_managed_client(mlflow):
+    backend = one(mlflow, "google_compute_backend_service")
+    assert_matches(
+        backend,
+        {
+            "load_balancing_scheme": "EXTERNAL_MANAGED",
+            "log_config": {"enable": True, "sample_rate": 1},
+            "iap": {"enabled": True},
+        },
+    )
+    assert "oauth2_client_id" not in backend["iap"] and "oauth2_client_secret" not in backend["iap"]
+
+
+def test_no_oauth_brand_or_client_is_created(app):
+    for stack in app.stacks.values():
+        assert not {"google_iap_brand", "google_iap_client"} & set(stack.get("resource", {}))
+
+
+def test_https_uses_a_managed_certificate_for_the_domain_and_a_restricted_tls_policy(mlflow):
+    assert one(mlflow, "google_compute_managed_ssl_certificate")["managed"] == {"domains": ["mlflow.example.com"]}
+    assert_matches(one(mlflow, "google_compute_ssl_policy"), {"profile": "RESTRICTED", "min_tls_version": "TLS_1_2"})
+    assert_matches(
+        one(mlflow, "google_compute_target_https_proxy"),
+        {
+            "ssl_certificates": ["${google_compute_managed_ssl_certificate.front-door_certificate_B359D303.id}"],
+            "ssl_policy": "${google_compute_ssl_policy.front-door_tls-policy_682D7460.id}",
+            "url_map": "${google_compute_url_map.front-door_https-url-map_EC46A23F.id}",
+        },
+    )
+
+
+def test_port_443_serves_and_port_80_only_redirects_to_https(mlflow):
+    https = resource(mlflow, "google_compute_global_forwarding_rule", "front-door/https-forwarding-rule")
+    http = resource(mlflow, "google_compute_global_forwarding_rule", "front-door/http-forwarding-rule")
+    address = "${google_compute_global_address.front-door_address_DFE2E206.id}"
+    assert_matches(https, {"port_range": "443", "ip_address": address, "load_balancing_scheme": "EXTERNAL_MANAGED"})
+    assert_matches(http, {"port_range": "80", "ip_address": address, "load_balancing_scheme": "EXTERNAL_MANAGED"})
+    redirect = resource(mlflow, "google_compute_url_map", "front-door/http-redirect")
+    assert redirect["default_url_redirect"] == {
+        "https_redirect": True, "strip_query": False, "redirect_response_code": "MOVED_PERMANENTLY_DEFAULT",
+    }
+    assert "default_service" not in redirect
+
+
+def test_a_static_global_ip_is_reserved(mlflow):
+    assert_matches(
+        resource(mlflow, "google_compute_global_address", "front-door/address"),
+        {"address_type": "EXTERNAL", "ip_version": "IPV4"},
+    )
+
+
+def test_members_are_granted_iap_access_on_this_backend_service_only(mlflow, mlflow_prod):
+    grants = resources(mlflow, "google_iap_web_backend_service_iam_member")
+    assert [(g["role"], g["member"], g["web_backend_service"]) for g in grants.values()] == [
+        ("roles/iap.httpsResourceAccessor", "group:ml-platform@example.com",
+         "${google_compute_backend_service.front-door_backend_ED3308D3.name}")
+    ]
+    for stack in (mlflow, mlflow_prod):
+        project_roles = [m["role"] for m in resources(stack, "google_project_iam_member").values()]
+        assert not [r for r in project_roles if r.startswith("roles/iap.")]
+
+
+def test_iap_settings_allowlist_oauth_clients_only_when_configured(mlflow, mlflow_prod):
+    assert "google_iap_settings" not in mlflow["resource"]
+    assert_matches(
+        one(mlflow_prod, "google_iap_settings"),
+        {
+            "name": "projects/123456789012/iap_web/compute/services/${google_compute_backend_service.front-door_backend_ED3308D3.name}",
+            "access_settings": {
+                "oauth_settings": {"programmatic_clients": ["123456789012-abc123.apps.googleusercontent.com"]}
+            },
+        },
+    )
+
+
+def test_the_iap_service_agent_is_created_before_it_is_granted(app):
+    agent = resource(app.stacks["mlflow-example-project"], "terraform_data", "iap-service-agent")
+    assert agent["provisioner"] == [
+        {"local-exec": {"command": "gcloud beta services identity create --service=iap.googleapis.com --project=example-mlflow-project"}}
+    ]
+    assert app.manifest["stacks"]["mlflow-example"]["dependencies"] == ["mlflow-example-project"]
+
+
+def test_outputs_give_the_url_and_the_ip(mlflow):
+    assert mlflow["output"]["mlflow_url"]["value"] == "https://mlflow.example.com"
+    assert mlflow["output"]["static_ip"]["value"] == "${google_compute_global_address.front-door_address_DFE2E206.address}"

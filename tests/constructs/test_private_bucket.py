@@ -1,0 +1,51 @@
+"""Every bucket: uniform access, public access prevention enforced, versioned, never force-destroyed."""
+
+import pytest
+
+from tests.synth import assert_matches, resource, resources
+
+BUCKETS = [
+    ("bootstrap", "state/bucket"),
+    ("bootstrap", "state-access-logs/bucket"),
+    ("mlflow-example", "artifacts/bucket"),
+    ("mlflow-example", "artifact-access-logs/bucket"),
+]
+
+
+@pytest.mark.parametrize("stack, path", BUCKETS)
+def test_bucket_is_private_versioned_and_kept(app, stack, path):
+    assert_matches(
+        resource(app.stacks[stack], "google_storage_bucket", path),
+        {
+            "uniform_bucket_level_access": True,
+            "public_access_prevention": "enforced",
+            "versioning": {"enabled": True},
+            "force_destroy": False,
+            "lifecycle": {"prevent_destroy": True},
+        },
+    )
+
+
+def test_every_bucket_of_the_app_is_listed_above(app):
+    found = {(name, path) for name, stack in app.stacks.items() if name in ("bootstrap", "mlflow-example")
+             for path in resources(stack, "google_storage_bucket")}
+    assert found == set(BUCKETS)
+
+
+def test_noncurrent_versions_expire(app):
+    rule = resource(app.stacks["mlflow-example"], "google_storage_bucket", "artifacts/bucket")["lifecycle_rule"]
+    assert_matches(rule, [{"action": {"type": "Delete"}, "condition": {"days_since_noncurrent_time": 30}}])
+    state_rule = resource(app.stacks["bootstrap"], "google_storage_bucket", "state/bucket")["lifecycle_rule"]
+    assert state_rule[0]["condition"]["days_since_noncurrent_time"] == 365
+
+
+def test_data_buckets_log_access_to_their_log_bucket(app):
+    state = resource(app.stacks["bootstrap"], "google_storage_bucket", "state/bucket")
+    assert state["logging"]["log_bucket"] == "${google_storage_bucket.state-access-logs_bucket_2091920F.name}"
+    artifacts = resource(app.stacks["mlflow-example"], "google_storage_bucket", "artifacts/bucket")
+    assert artifacts["logging"]["log_bucket"] == "${google_storage_bucket.artifact-access-logs_bucket_6190FD20.name}"
+
+
+def test_the_artifact_bucket_lives_in_the_region_and_the_state_bucket_in_config(app):
+    assert resource(app.stacks["mlflow-example"], "google_storage_bucket", "artifacts/bucket")["location"] == "europe-west1"
+    assert resource(app.stacks["bootstrap"], "google_storage_bucket", "state/bucket")["name"] == "example-mlflow-project-tfstate"

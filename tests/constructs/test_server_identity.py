@@ -1,0 +1,26 @@
+"""The server's account: dedicated, keyless, three project roles, everything else per resource."""
+
+from tests.synth import assert_matches, one, resources
+
+SERVER = "${google_service_account.server-identity_account_25E041FD.member}"
+
+
+def test_the_server_has_its_own_service_account(mlflow):
+    assert_matches(one(mlflow, "google_service_account"), {"account_id": "mlflow-server"})
+
+
+def test_its_project_roles_are_exactly_sql_client_and_telemetry_writers(mlflow):
+    roles = sorted(m["role"] for m in resources(mlflow, "google_project_iam_member").values() if m["member"] == SERVER)
+    assert roles == ["roles/cloudsql.client", "roles/logging.logWriter", "roles/monitoring.metricWriter"]
+
+
+def test_it_uses_objects_of_the_artifact_bucket_only(mlflow):
+    grants = [g for g in resources(mlflow, "google_storage_bucket_iam_member").values() if g["member"] == SERVER]
+    assert grants == [
+        {**grants[0], "bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}", "role": "roles/storage.objectUser"}
+    ]
+
+
+def test_no_service_account_key_exists(app):
+    for stack in app.stacks.values():
+        assert "google_service_account_key" not in stack.get("resource", {})

@@ -1,0 +1,85 @@
+"""Cloud SQL: private IP only, TLS, backups with PITR, protected from deletion, CIS logging flags."""
+
+import json
+
+from tests.synth import assert_matches, one
+
+
+def test_the_instance_has_no_public_ip_and_uses_the_private_path(mlflow):
+    ip = one(mlflow, "google_sql_database_instance")["settings"]["ip_configuration"]
+    assert_matches(
+        ip,
+        {
+            "ipv4_enabled": False,
+            "enable_private_path_for_google_cloud_services": True,
+            "private_network": "${google_compute_network.network_vpc_4E8F0223.id}",
+            "ssl_mode": "TRUSTED_CLIENT_CERTIFICATE_REQUIRED",
+        },
+    )
+    assert "authorized_networks" not in ip
+
+
+def test_it_waits_for_private_services_access(mlflow):
+    assert one(mlflow, "google_sql_database_instance")["depends_on"] == [
+        "google_service_networking_connection.network_private-services-access_1A239364"
+    ]
+
+
+def test_backups_and_point_in_time_recovery_are_on(mlflow):
+    assert_matches(
+        one(mlflow, "google_sql_database_instance")["settings"]["backup_configuration"],
+        {"enabled": True, "point_in_time_recovery_enabled": True, "backup_retention_settings": {"retained_backups": 7}},
+    )
+
+
+def test_deletion_is_refused_by_terraform_and_by_the_api(mlflow):
+    instance = one(mlflow, "google_sql_database_instance")
+    assert instance["deletion_protection"] is True
+    assert instance["settings"]["deletion_protection_enabled"] is True
+    assert instance["lifecycle"] == {"prevent_destroy": True}
+
+
+def test_size_version_and_edition_come_from_config(mlflow, mlflow_prod):
+    assert_matches(
+        one(mlflow, "google_sql_database_instance"),
+        {"database_version": "POSTGRES_18", "settings": {"tier": "db-f1-micro", "disk_size": 10, "disk_type": "PD_SSD", "edition": "ENTERPRISE"}},
+    )
+    assert one(mlflow_prod, "google_sql_database_instance")["settings"]["tier"] == "db-custom-2-7680"
+
+
+def test_query_insights_and_the_cis_logging_flags_are_on(mlflow):
+    settings = one(mlflow, "google_sql_database_instance")["settings"]
+    assert settings["insights_config"]["query_insights_enabled"] is True
+    flags = {f["name"]: f["value"] for f in settings["database_flags"]}
+    assert_matches(
+        flags,
+        {
+            "log_checkpoints": "on",
+            "log_connections": "on",
+            "log_disconnections": "on",
+            "log_duration": "on",
+            "log_lock_waits": "on",
+            "log_min_duration_statement": "-1",
+            "log_min_error_statement": "error",
+            "log_min_messages": "error",
+            "log_statement": "ddl",
+            "log_temp_files": "0",
+            "cloudsql.enable_pgaudit": "on",
+        },
+    )
+
+
+def test_the_password_is_generated_and_only_passed_write_only(mlflow):
+    password = one(mlflow, "random_password")
+    assert password["length"] >= 32
+    user = one(mlflow, "google_sql_user")
+    assert user["password_wo"] == "${random_password.database_password_22A6A8E7.result}"
+    assert "password" not in user
+
+
+def test_no_literal_password_or_sensitive_output_anywhere(app):
+    for name, stack in app.stacks.items():
+        text = json.dumps(stack)
+        assert '"password": "' not in text and "root_password" not in text, name
+        for output_name, output in stack.get("output", {}).items():
+            assert "random_password" not in json.dumps(output), f"{name}.{output_name} exposes the password"

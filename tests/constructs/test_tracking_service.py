@@ -1,0 +1,127 @@
+"""The MLflow service: load-balancer ingress, private egress, socket and GCS volumes, secret env."""
+
+from tests.synth import ABSENT, assert_matches, env_of, one, resources
+
+
+def service(stack):
+    return one(stack, "google_cloud_run_v2_service")
+
+
+def container(stack):
+    return service(stack)["template"]["containers"][0]
+
+
+def test_only_the_load_balancer_can_reach_it(mlflow):
+    assert service(mlflow)["ingress"] == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+
+
+def test_it_runs_the_configured_image_as_its_own_account(mlflow):
+    assert_matches(
+        service(mlflow)["template"],
+        {
+            "service_account": "${google_service_account.server-identity_account_25E041FD.email}",
+            "execution_environment": "EXECUTION_ENVIRONMENT_GEN2",
+        },
+    )
+    assert container(mlflow)["image"] == (
+        "europe-west1-docker.pkg.dev/example-mlflow-project/mlflow-images/mlflow-server:mlflow-3.17.2"
+    )
+
+
+def test_egress_goes_direct_to_the_vpc_for_private_ranges_only(mlflow):
+    assert_matches(
+        service(mlflow)["template"]["vpc_access"],
+        {
+            "egress": "PRIVATE_RANGES_ONLY",
+            "connector": ABSENT,
+            "network_interfaces": [
+                {
+                    "network": "${google_compute_network.network_vpc_4E8F0223.name}",
+                    "subnetwork": "${google_compute_subnetwork.network_subnet_E45498CD.name}",
+                }
+            ],
+        },
+    )
+
+
+def test_cloud_sql_is_mounted_as_a_socket_and_the_bucket_as_a_gcs_volume(mlflow):
+    assert_matches(
+        service(mlflow)["template"]["volumes"],
+        [
+            {
+                "name": "cloudsql",
+                "cloud_sql_instance": {
+                    "instances": ["${google_sql_database_instance.database_instance_D7FC2283.connection_name}"]
+                },
+            },
+            {"name": "artifacts", "gcs": {"bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}", "read_only": False}},
+        ],
+    )
+    assert container(mlflow)["volume_mounts"] == [
+        {"name": "cloudsql", "mount_path": "/cloudsql"},
+        {"name": "artifacts", "mount_path": "/mnt/gcs"},
+    ]
+
+
+def test_the_backend_store_uri_comes_from_secret_manager_never_a_plain_value(mlflow):
+    env = env_of(container(mlflow))
+    assert env["MLFLOW_BACKEND_STORE_URI"] == {
+        "secret_key_ref": {
+            "secret": "${google_secret_manager_secret.backend-store-uri_secret_7137454D.secret_id}",
+            "version": "${google_secret_manager_secret_version.backend-store-uri_version_61105727.version}",
+        }
+    }
+
+
+def test_the_server_accepts_the_configured_domain_and_writes_artifacts_to_the_mount(mlflow, mlflow_prod):
+    assert_matches(
+        env_of(container(mlflow)),
+        {
+            "MLFLOW_ALLOWED_HOSTS": "mlflow.example.com",
+            "MLFLOW_CORS_ALLOWED_ORIGINS": "https://mlflow.example.com",
+            "MLFLOW_ARTIFACTS_DESTINATION": "/mnt/gcs",
+            "MLFLOW_WORKERS": "1",
+            "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "2",
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "1",
+        },
+    )
+    assert env_of(container(mlflow_prod))["MLFLOW_ALLOWED_HOSTS"] == "mlflow.prod.example.com"
+
+
+def test_sizing_scales_to_zero_and_bills_cpu_only_during_requests(mlflow):
+    template = service(mlflow)["template"]
+    assert template["scaling"] == {"min_instance_count": 0, "max_instance_count": 2}
+    assert template["max_instance_request_concurrency"] == 20
+    assert container(mlflow)["resources"] == {
+        "limits": {"cpu": "1", "memory": "1Gi"}, "cpu_idle": True, "startup_cpu_boost": True,
+    }
+
+
+def test_a_startup_probe_on_health_allows_two_minutes(mlflow):
+    probe = container(mlflow)["startup_probe"]
+    assert probe["http_get"] == {"path": "/health", "port": 8080}
+    assert probe["period_seconds"] * probe["failure_threshold"] == 120
+
+
+def test_the_service_never_migrates_the_database(mlflow):
+    assert "command" not in container(mlflow) and "args" not in container(mlflow)
+
+
+def test_it_starts_only_after_its_account_can_read_the_secret_bucket_and_sql(mlflow):
+    assert set(service(mlflow)["depends_on"]) == {
+        "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8",
+        "google_storage_bucket_iam_member.artifacts_server-object-user_ED5A10FD",
+        "google_project_iam_member.server-identity_cloudsqlclient_01626B14",
+        "google_project_iam_member.server-identity_logginglogWriter_BEE02F96",
+        "google_project_iam_member.server-identity_monitoringmetricWriter_EDFDFBAF",
+    }
+
+
+def test_the_iap_service_agent_is_the_only_invoker(mlflow):
+    invokers = resources(mlflow, "google_cloud_run_v2_service_iam_member")
+    assert [i["member"] for i in invokers.values()] == [
+        "serviceAccount:service-123456789012@gcp-sa-iap.iam.gserviceaccount.com"
+    ]
+    assert [i["role"] for i in invokers.values()] == ["roles/run.invoker"]
+    assert "google_cloud_run_v2_service_iam_binding" not in mlflow["resource"]
+    assert "google_cloud_run_v2_service_iam_policy" not in mlflow["resource"]

@@ -1,0 +1,93 @@
+"""Security invariants over a synthesized stack: each a pure function returning its violations.
+
+A rule that cannot read the value it needs reports a violation; it never passes by default.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from tests.synth import all_resources
+
+Stack = dict[str, Any]
+PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+DATA_RESOURCES = ("google_sql_database_instance", "google_storage_bucket", "google_secret_manager_secret")
+
+
+def no_public_ip_on_sql(stack: Stack) -> list[str]:
+    """A public IP puts the database on the internet, whatever its authorized networks say."""
+    return [
+        f"{path}: ipv4_enabled is not false"
+        for type_, path, body in all_resources(stack)
+        if type_ == "google_sql_database_instance"
+        and body.get("settings", {}).get("ip_configuration", {}).get("ipv4_enabled") is not False
+    ]
+
+
+def no_public_members(stack: Stack) -> list[str]:
+    """allUsers / allAuthenticatedUsers anywhere in IAM makes a resource public."""
+    return [
+        f"{path}: grants {member}"
+        for _, path, body in all_resources(stack)
+        for member in PUBLIC_MEMBERS
+        if member in json.dumps({k: v for k, v in body.items() if k != "//"})
+    ]
+
+
+def no_service_account_keys(stack: Stack) -> list[str]:
+    """A key is a long-lived secret that leaks; every identity here is keyless."""
+    return [f"{path}: is a service account key" for type_, path, _ in all_resources(stack) if type_ == "google_service_account_key"]
+
+
+def server_account_has_no_admin_roles(stack: Stack) -> list[str]:
+    """The server runs user-supplied requests; a broad role turns a bug into a project takeover."""
+    servers = {
+        f"${{google_service_account.{body['//']['metadata']['uniqueId']}.member}}"
+        for type_, path, body in all_resources(stack)
+        if type_ == "google_service_account" and path.endswith("server-identity/account")
+    }
+    return [
+        f"{path}: gives the server {body['role']}"
+        for type_, path, body in all_resources(stack)
+        if type_ == "google_project_iam_member"
+        and body.get("member") in servers
+        and (body.get("role") in ("roles/owner", "roles/editor") or "admin" in body.get("role", "").lower())
+    ]
+
+
+def cloud_run_ingress_never_all(stack: Stack) -> list[str]:
+    """Ingress ALL bypasses the load balancer, and with it IAP."""
+    return [
+        f"{path}: ingress is {body.get('ingress', 'unset (defaults to ALL)')}"
+        for type_, path, body in all_resources(stack)
+        if type_ == "google_cloud_run_v2_service"
+        and body.get("ingress") not in ("INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER", "INGRESS_TRAFFIC_INTERNAL_ONLY")
+    ]
+
+
+def data_is_protected_from_destroy(stack: Stack) -> list[str]:
+    """`terraform destroy` must not take the database, the artifacts or the secret with it."""
+    problems = []
+    for type_, path, body in all_resources(stack):
+        if type_ not in DATA_RESOURCES:
+            continue
+        if body.get("lifecycle", {}).get("prevent_destroy") is not True:
+            problems.append(f"{path}: lifecycle.prevent_destroy is not true")
+        if type_ == "google_storage_bucket" and body.get("force_destroy") is not False:
+            problems.append(f"{path}: force_destroy is not false")
+        if type_ == "google_sql_database_instance" and not (
+            body.get("deletion_protection") is True and body.get("settings", {}).get("deletion_protection_enabled") is True
+        ):
+            problems.append(f"{path}: Terraform or API deletion protection is off")
+    return problems
+
+
+RULES: list[Callable[[Stack], list[str]]] = [
+    no_public_ip_on_sql,
+    no_public_members,
+    no_service_account_keys,
+    server_account_has_no_admin_roles,
+    cloud_run_ingress_never_all,
+    data_is_protected_from_destroy,
+]

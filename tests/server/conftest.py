@@ -1,0 +1,107 @@
+"""Fixtures for the MLflow server image's scripts, run against a real, throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.server.pg import PostgresCluster, PostgresNotInstalled, free_port
+from tests.server.proc import MIGRATE_SH, START_SH, ServerProcess, run_script, script_env
+
+APP_USER = "mlflow"
+# Needs URL-encoding in the backend store URI: '@' ends userinfo, '/' a path, '%' starts an escape.
+APP_PASSWORD = "s3cr@t/pa%ss:w#rd?&="
+SERVER_DOMAIN = "mlflow.example.com"
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str
+    uri: str
+    """What the server gets: psycopg2 over the Cloud SQL-style unix socket, password URL-encoded."""
+    tcp_uri: str
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    try:
+        cluster = PostgresCluster.create()
+    except PostgresNotInstalled as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        cluster.create_user(APP_USER, APP_PASSWORD)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_db_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def new_database(postgres: PostgresCluster) -> Callable[[], Database]:
+    """Makes an empty database owned by the application user."""
+
+    def make() -> Database:
+        name = f"mlflow_{next(_db_names)}"
+        postgres.create_database(name, owner=APP_USER)
+        return Database(
+            name=name,
+            uri=postgres.socket_uri(APP_USER, APP_PASSWORD, name),
+            tcp_uri=postgres.tcp_uri(APP_USER, APP_PASSWORD, name),
+        )
+
+    return make
+
+
+def migrate(db: Database) -> None:
+    result = run_script(MIGRATE_SH, script_env(MLFLOW_BACKEND_STORE_URI=db.uri))
+    assert result.returncode == 0, f"migrate.sh failed:\n{result.stdout}{result.stderr}"
+
+
+@pytest.fixture(scope="session")
+def migrated_database(new_database: Callable[[], Database]) -> Database:
+    """A database that migrate.sh has brought to MLflow's schema; servers are started on it."""
+    db = new_database()
+    migrate(db)
+    return db
+
+
+@dataclass
+class Launcher:
+    tmp: Path
+    started: list[ServerProcess]
+
+    def __call__(self, db: Database, **env: str) -> ServerProcess:
+        """Runs start.sh on a free port (the test's own env vars on top of `db`'s URI)."""
+        port = free_port()
+        variables = {
+            "MLFLOW_BACKEND_STORE_URI": db.uri,
+            "PORT": str(port),
+            "MLFLOW_ARTIFACTS_DESTINATION": str(self.tmp / f"artifacts-{port}"),
+            **env,
+        }
+        server = ServerProcess.launch([str(START_SH)], script_env(**variables), port, self.tmp / f"server-{port}.log")
+        self.started.append(server)
+        return server
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Launcher]:
+    """Starts start.sh servers; whatever is still running at the end of the test is killed."""
+    launcher = Launcher(tmp_path, [])
+    yield launcher
+    for server in launcher.started:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def module_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path_factory.mktemp("servers"), [])
+    yield launcher
+    for server in launcher.started:
+        server.kill()

@@ -1,0 +1,84 @@
+"""Our own invariants hold on every stack, and each one turns red when a stack regresses."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from cdktf import App, TerraformStack
+from cdktf_cdktf_provider_google.provider import GoogleProvider
+
+from constructs.private_bucket import PrivateBucket, PrivateBucketProps
+from tests.invariants import (
+    RULES,
+    cloud_run_ingress_never_all,
+    data_is_protected_from_destroy,
+    no_public_ip_on_sql,
+    no_public_members,
+    no_service_account_keys,
+    server_account_has_no_admin_roles,
+)
+from tests.synth import resources
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.__name__)
+def test_the_invariant_holds_on_every_stack(app, rule):
+    violations = {name: rule(stack) for name, stack in app.stacks.items()}
+    assert not any(violations.values()), violations
+
+
+def first(stack, type_):
+    return next(iter(stack["resource"][type_].values()))
+
+
+def broken(stack, change):
+    stack = copy.deepcopy(stack)
+    change(stack)
+    return stack
+
+
+def test_a_public_sql_ip_is_caught(mlflow):
+    bad = broken(mlflow, lambda s: first(s, "google_sql_database_instance")["settings"]["ip_configuration"].update(ipv4_enabled=True))
+    assert no_public_ip_on_sql(bad) == ["mlflow-example/database/instance: ipv4_enabled is not false"]
+
+
+def test_an_all_users_invoker_is_caught(mlflow):
+    bad = broken(mlflow, lambda s: first(s, "google_cloud_run_v2_service_iam_member").update(member="allUsers"))
+    assert no_public_members(bad) == ["mlflow-example/tracking-service/iap-service-agent: grants allUsers"]
+
+
+def test_a_service_account_key_is_caught(mlflow):
+    def add_key(s):
+        s["resource"]["google_service_account_key"] = {"k": {"//": {"metadata": {"path": "mlflow-example/key", "uniqueId": "k"}}}}
+
+    assert no_service_account_keys(broken(mlflow, add_key)) == ["mlflow-example/key: is a service account key"]
+
+
+def test_an_editor_role_for_the_server_is_caught(mlflow):
+    bad = broken(mlflow, lambda s: first(s, "google_project_iam_member").update(role="roles/editor"))
+    assert server_account_has_no_admin_roles(bad) == [
+        "mlflow-example/server-identity/cloudsql.client: gives the server roles/editor"
+    ]
+
+
+def test_ingress_all_is_caught(mlflow):
+    bad = broken(mlflow, lambda s: first(s, "google_cloud_run_v2_service").update(ingress="INGRESS_TRAFFIC_ALL"))
+    assert cloud_run_ingress_never_all(bad) == ["mlflow-example/tracking-service/service: ingress is INGRESS_TRAFFIC_ALL"]
+
+
+def test_an_unprotected_bucket_from_a_deliberately_broken_construct_is_caught(tmp_path):
+    """Synthesized for real: a stack that opts a bucket out of destroy protection fails the invariant."""
+
+    class BrokenStack(TerraformStack):
+        def __init__(self, scope):
+            super().__init__(scope, "broken")
+            GoogleProvider(self, "google", project="example-project")
+            PrivateBucket(self, "artifacts", PrivateBucketProps("example-project", "b", "EU", protect_from_destroy=False))
+
+    app = App(outdir=str(tmp_path))
+    BrokenStack(app)
+    app.synth()
+    stack = json.loads((tmp_path / "stacks" / "broken" / "cdk.tf.json").read_text())
+    assert data_is_protected_from_destroy(stack) == ["broken/artifacts/bucket: lifecycle.prevent_destroy is not true"]
+    assert resources(stack, "google_storage_bucket")["artifacts/bucket"]["lifecycle"] == {"prevent_destroy": False}
