@@ -32,7 +32,7 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def schema_revision(backend_store_uri: str, attempts: int = 5) -> str | None:
+def schema_revision(backend_store_uri: str, attempts: int = 4) -> str | None:
     """The database's alembic revision (None: no MLflow schema). Retries while it is unreachable."""
     import sqlalchemy
     from alembic.runtime.migration import MigrationContext

@@ -211,9 +211,9 @@ def _resolve(service_account: str | None):
         email = credentials.service_account_email
     if not email or not _SERVICE_ACCOUNT.match(email):
         raise IapAuthError(
-            "Application Default Credentials are user credentials, and IAP takes only service-account "
-            f"JWTs from programs: set {ENV_SERVICE_ACCOUNT} to a service account you may impersonate "
-            "(roles/iam.serviceAccountTokenCreator on it), or use the web UI in a browser"
+            "Application Default Credentials are not a service account's (e.g. a user's gcloud login), and "
+            f"IAP takes only service-account JWTs from programs: set {ENV_SERVICE_ACCOUNT} to a service "
+            "account you may impersonate (roles/iam.serviceAccountTokenCreator on it), or use the web UI"
         )
     return credentials, email, False
 

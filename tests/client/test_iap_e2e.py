@@ -154,6 +154,6 @@ def test_denied_impersonation_is_one_clear_line(world):
 
 def test_user_credentials_without_a_service_account_say_which_setting_is_missing(world):
     world.login_as(world.fake.ALICE)
-    _assert_one_line_error(world.token_cli(), "user credentials", "MLFLOW_IAP_SERVICE_ACCOUNT")
+    _assert_one_line_error(world.token_cli(), "user's gcloud login", "MLFLOW_IAP_SERVICE_ACCOUNT")
     assert world.fake.sign_log == []
 

@@ -206,3 +206,15 @@ class PostgresCluster:
 
     def tcp_uri(self, user: str, password: str, dbname: str) -> str:
         return f"postgresql+psycopg2://{user}:{url_password(password)}@127.0.0.1:{self.port}/{dbname}"
+
+    def connection_counter(self, dbname: str) -> tuple[Any, Any]:
+        """(count, close): `count()` is how many sessions pg_stat_activity shows on `dbname`,
+        through one admin connection kept open until `close()`."""
+        conn = self.admin_connect()
+
+        def count() -> int:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+                return cur.fetchone()[0]
+
+        return count, conn.close

@@ -10,7 +10,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,3 +148,92 @@ class ServerProcess:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
+
+
+def tcp_connections_to(process: psutil.Process, port: int) -> int:
+    """How many TCP connections `process` has open to 127.0.0.1:`port` (a database, here)."""
+    try:
+        return sum(
+            1
+            for c in process.net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        )
+    except psutil.NoSuchProcess:
+        return 0
+
+
+class ConnectionSampler:
+    """Samples, in a background thread, the database connections of a server's processes (their
+    own TCP sockets to the database port) and the total the database reports (`count_on_server`,
+    e.g. a pg_stat_activity query). Keeps the maximum of each."""
+
+    def __init__(self, server: ServerProcess, db_port: int, count_on_server, interval: float = 0.05) -> None:
+        self.server = server
+        self.db_port = db_port
+        self.count_on_server = count_on_server
+        self.interval = interval
+        self.max_by_pid: dict[int, int] = {}
+        self.max_total_sockets = 0
+        self.max_on_server = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            counts = {p.pid: tcp_connections_to(p, self.db_port) for p in self.server.tree()}
+            for pid, n in counts.items():
+                self.max_by_pid[pid] = max(self.max_by_pid.get(pid, 0), n)
+            self.max_total_sockets = max(self.max_total_sockets, sum(counts.values()))
+            self.max_on_server = max(self.max_on_server, self.count_on_server())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class LoadResult:
+    ok: int
+    failed: Counter[str]
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.ok / self.seconds
+
+
+def run_load(clients: int, seconds: float, request: Callable[[requests.Session, int], requests.Response]) -> LoadResult:
+    """`clients` threads, each with its own HTTP session, call `request(session, i)` back to back
+    for `seconds`; a response other than 200 (or an exception) counts as failed."""
+    deadline = time.monotonic() + seconds
+    ok = [0] * clients
+    failed: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        with requests.Session() as session:
+            i = 0
+            while time.monotonic() < deadline:
+                try:
+                    status = str(request(session, i).status_code)
+                except requests.RequestException as e:
+                    status = type(e).__name__
+                if status == "200":
+                    ok[index] += 1
+                else:
+                    with lock:
+                        failed[status] += 1
+                i += 1
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return LoadResult(ok=sum(ok), failed=failed, seconds=time.monotonic() - start)
