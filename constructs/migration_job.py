@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cdktf import DataResource, LocalExecProvisioner
 from cdktf_cdktf_provider_google.cloud_run_v2_job import (
     CloudRunV2Job,
     CloudRunV2JobTemplate,
@@ -37,7 +38,12 @@ class MigrationJobProps:
 
 
 class MigrationJob(Construct):
-    """One task, no parallelism and no retries: `mlflow db upgrade` must never run twice at once."""
+    """One task, no parallelism and no retries: `mlflow db upgrade` must never run twice at once.
+
+    The job is executed by the apply itself whenever the image changes (and on the first apply), and
+    the service waits for that execution: one `cdktf deploy` migrates, then rolls the new revision, so
+    a server never starts on a schema older than its code (MLflow refuses to) and never migrates itself.
+    """
 
     def __init__(self, scope: Construct, id: str, props: MigrationJobProps) -> None:
         super().__init__(scope, id)
@@ -75,6 +81,27 @@ class MigrationJob(Construct):
             ),
         )
 
+        self._execution = DataResource(
+            self,
+            "execution",
+            triggers_replace={"image": c.image, "job": self._job.name},
+            provisioners=[
+                LocalExecProvisioner(
+                    type="local-exec",
+                    command=(
+                        f"gcloud run jobs execute {props.name} --project={props.project} "
+                        f"--region={props.region} --wait"
+                    ),
+                )
+            ],
+            depends_on=[self._job],
+        )
+
     @property
     def job_name(self) -> str:
         return self._job.name
+
+    @property
+    def execution(self) -> DataResource:
+        """Depend on this to start only after the schema matches the image."""
+        return self._execution

@@ -131,6 +131,7 @@ class Config:
     name_prefix: str = "mlflow"
     artifact_location: str = ""
     iap_programmatic_clients: tuple[str, ...] = ()
+    client_impersonators: tuple[str, ...] = ()
     network: NetworkConfig = NetworkConfig()
     database: DatabaseConfig = DatabaseConfig()
     server: ServerConfig = ServerConfig()
@@ -249,6 +250,12 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             problems.append(
                 f"iap_members: {member!r} is not an IAM member; write user:EMAIL, group:EMAIL, "
                 "serviceAccount:EMAIL or domain:DOMAIN (allUsers and allAuthenticatedUsers are refused)"
+            )
+    for member in cfg.client_impersonators:
+        kind, _, value = member.partition(":")
+        if kind not in ("user", "group", "serviceAccount") or not EMAIL.match(value):
+            problems.append(
+                f"client_impersonators: {member!r} is not an IAM member; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL"
             )
     for client in cfg.iap_programmatic_clients:
         if not OAUTH_CLIENT_ID.match(client):

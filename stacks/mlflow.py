@@ -8,6 +8,7 @@ from cdktf_cdktf_provider_random.provider import RandomProvider
 from constructs import Construct
 
 from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps
+from constructs.client_identity import ClientIdentity, ClientIdentityProps
 from constructs.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door import FrontDoor, FrontDoorProps
 from constructs.migration_job import MigrationJob, MigrationJobProps
@@ -141,12 +142,27 @@ class MlflowStack(TerraformStack):
                 container=container,
             ),
         )
-        # Cloud Run checks the secret, the bucket mount and the SQL role when a revision starts.
-        wait_for(service, server_grants)
+        # Cloud Run checks the secret, the bucket mount and the SQL role when a revision starts, and
+        # a new image only starts once the migration job has run with it.
         wait_for(migration, server_grants)
+        wait_for(service, [*server_grants, migration.execution])
         service.grant_invoker(
             "iap-service-agent", f"serviceAccount:service-{cfg.project_number}@gcp-sa-iap.iam.gserviceaccount.com"
         )
+        iap_members = cfg.iap_members
+        if cfg.client_impersonators:
+            client = ClientIdentity(
+                self,
+                "client-identity",
+                ClientIdentityProps(project=p, account_id=f"{prefix}-client", impersonators=cfg.client_impersonators),
+            )
+            iap_members = (*iap_members, client.member)
+            TerraformOutput(
+                self,
+                "client_service_account",
+                value=client.email,
+                description="export MLFLOW_IAP_SERVICE_ACCOUNT=<this> for scripts run by people (client/README.md)",
+            )
         front_door = FrontDoor(
             self,
             "front-door",
@@ -157,7 +173,7 @@ class MlflowStack(TerraformStack):
                 name=prefix,
                 domain=cfg.domain,
                 cloud_run_service=service.service_name,
-                iap_members=cfg.iap_members,
+                iap_members=iap_members,
                 iap_programmatic_clients=cfg.iap_programmatic_clients,
             ),
         )

@@ -14,7 +14,8 @@ PROD_TOML = (
     EXAMPLE_CONFIG.read_text()
     .replace('environment = "example"', 'environment = "prod"')
     .replace('domain = "mlflow.example.com"', 'domain = "mlflow.prod.example.com"\n'
-             'iap_programmatic_clients = ["123456789012-abc123.apps.googleusercontent.com"]')
+             'iap_programmatic_clients = ["123456789012-abc123.apps.googleusercontent.com"]\n'
+             'client_impersonators = ["group:ml-team@example.com"]')
     .replace('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"')
     + '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
 )

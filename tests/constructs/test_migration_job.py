@@ -27,3 +27,12 @@ def test_the_migration_command_is_an_output(mlflow):
         "gcloud run jobs execute ${google_cloud_run_v2_job.migration-job_F6369E7C.name} "
         "--project=example-mlflow-project --region=europe-west1 --wait"
     )
+
+
+def test_the_apply_runs_the_job_whenever_the_image_changes(mlflow):
+    execution = one(mlflow, "terraform_data")
+    assert execution["triggers_replace"]["image"] == one(mlflow, "google_cloud_run_v2_job")["template"]["template"]["containers"][0]["image"]
+    assert execution["provisioner"] == [
+        {"local-exec": {"command": "gcloud run jobs execute mlflow-migrate --project=example-mlflow-project --region=europe-west1 --wait"}}
+    ]
+    assert "google_cloud_run_v2_job.migration-job_F6369E7C" in execution["depends_on"]

@@ -107,13 +107,14 @@ def test_the_service_never_migrates_the_database(mlflow):
     assert "command" not in container(mlflow) and "args" not in container(mlflow)
 
 
-def test_it_starts_only_after_its_account_can_read_the_secret_bucket_and_sql(mlflow):
+def test_it_starts_only_after_its_grants_and_the_migration_for_its_image(mlflow):
     assert set(service(mlflow)["depends_on"]) == {
         "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8",
         "google_storage_bucket_iam_member.artifacts_server-object-user_ED5A10FD",
         "google_project_iam_member.server-identity_cloudsqlclient_01626B14",
         "google_project_iam_member.server-identity_logginglogWriter_BEE02F96",
         "google_project_iam_member.server-identity_monitoringmetricWriter_EDFDFBAF",
+        "terraform_data.migration-job_execution_4D7B6444",
     }
 
 
