@@ -114,16 +114,6 @@ class FrontDoor(Construct):
             ssl_certificates=[certificate.id],
             ssl_policy=tls_policy.id,
         )
-        ComputeGlobalForwardingRule(
-            self,
-            "https-forwarding-rule",
-            project=props.project,
-            name=f"{n}-https",
-            load_balancing_scheme="EXTERNAL_MANAGED",
-            ip_address=self._address.id,
-            port_range="443",
-            target=https_proxy.id,
-        )
         redirect_map = ComputeUrlMap(
             self,
             "http-redirect",
@@ -134,16 +124,17 @@ class FrontDoor(Construct):
             ),
         )
         http_proxy = ComputeTargetHttpProxy(self, "http-proxy", project=props.project, name=f"{n}-http", url_map=redirect_map.id)
-        ComputeGlobalForwardingRule(
-            self,
-            "http-forwarding-rule",
-            project=props.project,
-            name=f"{n}-http",
-            load_balancing_scheme="EXTERNAL_MANAGED",
-            ip_address=self._address.id,
-            port_range="80",
-            target=http_proxy.id,
-        )
+        for scheme, port, proxy in (("https", "443", https_proxy.id), ("http", "80", http_proxy.id)):
+            ComputeGlobalForwardingRule(
+                self,
+                f"{scheme}-forwarding-rule",
+                project=props.project,
+                name=f"{n}-{scheme}",
+                load_balancing_scheme="EXTERNAL_MANAGED",
+                ip_address=self._address.id,
+                port_range=port,
+                target=proxy,
+            )
 
     @property
     def ip_address(self) -> str:

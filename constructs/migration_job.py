@@ -16,6 +16,7 @@ from constructs import Construct
 
 from constructs.server_container import (
     JOB_STRUCTS,
+    RunPlacement,
     ServerContainerProps,
     cloudsql_mount,
     cloudsql_volume,
@@ -28,12 +29,8 @@ MIGRATE_COMMAND = "/app/migrate.sh"
 
 @dataclass(frozen=True)
 class MigrationJobProps:
-    project: str
-    region: str
     name: str
-    service_account_email: str
-    network_name: str
-    subnet_name: str
+    placement: RunPlacement
     container: ServerContainerProps
 
 
@@ -52,18 +49,18 @@ class MigrationJob(Construct):
         self._job = CloudRunV2Job(
             self,
             "job",
-            project=props.project,
-            location=props.region,
+            project=props.placement.project,
+            location=props.placement.region,
             name=props.name,
             deletion_protection=False,
             template=CloudRunV2JobTemplate(
                 task_count=1,
                 parallelism=1,
                 template=CloudRunV2JobTemplateTemplate(
-                    service_account=props.service_account_email,
+                    service_account=props.placement.service_account_email,
                     max_retries=0,
                     timeout="900s",
-                    vpc_access=private_egress(props.network_name, props.subnet_name, s),
+                    vpc_access=private_egress(props.placement, s),
                     volumes=[cloudsql_volume(c, s)],
                     containers=[
                         CloudRunV2JobTemplateTemplateContainers(
@@ -89,8 +86,8 @@ class MigrationJob(Construct):
                 LocalExecProvisioner(
                     type="local-exec",
                     command=(
-                        f"gcloud run jobs execute {props.name} --project={props.project} "
-                        f"--region={props.region} --wait"
+                        f"gcloud run jobs execute {props.name} --project={props.placement.project} "
+                        f"--region={props.placement.region} --wait"
                     ),
                 )
             ],

@@ -33,6 +33,17 @@ JOB_STRUCTS = RunStructs(cloud_run_v2_job, "CloudRunV2JobTemplateTemplate")
 
 
 @dataclass(frozen=True)
+class RunPlacement:
+    """Where and as whom a Cloud Run resource of this deployment runs."""
+
+    project: str
+    region: str
+    service_account_email: str
+    network_name: str
+    subnet_name: str
+
+
+@dataclass(frozen=True)
 class ServerContainerProps:
     image: str
     backend_store_secret_id: str
@@ -88,10 +99,12 @@ def artifact_mount(props: ServerContainerProps, s: RunStructs) -> Any:
     return s("ContainersVolumeMounts", name="artifacts", mount_path=props.artifact_mount_path)
 
 
-def private_egress(network: str, subnet: str, s: RunStructs) -> Any:
+def private_egress(placement: RunPlacement, s: RunStructs) -> Any:
     """Direct VPC egress; only private ranges (Cloud SQL) go through the VPC."""
     return s(
         "VpcAccess",
         egress="PRIVATE_RANGES_ONLY",
-        network_interfaces=[s("VpcAccessNetworkInterfaces", network=network, subnetwork=subnet)],
+        network_interfaces=[
+            s("VpcAccessNetworkInterfaces", network=placement.network_name, subnetwork=placement.subnet_name)
+        ],
     )

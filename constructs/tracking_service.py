@@ -21,6 +21,7 @@ from constructs import Construct
 
 from constructs.server_container import (
     SERVICE_STRUCTS,
+    RunPlacement,
     ServerContainerProps,
     artifact_mount,
     artifact_volume,
@@ -35,12 +36,8 @@ CONTAINER_PORT = 8080
 
 @dataclass(frozen=True)
 class TrackingServiceProps:
-    project: str
-    region: str
     name: str
-    service_account_email: str
-    network_name: str
-    subnet_name: str
+    placement: RunPlacement
     container: ServerContainerProps
     cpu: str
     memory: str
@@ -68,21 +65,21 @@ class TrackingService(Construct):
         self._service = CloudRunV2Service(
             self,
             "service",
-            project=props.project,
-            location=props.region,
+            project=props.placement.project,
+            location=props.placement.region,
             name=props.name,
             ingress="INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
             # Holds no data: a replacement is harmless, and a failed first deploy must be retryable.
             deletion_protection=False,
             template=CloudRunV2ServiceTemplate(
-                service_account=props.service_account_email,
+                service_account=props.placement.service_account_email,
                 execution_environment="EXECUTION_ENVIRONMENT_GEN2",
                 max_instance_request_concurrency=props.concurrency,
                 timeout="900s",
                 scaling=CloudRunV2ServiceTemplateScaling(
                     min_instance_count=props.min_instances, max_instance_count=props.max_instances
                 ),
-                vpc_access=private_egress(props.network_name, props.subnet_name, s),
+                vpc_access=private_egress(props.placement, s),
                 volumes=[cloudsql_volume(c, s), artifact_volume(c, s)],
                 containers=[
                     CloudRunV2ServiceTemplateContainers(

@@ -14,7 +14,7 @@ from constructs.front_door import FrontDoor, FrontDoorProps
 from constructs.migration_job import MigrationJob, MigrationJobProps
 from constructs.network import Network, NetworkProps
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
-from constructs.server_container import ServerContainerProps
+from constructs.server_container import RunPlacement, ServerContainerProps
 from constructs.server_identity import ServerIdentity, ServerIdentityProps
 from constructs.sql_database import SqlDatabase, SqlDatabaseProps
 from constructs.tracking_service import TrackingService, TrackingServiceProps
@@ -111,16 +111,19 @@ class MlflowStack(TerraformStack):
             pool_size=cfg.server.pool_size,
             max_overflow=cfg.server.max_overflow,
         )
+        placement = RunPlacement(
+            project=p,
+            region=cfg.region,
+            service_account_email=server.email,
+            network_name=network.network_name,
+            subnet_name=network.subnet_name,
+        )
         service = TrackingService(
             self,
             "tracking-service",
             TrackingServiceProps(
-                project=p,
-                region=cfg.region,
                 name=f"{prefix}-server",
-                service_account_email=server.email,
-                network_name=network.network_name,
-                subnet_name=network.subnet_name,
+                placement=placement,
                 container=container,
                 cpu=cfg.server.cpu,
                 memory=cfg.server.memory,
@@ -132,15 +135,7 @@ class MlflowStack(TerraformStack):
         migration = MigrationJob(
             self,
             "migration-job",
-            MigrationJobProps(
-                project=p,
-                region=cfg.region,
-                name=f"{prefix}-migrate",
-                service_account_email=server.email,
-                network_name=network.network_name,
-                subnet_name=network.subnet_name,
-                container=container,
-            ),
+            MigrationJobProps(name=f"{prefix}-migrate", placement=placement, container=container),
         )
         # Cloud Run checks the secret, the bucket mount and the SQL role when a revision starts, and
         # a new image only starts once the migration job has run with it.
