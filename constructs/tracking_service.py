@@ -85,7 +85,9 @@ class TrackingService(Construct):
                     CloudRunV2ServiceTemplateContainers(
                         name="mlflow",
                         image=c.image,
-                        ports=CloudRunV2ServiceTemplateContainersPorts(container_port=CONTAINER_PORT, name="http1"),
+                        # h2c: end-to-end HTTP/2 lifts Cloud Run's 32 MiB HTTP/1 request limit, so
+                        # large models upload in MLflow's single PUT (the server speaks h2c and HTTP/1).
+                        ports=CloudRunV2ServiceTemplateContainersPorts(container_port=CONTAINER_PORT, name="h2c"),
                         env=server_env(c, s),
                         resources=CloudRunV2ServiceTemplateContainersResources(
                             limits={"cpu": props.cpu, "memory": props.memory},

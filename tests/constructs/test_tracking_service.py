@@ -126,3 +126,7 @@ def test_the_iap_service_agent_is_the_only_invoker(mlflow):
     assert [i["role"] for i in invokers.values()] == ["roles/run.invoker"]
     assert "google_cloud_run_v2_service_iam_binding" not in mlflow["resource"]
     assert "google_cloud_run_v2_service_iam_policy" not in mlflow["resource"]
+
+
+def test_the_container_is_served_end_to_end_over_http2_so_uploads_are_not_capped_at_32_mib(mlflow):
+    assert container(mlflow)["ports"] == {"container_port": 8080, "name": "h2c"}
