@@ -15,8 +15,8 @@
 #   MLFLOW_SQLALCHEMYSTORE_POOL_SIZE    2  per engine; each worker has 2 engines (tracking, registry)
 #   MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW 1  per engine, >= 1 (MLflow ignores 0)
 #
-# It never migrates: a database not at this MLflow's schema head stops it (see serve.py); run
-# migrate.sh first. MLflow's job execution (huey job runner) is off. Every configuration error is
+# It never migrates: a database not at this MLflow's schema head stops it (see serve.py, which
+# runs `mlflow server` with these flags); run migrate.sh first. MLflow's job execution (huey job runner) is off. Every configuration error is
 # one line on stderr and exit status 1.
 set -eu
 
@@ -71,6 +71,7 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 # No usage reporting to MLflow's telemetry endpoint from a private server.
 export MLFLOW_DISABLE_TELEMETRY=true
 
+# Cloud Run kills the container 10 s after SIGTERM; in-flight requests get 8 of them.
 set -- \
     --host 0.0.0.0 \
     --port "$PORT" \
@@ -78,7 +79,6 @@ set -- \
     --serve-artifacts \
     --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
     --uvicorn-opts "--timeout-graceful-shutdown 8"
-# Cloud Run kills the container 10 s after SIGTERM; in-flight requests get 8 of them.
 if [ -n "$MLFLOW_ALLOWED_HOSTS" ]; then
     set -- "$@" --allowed-hosts "$MLFLOW_ALLOWED_HOSTS"
 fi

@@ -49,9 +49,19 @@ class ServerProcess:
     _known: dict[int, psutil.Process] = field(default_factory=dict)
 
     @classmethod
-    def launch(cls, argv: list[str], env: dict[str, str], port: int, log_path: Path) -> ServerProcess:
+    def launch(
+        cls, argv: list[str], env: dict[str, str], port: int, log_path: Path, cpus: set[int] | None = None
+    ) -> ServerProcess:
+        """`cpus`: the CPUs the server (and every process it starts) may run on."""
+
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin
+            )
         return cls(proc=proc, port=port, log_path=log_path)
 
     @property
@@ -201,30 +211,36 @@ class LoadResult:
     ok: int
     failed: Counter[str]
     seconds: float
+    latencies: list[float]
+    """Of the successful requests, in seconds."""
 
     @property
     def per_second(self) -> float:
         return self.ok / self.seconds
+
+    def latency_ms(self, quantile: float) -> float:
+        ordered = sorted(self.latencies)
+        return 1000 * ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else float("nan")
 
 
 def run_load(clients: int, seconds: float, request: Callable[[requests.Session, int], requests.Response]) -> LoadResult:
     """`clients` threads, each with its own HTTP session, call `request(session, i)` back to back
     for `seconds`; a response other than 200 (or an exception) counts as failed."""
     deadline = time.monotonic() + seconds
-    ok = [0] * clients
+    latencies: list[list[float]] = [[] for _ in range(clients)]
     failed: Counter[str] = Counter()
     lock = threading.Lock()
 
     def client(index: int) -> None:
         with requests.Session() as session:
             i = 0
-            while time.monotonic() < deadline:
+            while (sent := time.monotonic()) < deadline:
                 try:
                     status = str(request(session, i).status_code)
                 except requests.RequestException as e:
                     status = type(e).__name__
                 if status == "200":
-                    ok[index] += 1
+                    latencies[index].append(time.monotonic() - sent)
                 else:
                     with lock:
                         failed[status] += 1
@@ -236,4 +252,5 @@ def run_load(clients: int, seconds: float, request: Callable[[requests.Session, 
         t.start()
     for t in threads:
         t.join()
-    return LoadResult(ok=sum(ok), failed=failed, seconds=time.monotonic() - start)
+    done = [latency for per_client in latencies for latency in per_client]
+    return LoadResult(ok=len(done), failed=failed, seconds=time.monotonic() - start, latencies=done)

@@ -1,0 +1,281 @@
+"""Memory, connections and log_metric throughput: docker/start.sh against stock `mlflow server`.
+
+    python bench/server.py [--clients 8] [--seconds 15]
+
+One throwaway PostgreSQL (as in the tests: tests/server/pg.py), one freshly migrated database per
+configuration, each server started in turn:
+
+  (a) docker/start.sh with its defaults (1 worker, pool 2 + overflow 1, no job runner);
+  (a2) the same with MLFLOW_WORKERS=2;
+  (b) `mlflow server` with its defaults (4 uvicorn workers, job execution on, pools of SQLAlchemy's
+      defaults 5 + 10), as `mlflow server --backend-store-uri URI --artifacts-destination DIR`.
+
+Each server is pinned to one CPU (Cloud Run's cpu=1), the load generator to the others; servers
+connect over TCP so each database connection can be traced to its process. Memory is the sum over
+the server's whole process tree: RSS, and PSS (shared pages counted once, nearer to what the
+container's memory limit sees). Telemetry is off for all (no internet here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.server.pg import PostgresCluster, free_port  # noqa: E402
+from tests.server.proc import (  # noqa: E402
+    MIGRATE_SH,
+    START_SH,
+    VENV_BIN,
+    ConnectionSampler,
+    LoadResult,
+    ServerProcess,
+    run_load,
+    run_script,
+    script_env,
+    tcp_connections_to,
+)
+
+USER, PASSWORD = "bench", "b@nch/p%ss"
+MiB = 2**20
+
+
+@dataclass
+class Config:
+    key: str
+    title: str
+    stock: bool
+    env: dict[str, str]
+
+
+CONFIGS = [
+    Config("a", "start.sh defaults", stock=False, env={}),
+    Config("a2", "start.sh MLFLOW_WORKERS=2", stock=False, env={"MLFLOW_WORKERS": "2"}),
+    Config("b", "stock mlflow server", stock=True, env={}),
+]
+
+
+@dataclass
+class Result:
+    config: Config
+    start_s: float
+    processes: int
+    idle_rss: int
+    idle_pss: int
+    idle_db: int
+    load_rss: int
+    load_pss: int
+    load: LoadResult
+    db_max_total: int
+    db_max_per_worker: int
+    db_workers: int
+    cpu_s: float
+    idle_db_by_process: dict[str, int]
+
+
+class MemorySampler(threading.Thread):
+    def __init__(self, server: ServerProcess) -> None:
+        super().__init__(daemon=True)
+        self.server, self.max_rss, self.max_pss = server, 0, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.max_rss = max(self.max_rss, self.server.rss_bytes())
+            self.max_pss = max(self.max_pss, self.server.pss_bytes())
+            self.done.wait(0.5)
+
+
+def wait_settled(server: ServerProcess, quiet: float = 5.0, timeout: float = 90.0) -> None:
+    """Until the process tree has not changed for `quiet` seconds (the job runner starts late)."""
+    start = last_change = time.monotonic()
+    pids = {p.pid for p in server.tree()}
+    while time.monotonic() - start < timeout and time.monotonic() - last_change < quiet:
+        time.sleep(0.5)
+        now = {p.pid for p in server.tree()}
+        if now != pids:
+            pids, last_change = now, time.monotonic()
+
+
+def kind(process) -> str:
+    cmdline = " ".join(process.cmdline())
+    for marker, name in [
+        ("mlflow server", "mlflow CLI"),
+        ("_job_runner", "job runner"),
+        ("huey_consumer", "huey consumer"),
+        ("resource_tracker", "resource tracker"),
+        ("spawn_main", "uvicorn worker"),
+        ("-m uvicorn", "uvicorn"),
+    ]:
+        if marker in cmdline:
+            return name
+    return cmdline[:40]
+
+
+def cpu_seconds(server: ServerProcess) -> float:
+    total = 0.0
+    for p in server.tree():
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except Exception:  # noqa: BLE001 - a process that just exited
+            pass
+    return total
+
+
+def bench(config: Config, cluster: PostgresCluster, clients: int, seconds: float, server_cpus: set[int] | None) -> Result:
+    db = f"bench_{config.key}"
+    cluster.create_database(db, owner=USER)
+    uri = cluster.tcp_uri(USER, PASSWORD, db)
+    migrated = run_script(MIGRATE_SH, script_env(MLFLOW_BACKEND_STORE_URI=uri))
+    assert migrated.returncode == 0, migrated.stderr
+
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{config.key}-"))
+    if config.stock:
+        argv = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", uri, "--port", str(port),
+                "--artifacts-destination", str(workdir / "artifacts")]  # fmt: skip
+        env = script_env(MLFLOW_DISABLE_TELEMETRY="true")
+    else:
+        argv = [str(START_SH)]
+        env = script_env(
+            MLFLOW_BACKEND_STORE_URI=uri, PORT=str(port), MLFLOW_ARTIFACTS_DESTINATION=str(workdir / "artifacts"), **config.env
+        )
+    server = ServerProcess.launch(argv, env, port, workdir / "server.log", cpus=server_cpus)
+    count, close = cluster.connection_counter(db)
+    try:
+        start_s = server.wait_healthy(timeout=180)
+        wait_settled(server)
+        time.sleep(3)
+        idle_rss, idle_pss, processes, idle_db = server.rss_bytes(), server.pss_bytes(), len(server.tree()), count()
+        idle_db_by_process: dict[str, int] = {}
+        for p in server.tree():
+            if n := tcp_connections_to(p, cluster.port):
+                idle_db_by_process[kind(p)] = idle_db_by_process.get(kind(p), 0) + n
+
+        api = f"{server.url}/api/2.0/mlflow"
+        experiment_id = requests.post(f"{api}/experiments/create", json={"name": "bench"}, timeout=30).json()["experiment_id"]
+        run = requests.post(f"{api}/runs/create", json={"experiment_id": experiment_id}, timeout=30).json()
+        run_id = run["run"]["info"]["run_id"]
+
+        def log_metric(session: requests.Session, i: int) -> requests.Response:
+            body = {"run_id": run_id, "key": f"m{i % 10}", "value": i * 0.5, "timestamp": int(time.time() * 1000), "step": i}
+            return session.post(f"{api}/runs/log-metric", json=body, timeout=60)
+
+        memory = MemorySampler(server)
+        memory.start()
+        cpu_before = cpu_seconds(server)
+        with ConnectionSampler(server, cluster.port, count) as connections:
+            load = run_load(clients, seconds, log_metric)
+        cpu_s = cpu_seconds(server) - cpu_before
+        memory.done.set()
+        memory.join()
+
+        # Database connections per uvicorn worker: the processes that serve requests.
+        per_process = connections.max_by_pid
+        workers = [p.pid for p in server.tree() if "spawn_main" in " ".join(p.cmdline())] or [server.proc.pid]
+        return Result(
+            config=config,
+            start_s=start_s,
+            processes=processes,
+            idle_rss=idle_rss,
+            idle_pss=idle_pss,
+            idle_db=idle_db,
+            load_rss=memory.max_rss,
+            load_pss=memory.max_pss,
+            load=load,
+            db_max_total=connections.max_on_server,
+            db_max_per_worker=max(per_process.get(pid, 0) for pid in workers),
+            db_workers=len(workers),
+            cpu_s=cpu_s,
+            idle_db_by_process=idle_db_by_process,
+        )
+    finally:
+        close()
+        try:
+            server.terminate(timeout=30)
+        except TimeoutError:
+            pass
+        server.kill()
+
+
+def table(results: list[Result], clients: int, seconds: float) -> str:
+    rows = [
+        ("processes in tree (idle)", lambda r: r.processes, "{:d}"),
+        ("start to /health 200, s", lambda r: r.start_s, "{:.1f}"),
+        ("idle RSS, MiB", lambda r: r.idle_rss / MiB, "{:.0f}"),
+        ("idle PSS, MiB", lambda r: r.idle_pss / MiB, "{:.0f}"),
+        ("RSS under load (max), MiB", lambda r: r.load_rss / MiB, "{:.0f}"),
+        ("PSS under load (max), MiB", lambda r: r.load_pss / MiB, "{:.0f}"),
+        (f"log_metric req/s, {clients} clients, {seconds:.0f} s", lambda r: r.load.per_second, "{:.0f}"),
+        ("latency p50, ms", lambda r: r.load.latency_ms(0.5), "{:.1f}"),
+        ("latency p95, ms", lambda r: r.load.latency_ms(0.95), "{:.1f}"),
+        ("failed requests", lambda r: sum(r.load.failed.values()), "{:d}"),
+        ("server CPU busy under load, % of 1 CPU", lambda r: 100 * r.cpu_s / r.load.seconds, "{:.0f}"),
+        ("server CPU ms per log_metric", lambda r: 1000 * r.cpu_s / max(r.load.ok, 1), "{:.1f}"),
+        ("DB connections idle", lambda r: r.idle_db, "{:d}"),
+        ("DB connections under load (max, all)", lambda r: r.db_max_total, "{:d}"),
+        ("DB connections per worker (max)", lambda r: r.db_max_per_worker, "{:d}"),
+    ]
+    by_key = {r.config.key: r for r in results}
+    headers = [f"({r.config.key}) {r.config.title}" for r in results]
+    has_ratio = "a" in by_key and "b" in by_key
+    if has_ratio:
+        headers.append("ratio b/a")
+    width = max(len(label) for label, _, _ in rows) + 2
+    col = max(14, *(len(h) + 2 for h in headers))
+    lines = ["".ljust(width) + "".join(h.rjust(col) for h in headers)]
+    for label, get, fmt in rows:
+        cells = [fmt.format(get(r)) for r in results]
+        if has_ratio:
+            a, b = get(by_key["a"]), get(by_key["b"])
+            cells.append(f"{b / a:.2f}" if a else "-")
+        lines.append(label.ljust(width) + "".join(c.rjust(col) for c in cells))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--only", nargs="*", choices=[c.key for c in CONFIGS], help="configurations to run")
+    args = parser.parse_args()
+
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus = {cpus[0]} if len(cpus) > 1 else None
+    if server_cpus:
+        os.sched_setaffinity(0, set(cpus[1:]))
+    print(f"CPUs: server on {sorted(server_cpus) if server_cpus else 'all (only one)'}, load generator on {sorted(os.sched_getaffinity(0))}")
+
+    cluster = PostgresCluster.create()
+    try:
+        cluster.create_user(USER, PASSWORD)
+        results = []
+        for config in CONFIGS:
+            if args.only and config.key not in args.only:
+                continue
+            print(f"running ({config.key}) {config.title} ...", flush=True)
+            results.append(bench(config, cluster, args.clients, args.seconds, server_cpus))
+    finally:
+        cluster.stop()
+    print()
+    print(table(results, args.clients, args.seconds))
+    for r in results:
+        held = ", ".join(f"{name} {n}" for name, n in r.idle_db_by_process.items()) or "none"
+        print(f"({r.config.key}) idle DB connections held by: {held}")
+    for r in results:
+        if r.load.failed:
+            print(f"({r.config.key}) failures: {dict(r.load.failed)}")
+
+
+if __name__ == "__main__":
+    main()
