@@ -25,7 +25,7 @@ class BackendStoreSecretProps:
     password: str
     database: str
     connection_name: str
-    # Bump to write a new secret version (after rotating the password).
+    # Bump together with the password's revision to write a new secret version.
     revision: int = 1
     # default: `terraform destroy` refuses to delete the secret.
     protect_from_destroy: bool = True

@@ -48,6 +48,7 @@ class CiIdentityProps:
     # The GitHub environment whose (approved) jobs may apply, e.g. "prod".
     deploy_environment: str
     pool_id: str = "github"
+    account_prefix: str = "ci"
 
 
 class CiIdentity(Construct):
@@ -77,10 +78,8 @@ class CiIdentity(Construct):
             ),
             oidc=IamWorkloadIdentityPoolProviderOidc(issuer_uri=GITHUB_ISSUER),
         )
-        principals = (
-            f"principal://iam.googleapis.com/projects/{props.project_number}/locations/global/"
-            f"workloadIdentityPools/{props.pool_id}"
-        )
+        # From the pool's own name, so the bindings wait for the pool to exist.
+        principals = f"principal://iam.googleapis.com/{pool.name}"
         self._planner = self._account(props, "planner", "Terraform plan in pull requests (read-only)")
         self._deployer = self._account(props, "deployer", "Terraform apply after approval")
         ServiceAccountIamMember(
@@ -112,7 +111,9 @@ class CiIdentity(Construct):
         )
 
     def _account(self, props: CiIdentityProps, role: str, description: str) -> ServiceAccount:
-        return ServiceAccount(self, role, project=props.project, account_id=f"ci-{role}", display_name=description)
+        return ServiceAccount(
+            self, role, project=props.project, account_id=f"{props.account_prefix}-{role}", display_name=description
+        )
 
     @property
     def workload_identity_provider(self) -> str:

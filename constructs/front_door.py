@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+from cdktf import TerraformResourceLifecycle
 
 from cdktf_cdktf_provider_google.compute_backend_service import (
     ComputeBackendService,
@@ -99,8 +102,14 @@ class FrontDoor(Construct):
                 ),
             )
         https_map = ComputeUrlMap(self, "https-url-map", project=props.project, name=f"{n}-https", default_service=self._backend.id)
+        # A certificate in use cannot be deleted: a new domain gets a new name and replaces it first.
         certificate = ComputeManagedSslCertificate(
-            self, "certificate", project=props.project, name=f"{n}-cert", managed=ComputeManagedSslCertificateManaged(domains=[props.domain])
+            self,
+            "certificate",
+            project=props.project,
+            name=f"{n}-cert-{hashlib.sha256(props.domain.encode()).hexdigest()[:8]}",
+            managed=ComputeManagedSslCertificateManaged(domains=[props.domain]),
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
         tls_policy = ComputeSslPolicy(
             self, "tls-policy", project=props.project, name=f"{n}-tls", profile="RESTRICTED", min_tls_version="TLS_1_2"

@@ -50,6 +50,8 @@ class SqlDatabaseProps:
     database_name: str = "mlflow"
     user_name: str = "mlflow"
     backup_retention_days: int = 7
+    # Bump to rotate the password: a new random_password, written to the user (and the secret).
+    password_revision: int = 1
     # default: Terraform and the Cloud SQL API both refuse to delete the instance.
     protect_from_destroy: bool = True
 
@@ -86,6 +88,8 @@ class SqlDatabase(Construct):
                     private_network=props.network_id,
                     enable_private_path_for_google_cloud_services=True,
                     ssl_mode="TRUSTED_CLIENT_CERTIFICATE_REQUIRED",
+                    # Cloud Run's built-in Cloud SQL connection needs the per-instance CA.
+                    server_ca_mode="GOOGLE_MANAGED_INTERNAL_CA",
                 ),
                 backup_configuration=SqlDatabaseInstanceSettingsBackupConfiguration(
                     enabled=True,
@@ -118,7 +122,14 @@ class SqlDatabase(Construct):
             name=props.database_name,
             deletion_policy="ABANDON",
         )
-        self._password = Password(self, "password", length=32, special=True, override_special="-_.~!*")
+        self._password = Password(
+            self,
+            "password",
+            length=32,
+            special=True,
+            override_special="-_.~!*",
+            keepers={"revision": str(props.password_revision)},
+        )
         self._user = SqlUser(
             self,
             "user",
@@ -126,7 +137,7 @@ class SqlDatabase(Construct):
             instance=self._instance.name,
             name=props.user_name,
             password_wo=self._password.result,
-            password_wo_version=1,
+            password_wo_version=props.password_revision,
             deletion_policy="ABANDON",
         )
 

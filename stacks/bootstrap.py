@@ -17,7 +17,8 @@ class BootstrapStack(TerraformStack):
 
     def __init__(self, scope: Construct, cfg: Config) -> None:
         super().__init__(scope, BOOTSTRAP_STACK)
-        LocalBackend(self, path="terraform.bootstrap.tfstate")
+        # Terraform runs in cdktf.out/stacks/bootstrap; keep the state beside cdktf.json, not in build output.
+        LocalBackend(self, path="../../../terraform.bootstrap.tfstate")
         GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
         access_logs = PrivateBucket(
             self,

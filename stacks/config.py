@@ -30,9 +30,15 @@ GCP_REGIONS = frozenset(
     """.split()
 )
 
+BUCKET_MULTI_REGIONS = frozenset({"EU", "US", "ASIA"})
+
 # Cloud SQL for PostgreSQL default max_connections by tier memory (cloud.google.com/sql/docs/postgres/flags).
 SHARED_CORE_MAX_CONNECTIONS = {"db-f1-micro": 25, "db-g1-small": 50}
-MEMORY_MAX_CONNECTIONS = ((3840, 100), (6144, 200), (7680, 400), (15360, 500), (30720, 600), (61440, 800))
+# Upper bounds (exclusive, MB) of each band: 3.75-6 GB -> 100, 6-7.5 -> 200, ..., 120 GB and up -> 1000.
+MEMORY_MAX_CONNECTIONS = ((6144, 100), (7680, 200), (15360, 400), (30720, 500), (61440, 600), (122880, 800))
+MIN_CUSTOM_MEMORY_MB = 3840
+# Memory (MiB) Cloud Run allows for each CPU count (cloud.google.com/run/docs/configuring/services/memory-limits).
+CLOUD_RUN_MEMORY_PER_CPU = {"1": (512, 4096), "2": (512, 8192), "4": (2048, 16384), "8": (4096, 32768)}
 # Connections Cloud SQL keeps for its own superuser (cloudsqladmin) and maintenance.
 SQL_RESERVED_CONNECTIONS = 3
 # Stores MLflow opens per server worker, each with its own SQLAlchemy pool (tracking, model registry).
@@ -79,6 +85,7 @@ class DatabaseConfig:
     disk_size_gb: int = 10
     version: str = "POSTGRES_18"
     backup_retention_days: int = 7
+    password_revision: int = 1
 
     @property
     def max_connections(self) -> int:
@@ -262,11 +269,18 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             problems.append(
                 f"iap_programmatic_clients: {client!r} is not an OAuth client id; write NUMBER-ID.apps.googleusercontent.com"
             )
-    if not BUCKET.match(cfg.state.bucket) or ".." in cfg.state.bucket or cfg.state.bucket.startswith("goog"):
+    if (
+        not BUCKET.match(cfg.state.bucket)
+        or len(cfg.state.bucket) > 58
+        or ".." in cfg.state.bucket
+        or cfg.state.bucket.startswith("goog")
+    ):
         problems.append(
-            f"state.bucket: {cfg.state.bucket!r} is not a valid bucket name; use 3-63 lowercase letters, "
-            "digits, hyphens, dots or underscores (e.g. \"acme-mlflow-tfstate\")"
+            f"state.bucket: {cfg.state.bucket!r} is not a valid bucket name; use 3-58 lowercase letters, "
+            "digits, hyphens, dots or underscores (the access-log bucket appends -logs), e.g. \"acme-mlflow-tfstate\""
         )
+    if cfg.state.location not in BUCKET_MULTI_REGIONS | GCP_REGIONS:
+        problems.append(f"state.location: {cfg.state.location!r} is not a bucket location; use a region or EU, US or ASIA")
     _validate_network(cfg.network, problems)
     _validate_database(cfg.database, problems)
     _validate_server(cfg.server, problems)
@@ -274,7 +288,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"dns.existing_zone: {cfg.dns.existing_zone!r} is not a Cloud DNS zone name; leave it empty to create a zone")
     if cfg.ci.github_repository and not GITHUB_REPO.match(cfg.ci.github_repository):
         problems.append(f"ci.github_repository: {cfg.ci.github_repository!r} must be OWNER/REPO")
-    if cfg.artifact_location and cfg.artifact_location not in {"EU", "US", "ASIA"} | GCP_REGIONS:
+    if cfg.artifact_location and cfg.artifact_location not in BUCKET_MULTI_REGIONS | GCP_REGIONS:
         problems.append(
             f"artifact_location: {cfg.artifact_location!r} is not a bucket location; use a region or EU/US/ASIA, "
             "or remove it to use the region"
@@ -329,15 +343,23 @@ def _validate_database(db: DatabaseConfig, problems: list[str]) -> None:
         )
     elif tier.group(2):
         cpus, memory = int(tier.group(2)), int(tier.group(3))
-        if not (cpus == 1 or cpus % 2 == 0) or cpus > 96 or memory % 256 or not 0.9 * 1024 * cpus <= memory <= 6.5 * 1024 * cpus:
+        if (
+            not (cpus == 1 or cpus % 2 == 0)
+            or cpus > 96
+            or memory % 256
+            or memory < MIN_CUSTOM_MEMORY_MB
+            or not 0.9 * 1024 * cpus <= memory <= 6.5 * 1024 * cpus
+        ):
             problems.append(
-                f"database.tier: {db.tier!r} has no valid CPU/memory shape; use 1 or an even number of CPUs and "
-                "0.9-6.5 GB per CPU in multiples of 256 MB (e.g. db-custom-2-7680)"
+                f"database.tier: {db.tier!r} has no valid CPU/memory shape; use 1 or an even number of CPUs, "
+                "0.9-6.5 GB per CPU and at least 3840 MB, in multiples of 256 MB (e.g. db-custom-2-7680)"
             )
     if not 10 <= db.disk_size_gb <= 65536:
         problems.append(f"database.disk_size_gb: {db.disk_size_gb} must be between 10 and 65536")
     if not SQL_VERSION.match(db.version):
         problems.append(f"database.version: {db.version!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)")
+    if db.password_revision < 1:
+        problems.append(f"database.password_revision: {db.password_revision} must be 1 or more; bump it to rotate")
     if not 1 <= db.backup_retention_days <= 365:
         problems.append(f"database.backup_retention_days: {db.backup_retention_days} must be between 1 and 365")
 
@@ -357,6 +379,13 @@ def _validate_server(s: ServerConfig, problems: list[str]) -> None:
         mib = int(memory.group(1)) * (1024 if memory.group(2) == "Gi" else 1)
         if not 512 <= mib <= 32768:
             problems.append(f"server.memory: {s.memory} must be between 512Mi and 32Gi")
+        elif s.cpu in CLOUD_RUN_MEMORY_PER_CPU:
+            low, high = CLOUD_RUN_MEMORY_PER_CPU[s.cpu]
+            if not low <= mib <= high:
+                problems.append(
+                    f"server.memory: {s.memory} does not fit {s.cpu} CPU on Cloud Run; use {low}Mi to {high // 1024}Gi "
+                    "or change server.cpu"
+                )
     if s.min_instances < 0:
         problems.append(f"server.min_instances: {s.min_instances} must be 0 or more")
     if not 1 <= s.max_instances <= 100 or s.max_instances < s.min_instances:
@@ -419,6 +448,13 @@ def _validate_together(configs: list[Config]) -> None:
     duplicates = sorted({e for e in environments if environments.count(e) > 1})
     if duplicates:
         raise ConfigError(f"environment: {', '.join(duplicates)} appears in more than one file; give each file its own environment")
+    placements = [(c.project_id, c.name_prefix) for c in configs]
+    clashes = sorted({f"{p}/{n}" for p, n in placements if placements.count((p, n)) > 1})
+    if clashes:
+        raise ConfigError(
+            f"name_prefix: environments share project and prefix {', '.join(clashes)}, so their resource names "
+            "collide; give each environment in a project its own name_prefix"
+        )
     buckets = {c.state.bucket for c in configs}
     if len(buckets) > 1:
         raise ConfigError(

@@ -11,6 +11,7 @@ from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecr
 from constructs.client_identity import ClientIdentity, ClientIdentityProps
 from constructs.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door import FrontDoor, FrontDoorProps
+from constructs.iap_service_agent import iap_service_agent_member
 from constructs.migration_job import MigrationJob, MigrationJobProps
 from constructs.network import Network, NetworkProps
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
@@ -61,6 +62,7 @@ class MlflowStack(TerraformStack):
                 network_id=network.network_id,
                 private_services_access=network.private_services_access,
                 backup_retention_days=cfg.database.backup_retention_days,
+                password_revision=cfg.database.password_revision,
             ),
         )
         access_logs = PrivateBucket(
@@ -90,6 +92,7 @@ class MlflowStack(TerraformStack):
                 password=database.password,
                 database=database.database_name,
                 connection_name=database.connection_name,
+                revision=cfg.database.password_revision,
             ),
         )
         server = ServerIdentity(self, "server-identity", ServerIdentityProps(project=p, account_id=f"{prefix}-server"))
@@ -141,9 +144,8 @@ class MlflowStack(TerraformStack):
         # a new image only starts once the migration job has run with it.
         wait_for(migration, server_grants)
         wait_for(service, [*server_grants, migration.execution])
-        service.grant_invoker(
-            "iap-service-agent", f"serviceAccount:service-{cfg.project_number}@gcp-sa-iap.iam.gserviceaccount.com"
-        )
+        # Created by the project stack, which is applied first.
+        service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
         iap_members = cfg.iap_members
         if cfg.client_impersonators:
             client = ClientIdentity(
@@ -194,6 +196,6 @@ class MlflowStack(TerraformStack):
             self,
             "migration_command",
             value=f"gcloud run jobs execute {migration.job_name} --project={p} --region={cfg.region} --wait",
-            description="Run after every apply that changes the image, before traffic reaches it",
+            description="Runs the migration by hand; every apply that changes the image already runs it",
         )
         TerraformOutput(self, "sql_connection_name", value=database.connection_name)

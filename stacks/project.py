@@ -6,11 +6,12 @@ the registry lives here and the MLflow stack depends on this stack (README: firs
 
 from __future__ import annotations
 
-from cdktf import DataResource, LocalExecProvisioner, TerraformOutput, TerraformStack
+from cdktf import TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_google.provider import GoogleProvider
 from constructs import Construct
 
 from constructs.ci_identity import CiIdentity, CiIdentityProps
+from constructs.iap_service_agent import IapServiceAgent, IapServiceAgentProps
 from constructs.image_registry import ImageRegistry, ImageRegistryProps
 from constructs.project_services import ProjectServices, ProjectServicesProps
 from stacks.backend import use_state_bucket
@@ -52,22 +53,8 @@ class ProjectStack(TerraformStack):
             ImageRegistryProps(project=cfg.project_id, region=cfg.region, repository_id=cfg.registry_repository),
         )
         wait_for(registry, apis.enabled)
-        # The GA provider cannot create service identities (google_project_service_identity is beta-only)
-        # and enabling iap.googleapis.com does not reliably create the IAP agent, which the MLflow stack
-        # grants run.invoker. The call is idempotent.
-        iap_agent = DataResource(
-            self,
-            "iap-service-agent",
-            input={"project": cfg.project_id},
-            provisioners=[
-                LocalExecProvisioner(
-                    type="local-exec",
-                    command=(
-                        "gcloud beta services identity create --service=iap.googleapis.com "
-                        f"--project={cfg.project_id}"
-                    ),
-                )
-            ],
+        iap_agent = IapServiceAgent(
+            self, "iap-service-agent", IapServiceAgentProps(project=cfg.project_id, project_number=cfg.project_number)
         )
         wait_for(iap_agent, apis.enabled)
         if cfg.ci.github_repository:
@@ -80,6 +67,8 @@ class ProjectStack(TerraformStack):
                     github_repository=cfg.ci.github_repository,
                     state_bucket=cfg.state.bucket,
                     deploy_environment=cfg.environment,
+                    pool_id=f"{cfg.name_prefix}-github",
+                    account_prefix=f"{cfg.name_prefix}-ci",
                 ),
             )
             wait_for(ci, apis.enabled)

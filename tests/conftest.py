@@ -13,6 +13,7 @@ from tests.synth import Synth
 PROD_TOML = (
     EXAMPLE_CONFIG.read_text()
     .replace('environment = "example"', 'environment = "prod"')
+    .replace('project_id = "example-mlflow-project"', 'project_id = "example-mlflow-prod"')
     .replace('domain = "mlflow.example.com"', 'domain = "mlflow.prod.example.com"\n'
              'iap_programmatic_clients = ["123456789012-abc123.apps.googleusercontent.com"]\n'
              'client_impersonators = ["group:ml-team@example.com"]')

@@ -47,6 +47,8 @@ def server_account_has_no_admin_roles(stack: Stack) -> list[str]:
         for type_, path, body in all_resources(stack)
         if type_ == "google_service_account" and path.endswith("server-identity/account")
     }
+    if "google_cloud_run_v2_service" in stack.get("resource", {}) and not servers:
+        return ["the stack runs a Cloud Run service but its server account cannot be found"]
     return [
         f"{path}: gives the server {body['role']}"
         for type_, path, body in all_resources(stack)

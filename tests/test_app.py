@@ -14,7 +14,8 @@ def test_synth_writes_bootstrap_and_one_project_and_mlflow_stack_per_environment
 
 
 def test_bootstrap_keeps_its_state_locally(bootstrap):
-    assert bootstrap["terraform"]["backend"] == {"local": {"path": "terraform.bootstrap.tfstate"}}
+    """Terraform runs in cdktf.out/stacks/bootstrap: the path lands beside cdktf.json, outside build output."""
+    assert bootstrap["terraform"]["backend"] == {"local": {"path": "../../../terraform.bootstrap.tfstate"}}
 
 
 def test_environment_stacks_keep_state_in_the_bootstrap_bucket_under_their_own_prefix(app):

@@ -52,6 +52,8 @@ def test_the_embedded_example_is_the_default(example_config):
         ("private_services_cidr", '"10.10.0.0/16"', "network", "do not overlap"),
         ("subnet_cidr", '"10.10.0.0/33"', "network.subnet_cidr", "like \"10.10.0.0/24\""),
         ("tier", '"db-n1-standard-1"', "database.tier", "db-custom-CPUS-MEMORY_MB"),
+        ("tier", '"db-custom-1-1024"', "database.tier", "at least 3840 MB"),
+        ("bucket", '"' + "a" * 60 + '"', "state.bucket", "3-58 lowercase"),
         ("disk_size_gb", "5", "database.disk_size_gb", "between 10 and 65536"),
         ("max_overflow", "0", "server.max_overflow", "use 1 or more"),
         ("memory", '"1GB"', "server.memory", "\"1Gi\""),
@@ -62,6 +64,11 @@ def test_a_bad_value_names_the_field_and_the_fix(key, value, field, fix):
     message = rejection(with_line(key, value))
     assert message.startswith("env.toml: "), message
     assert f"{field}" in message and fix in message, message
+
+
+def test_an_unknown_state_location_is_refused():
+    message = rejection(EXAMPLE.replace("[state]\n", '[state]\nlocation = "MARS"\n'))
+    assert "state.location: 'MARS' is not a bucket location; use a region or EU, US or ASIA" in message
 
 
 def test_unknown_keys_are_rejected_with_the_known_ones():
@@ -95,12 +102,35 @@ def test_the_connection_budget_names_every_number():
 def test_the_connection_budget_accepts_a_config_that_fits():
     bigger = with_line("tier", '"db-custom-1-3840"', with_line("max_instances", "10"))
     cfg = parse_config(bigger)
-    assert cfg.connection_budget == (10 * 6 + 6 + 3, 200)
+    assert cfg.connection_budget == (10 * 6 + 6 + 3, 100)
+
+
+@pytest.mark.parametrize(
+    "tier, connections",
+    [("db-f1-micro", 25), ("db-g1-small", 50), ("db-custom-1-3840", 100), ("db-custom-2-7680", 400),
+     ("db-custom-4-15360", 500), ("db-custom-16-61440", 800), ("db-custom-32-122880", 1000)],
+)
+def test_max_connections_follow_cloud_sqls_memory_bands(tier, connections):
+    assert parse_config(with_line("tier", f'"{tier}"')).database.max_connections == connections
+
+
+def test_cloud_run_memory_must_fit_the_cpu():
+    message = rejection(with_line("memory", '"8Gi"'))
+    assert "server.memory: 8Gi does not fit 1 CPU on Cloud Run; use 512Mi to 4Gi" in message
+
+
+def test_two_environments_may_not_share_project_and_prefix(tmp_path):
+    other = tmp_path / "other.toml"
+    other.write_text(with_line("environment", '"other"'))
+    with pytest.raises(ConfigError, match=r"^name_prefix: environments share project and prefix example-mlflow-project/mlflow"):
+        load_configs(f"{EXAMPLE_CONFIG},{other}")
 
 
 def test_environments_must_share_the_state_bucket(tmp_path):
     other = tmp_path / "other.toml"
-    other.write_text(with_line("bucket", '"another-state"', with_line("environment", '"other"')))
+    other.write_text(
+        with_line("bucket", '"another-state"', with_line("environment", '"other"', with_line("name_prefix", '"other"')))
+    )
     with pytest.raises(ConfigError, match=r"^state.bucket: environments use different state buckets"):
         load_configs(f"{EXAMPLE_CONFIG},{other}")
 

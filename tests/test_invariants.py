@@ -62,6 +62,13 @@ def test_an_editor_role_for_the_server_is_caught(mlflow):
     ]
 
 
+def test_a_stack_whose_server_account_cannot_be_found_fails_rather_than_passes(mlflow):
+    bad = broken(mlflow, lambda s: s["resource"].pop("google_service_account"))
+    assert server_account_has_no_admin_roles(bad) == [
+        "the stack runs a Cloud Run service but its server account cannot be found"
+    ]
+
+
 def test_ingress_all_is_caught(mlflow):
     bad = broken(mlflow, lambda s: first(s, "google_cloud_run_v2_service").update(ingress="INGRESS_TRAFFIC_ALL"))
     assert cloud_run_ingress_never_all(bad) == ["mlflow-example/tracking-service/service: ingress is INGRESS_TRAFFIC_ALL"]

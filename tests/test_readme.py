@@ -37,13 +37,22 @@ def test_every_configuration_key_is_documented():
     assert config_keys() <= documented_keys(), config_keys() - documented_keys()
 
 
-def test_the_readme_names_the_stack_and_output_names_the_code_uses(app):
-    assert "name_servers" in app.stacks["mlflow-example"]["output"]
-    assert "migration_command" in app.stacks["mlflow-example"]["output"]
-    assert "client_service_account" in app.stacks["mlflow-prod"]["output"]
+def test_every_output_the_readme_names_exists(app):
+    outputs = {name for stack in app.stacks.values() for name in stack.get("output", {})}
+    named = {"name_servers", "migration_command", "client_service_account", "image_build_command"}
+    assert named <= outputs, named - outputs
+    for name in named:
+        assert f"`{name}`" in README or f"<{name} output>" in README, name
+
+
+def test_the_readme_names_the_stacks_the_app_makes(app):
     for stack in ("bootstrap", "mlflow-<env>-project", "mlflow-<env>"):
         assert f"`{stack}`" in README
 
 
-def test_the_first_deploy_pushes_the_tag_the_service_runs(example_config):
-    assert example_config.server_image.rsplit(":", 1)[1] in README
+def test_the_image_tag_is_the_pinned_mlflow_version_and_the_readme_pushes_it(example_config):
+    """Registry tags are immutable: a new MLflow pin must come with a new tag."""
+    pinned = re.search(r"^mlflow==([\d.]+)", (REPO / "docker" / "requirements.txt").read_text(), re.M).group(1)
+    tag = example_config.server_image.rsplit(":", 1)[1]
+    assert tag == f"mlflow-{pinned}"
+    assert re.findall(r"--tag=\S+:([\w.-]+)", README) == [tag]

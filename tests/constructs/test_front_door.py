@@ -90,7 +90,7 @@ def test_iap_settings_allowlist_oauth_clients_only_when_configured(mlflow, mlflo
 
 
 def test_the_iap_service_agent_is_created_before_it_is_granted(app):
-    agent = resource(app.stacks["mlflow-example-project"], "terraform_data", "iap-service-agent")
+    agent = resource(app.stacks["mlflow-example-project"], "terraform_data", "iap-service-agent/identity")
     assert agent["provisioner"] == [
         {"local-exec": {"command": "gcloud beta services identity create --service=iap.googleapis.com --project=example-mlflow-project"}}
     ]
@@ -100,3 +100,9 @@ def test_the_iap_service_agent_is_created_before_it_is_granted(app):
 def test_outputs_give_the_url_and_the_ip(mlflow):
     assert mlflow["output"]["mlflow_url"]["value"] == "https://mlflow.example.com"
     assert mlflow["output"]["static_ip"]["value"] == "${google_compute_global_address.front-door_address_DFE2E206.address}"
+
+
+def test_a_new_domain_gets_a_new_certificate_before_the_old_one_goes(mlflow, mlflow_prod):
+    example, prod = one(mlflow, "google_compute_managed_ssl_certificate"), one(mlflow_prod, "google_compute_managed_ssl_certificate")
+    assert example["lifecycle"] == {"create_before_destroy": True}
+    assert example["name"].startswith("mlflow-cert-") and example["name"] != prod["name"]

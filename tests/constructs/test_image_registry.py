@@ -26,7 +26,16 @@ def test_old_untagged_images_are_cleaned_up(project_stack):
     assert policies["delete-old-untagged"]["condition"]["tag_state"] == "UNTAGGED"
 
 
+def test_the_service_runs_an_image_from_this_registry(project_stack, mlflow):
+    registry = one(project_stack, "google_artifact_registry_repository")
+    image = one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0]["image"]
+    host, project, repository, _ = image.split("/", 3)
+    assert (host, project, repository) == (
+        f"{registry['location']}-docker.pkg.dev", registry["project"], registry["repository_id"]
+    )
+
+
 def test_the_build_command_pushes_the_tag_the_service_runs(project_stack, mlflow):
     command = project_stack["output"]["image_build_command"]["value"]
     image = one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0]["image"]
-    assert command.endswith(f"--tag={image}") and command.startswith("gcloud builds submit docker ")
+    assert command.startswith("gcloud builds submit docker ") and command.split("--tag=")[1] == image

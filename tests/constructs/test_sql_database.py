@@ -14,6 +14,7 @@ def test_the_instance_has_no_public_ip_and_uses_the_private_path(mlflow):
             "enable_private_path_for_google_cloud_services": True,
             "private_network": "${google_compute_network.network_vpc_4E8F0223.id}",
             "ssl_mode": "TRUSTED_CLIENT_CERTIFICATE_REQUIRED",
+            "server_ca_mode": "GOOGLE_MANAGED_INTERNAL_CA",
         },
     )
     assert "authorized_networks" not in ip
@@ -75,6 +76,12 @@ def test_the_password_is_generated_and_only_passed_write_only(mlflow):
     user = one(mlflow, "google_sql_user")
     assert user["password_wo"] == "${random_password.database_password_22A6A8E7.result}"
     assert "password" not in user
+
+
+def test_bumping_the_password_revision_rotates_password_user_and_secret(mlflow):
+    assert one(mlflow, "random_password")["keepers"] == {"revision": "1"}
+    assert one(mlflow, "google_sql_user")["password_wo_version"] == 1
+    assert one(mlflow, "google_secret_manager_secret_version")["secret_data_wo_version"] == 1
 
 
 def test_no_literal_password_or_sensitive_output_anywhere(app):
