@@ -97,11 +97,17 @@ class Settings:
         return cls(service_account, audience, hosts, lifetime)
 
     def applies_to(self, url: str) -> bool:
-        """Whether requests to `url` go through IAP: https only, and a listed host if hosts are listed."""
+        """Whether requests to `url` go through IAP: https only, to a listed host if hosts are listed,
+        else to the audience's host if the audience is overridden."""
         parts = urlsplit(url)
         if parts.scheme.lower() != "https" or not parts.hostname:
             return False
-        return not self.hosts or parts.hostname.lower() in self.hosts
+        if self.hosts:
+            return parts.hostname.lower() in self.hosts
+        if self.audience:
+            # An audience override names one IAP app: never send its token to any other host.
+            return parts.hostname.lower() == (urlsplit(self.audience).hostname or "").lower()
+        return True
 
     def audience_for(self, url: str) -> str:
         """The `aud` IAP expects for `url`: the override if set, else `https://HOST/*`."""

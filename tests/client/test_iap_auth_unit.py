@@ -327,3 +327,12 @@ def test_package_declares_the_entry_point_and_the_command():
     }
     assert project["project"]["scripts"] == {"mlflow-iap-token": "mlflow_iap_auth.cli:main"}
     assert project["build-system"]["build-backend"] == "setuptools.build_meta"
+
+
+@pytest.mark.parametrize(
+    "uri, applies",
+    [("https://mlflow.example.com", True), ("https://other.example.com", False), ("https://MLFLOW.example.com:443", True)],
+)
+def test_an_audience_override_keeps_its_token_to_the_audiences_own_host(uri, applies):
+    settings = Settings.from_env({"MLFLOW_IAP_AUDIENCE": "https://mlflow.example.com/*"})
+    assert settings.applies_to(uri) is applies
