@@ -19,4 +19,9 @@ case $MLFLOW_BACKEND_STORE_URI in
 esac
 
 export MLFLOW_DISABLE_TELEMETRY=true
-exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
+# `mlflow db upgrade URI`, run in-process so the URI (and its password) never appears in the
+# process's command line, where any process listing would show it.
+exec python -c 'import os, sys
+from mlflow.cli import cli
+sys.exit(cli.main(args=["db", "upgrade", os.environ["MLFLOW_BACKEND_STORE_URI"]], prog_name="mlflow"))'
+

@@ -16,6 +16,9 @@ included). What this adds, checked against MLflow 3.17.2's source:
    Cloud Run's SIGTERM itself, and with one worker the container is a single process.
    This stands in for `mlflow.server._exec_cmd`, the one call `_run_server` makes to start uvicorn;
    start.sh turns job execution off, so nothing in `_run_server` is meant to run after that call.
+
+3. uvicorn serves mlflow_asgi.py's app (next to this file), which is MLflow's app with uvicorn's
+   HTTP/2 protocol mended (see there): the command MLflow built is otherwise run as it is.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import sys
 import time
 
 PROG = "start.sh"
+MLFLOW_APP = "mlflow.server.fastapi_app:app"
+APP = "mlflow_asgi:app"
+"""What uvicorn serves instead of MLFLOW_APP; mlflow_asgi.py is in this file's directory."""
 
 
 def fail(message: str) -> None:
@@ -32,23 +38,30 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def schema_revision(backend_store_uri: str, attempts: int = 4) -> str | None:
-    """The database's alembic revision (None: no MLflow schema). Retries while it is unreachable."""
+# Cloud SQL's socket can take a while to appear on a cold start; a wrong password will not get better.
+DB_WAIT_SECONDS = 60
+TRANSIENT = ("could not connect", "connection refused", "no such file or directory", "timeout", "starting up")
+
+
+def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECONDS) -> str | None:
+    """The database's alembic revision (None: no MLflow schema). Waits while it is unreachable."""
     import sqlalchemy
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy.pool import NullPool
 
     engine = sqlalchemy.create_engine(backend_store_uri, poolclass=NullPool)
+    deadline = time.monotonic() + wait_seconds
     try:
-        for attempt in range(1, attempts + 1):
+        for attempt in range(1, 1_000):
             try:
                 with engine.connect() as connection:
                     return MigrationContext.configure(connection).get_current_revision()
             except sqlalchemy.exc.OperationalError as e:
-                if attempt == attempts:
-                    # The driver's message runs over several lines; the first names the cause.
-                    fail(f"cannot reach the backend store: {str(e.orig).strip().splitlines()[0]}")
-                time.sleep(0.25 * 2**attempt)
+                # The driver's message runs over several lines; the first names the cause.
+                cause = str(e.orig).strip().splitlines()[0]
+                if not any(t in cause.lower() for t in TRANSIENT) or time.monotonic() >= deadline:
+                    fail(f"cannot reach the backend store: {cause}")
+                time.sleep(min(0.25 * 2**attempt, 5.0))
     finally:
         engine.dispose()
     return None
@@ -79,10 +92,14 @@ def dispose_store_engines() -> None:
 
 def exec_in_place(cmd, *, extra_env=None, **_kwargs):
     """Replaces `mlflow.server._exec_cmd(full_command, extra_env=..., synchronous=False)`."""
+    argv = [str(part) for part in cmd]
+    # `python -m uvicorn OPTIONS... APP`: APP is always the last argument.
+    if argv[-1] != MLFLOW_APP:
+        fail(f"mlflow server would have uvicorn serve {argv[-1]}, not {MLFLOW_APP}")
+    argv[-1:] = ["--app-dir", os.path.dirname(os.path.abspath(__file__)), APP]
     dispose_store_engines()
     sys.stdout.flush()
     sys.stderr.flush()
-    argv = [str(part) for part in cmd]
     os.execve(argv[0], argv, {**os.environ, **(extra_env or {})})
 
 

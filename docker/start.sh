@@ -72,13 +72,16 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 export MLFLOW_DISABLE_TELEMETRY=true
 
 # Cloud Run kills the container 10 s after SIGTERM; in-flight requests get 8 of them.
+# --http zttp --http2: every connection on $PORT is sniffed, HTTP/2 cleartext with prior knowledge
+# (what Cloud Run sends to a container port named h2c: no 32 MiB request limit, so artifacts over
+# 32 MiB can be uploaded) or HTTP/1.1 (Cloud Run's startup and liveness probes, local use).
 set -- \
     --host 0.0.0.0 \
     --port "$PORT" \
     --workers "$MLFLOW_WORKERS" \
     --serve-artifacts \
     --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
-    --uvicorn-opts "--timeout-graceful-shutdown 8"
+    --uvicorn-opts "--timeout-graceful-shutdown 8 --http zttp --http2"
 if [ -n "$MLFLOW_ALLOWED_HOSTS" ]; then
     set -- "$@" --allowed-hosts "$MLFLOW_ALLOWED_HOSTS"
 fi

@@ -1,9 +1,11 @@
 """docker/requirements.txt: the server image's Python packages, exactly the ones the tests run.
 
-The image installs `mlflow` and `psycopg2-binary` and everything they depend on, each pinned to the
-version installed in this environment (which `pipenv sync --dev` installs from Pipfile.lock), with
-the hashes Pipfile.lock records for it. `tests/server/test_image.py` checks the file still says so;
-after changing the pins in Pipfile and relocking, regenerate it with
+The image installs `mlflow`, `psycopg2-binary` and `zttp` (uvicorn's HTTP/2 implementation: start.sh
+runs uvicorn with `--http zttp --http2` for Cloud Run's end-to-end HTTP/2) and everything they
+depend on, each pinned to the version installed in this environment (which `pipenv sync --dev`
+installs from Pipfile.lock), with the hashes Pipfile.lock records for it.
+`tests/server/test_image.py` checks the file still says so; after changing the pins in Pipfile and
+relocking, regenerate it with
 
     python tests/server/image_requirements.py > docker/requirements.txt
 """
@@ -19,7 +21,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 PIPFILE_LOCK = REPO / "Pipfile.lock"
-ROOTS = ("mlflow", "psycopg2-binary")
+ROOTS = ("mlflow", "psycopg2-binary", "zttp")
 
 
 def dependency_closure(roots: tuple[str, ...] = ROOTS) -> dict[NormalizedName, str]:
@@ -50,8 +52,9 @@ def locked_hashes() -> dict[NormalizedName, tuple[str, list[str]]]:
 def render() -> str:
     locked = locked_hashes()
     lines = [
-        "# The MLflow server image's packages: mlflow and psycopg2-binary with everything they need,",
-        "# at the versions the tests run (Pipfile.lock), with its hashes. Generated; do not edit:",
+        "# The MLflow server image's packages: mlflow, psycopg2-binary and zttp (uvicorn's HTTP/2) with",
+        "# everything they need, at the versions the tests run (Pipfile.lock), with its hashes.",
+        "# Generated; do not edit:",
         "#   python tests/server/image_requirements.py > docker/requirements.txt",
         "# Installed with `pip install --require-hashes`.",
     ]

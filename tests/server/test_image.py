@@ -44,7 +44,8 @@ def test_it_runs_start_sh_as_a_non_root_user() -> None:
     assert user.split(":")[0] not in {"0", "root"}
     assert [keyword for keyword, _ in steps][-1] == "CMD" and steps[-1][1] == '["/app/start.sh"]'
     [copy_scripts] = [args for keyword, args in steps if keyword == "COPY" and "start.sh" in args]
-    assert copy_scripts.split()[-1] == "/app/" and {"start.sh", "migrate.sh", "serve.py"} <= set(copy_scripts.split())
+    assert copy_scripts.split()[-1] == "/app/"
+    assert {"start.sh", "migrate.sh", "serve.py", "mlflow_asgi.py"} <= set(copy_scripts.split())
 
 
 def test_no_configuration_or_secret_is_baked_in() -> None:
@@ -59,13 +60,15 @@ def test_it_installs_exactly_the_locked_requirements_with_hashes() -> None:
 
 
 def test_requirements_are_the_tested_packages_at_the_tested_versions() -> None:
-    """The image gets what these tests ran: mlflow and psycopg2-binary and their whole closure."""
+    """The image gets what these tests ran: mlflow, psycopg2-binary, zttp and their whole closure."""
     assert REQUIREMENTS.read_text() == image_requirements.render(), (
         "docker/requirements.txt is stale: python tests/server/image_requirements.py > docker/requirements.txt"
     )
     pins = dict(re.findall(r"^([a-z0-9-]+)==(\S+) \\$", REQUIREMENTS.read_text(), re.MULTILINE))
     assert pins["mlflow"] == "3.17.2"
     assert pins["psycopg2-binary"] == "2.9.13"
+    # uvicorn's HTTP/2 (start.sh runs it with --http zttp --http2), at the version mlflow_asgi.py mends.
+    assert (pins["uvicorn"], pins["zttp"]) == ("0.54.0", "0.0.35")
     assert {name: importlib.metadata.version(name) for name in pins} == pins
 
 
@@ -88,3 +91,22 @@ def test_serve_py_replaces_the_call_mlflow_makes_to_start_uvicorn() -> None:
     source = inspect.getsource(mlflow.server._run_server)
     assert source.count("_exec_cmd(") == 1
     assert re.search(r"server_proc = _exec_cmd\(\s*full_command,\s*extra_env=env_map,", source)
+
+
+def test_uvicorn_http2_still_needs_what_mlflow_asgi_mends() -> None:
+    """docker/mlflow_asgi.py mends uvicorn's HTTP/2 protocol: bodyless requests never end, and
+    responses ignore HTTP/2 flow control. Once uvicorn reads `Request.end_stream` and zttp's
+    `pending_bytes` itself, check its fix and drop the mend (and serve.py's APP)."""
+    import inspect
+
+    import zttp
+    from uvicorn.protocols.http import zttp_h2_impl
+
+    source = inspect.getsource(zttp_h2_impl)
+    assert "end_stream" not in source
+    assert "pending_bytes" not in source
+    # What the mend relies on.
+    assert {"end_stream", "stream_id"} <= set(dir(zttp.Request))
+    assert "pending_bytes" in dir(zttp.Stream)
+    assert {"handle_request", "data_received", "connection_lost"} <= set(dir(zttp_h2_impl.ZttpH2Protocol))
+    assert "send" in dir(zttp_h2_impl.RequestResponseCycle)
