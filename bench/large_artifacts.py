@@ -24,7 +24,6 @@ import hashlib
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -37,47 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.server.cloud_run_proxy import CloudRunProxy  # noqa: E402
 from tests.server.pg import PostgresCluster, free_port  # noqa: E402
-from tests.server.proc import MIGRATE_SH, START_SH, ServerProcess, run_script, script_env  # noqa: E402
+from tests.server.proc import MIGRATE_SH, START_SH, PeakRss, ServerProcess, run_script, script_env, split_cpus  # noqa: E402
 
 USER, PASSWORD = "bench", "b@nch/p%ss"
 MiB = 2**20
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
-
-
-class Sampler:
-    """Peak RSS of the server's process tree and its CPU seconds, over a `with` block."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.server, self.peak = server, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _cpu(self) -> float:
-        total = 0.0
-        for p in self.server.tree():
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except Exception:  # noqa: BLE001 - a process that just exited
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss_bytes())
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> Sampler:
-        self._cpu0, self._t0 = self._cpu(), time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.monotonic() - self._t0
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.server.rss_bytes())
-        self.cpu = self._cpu() - self._cpu0
 
 
 @dataclass
@@ -85,7 +48,7 @@ class Row:
     way: str
     direction: str
     size: int
-    sampled: Sampler
+    sampled: PeakRss
 
     def line(self) -> str:
         s = self.sampled
@@ -179,11 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="times to repeat each way")
     args = parser.parse_args()
 
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpus = {cpus[0]} if len(cpus) > 1 else None
-    if server_cpus:
-        os.sched_setaffinity(0, set(cpus[1:]))
-    print(f"CPUs: server on {sorted(server_cpus) if server_cpus else 'all (only one)'}, clients on {sorted(os.sched_getaffinity(0))}")
+    server_cpus = split_cpus("clients")
 
     work = Path(tempfile.mkdtemp(prefix="bench-large-"))
     src = work / "model.bin"
@@ -216,7 +175,7 @@ def main() -> None:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 upload, download = make(server, src, dst)
                 for direction, step in [("upload", upload), ("download", download)]:
-                    with Sampler(server) as sampled:
+                    with PeakRss(server) as sampled:
                         step()
                     rows.append(Row(way, direction, size, sampled))
                 assert sha256(dst) == digest, f"{way}: the download differs"

@@ -19,7 +19,6 @@ container's memory limit sees). Telemetry is off for all (no internet here).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from tests.server.proc import (  # noqa: E402
     run_load,
     run_script,
     script_env,
+    split_cpus,
     tcp_connections_to,
 )
 
@@ -250,11 +250,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=[c.key for c in CONFIGS], help="configurations to run")
     args = parser.parse_args()
 
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpus = {cpus[0]} if len(cpus) > 1 else None
-    if server_cpus:
-        os.sched_setaffinity(0, set(cpus[1:]))
-    print(f"CPUs: server on {sorted(server_cpus) if server_cpus else 'all (only one)'}, load generator on {sorted(os.sched_getaffinity(0))}")
+    server_cpus = split_cpus("load generator")
 
     cluster = PostgresCluster.create()
     try:

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlflow_iap_auth import _auth
 from mlflow_iap_auth._auth import (
     MAX_TOKEN_LIFETIME,
     GoogleAuthSigner,

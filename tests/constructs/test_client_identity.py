@@ -1,6 +1,6 @@
 """Client identity: people's scripts act as one keyless account that IAP admits."""
 
-from tests.synth import one, resources
+from tests.synth import resources
 
 
 def test_no_client_account_unless_impersonators_are_configured(mlflow):

@@ -254,3 +254,53 @@ def run_load(clients: int, seconds: float, request: Callable[[requests.Session, 
         t.join()
     done = [latency for per_client in latencies for latency in per_client]
     return LoadResult(ok=len(done), failed=failed, seconds=time.monotonic() - start, latencies=done)
+
+
+class PeakRss:
+    """Over a `with` block: the server tree's peak RSS (sampled in a thread), wall seconds and CPU seconds."""
+
+    def __init__(self, server: ServerProcess, interval: float = 0.02) -> None:
+        self.server, self.interval = server, interval
+        self.peak = self.samples = 0
+        self.seconds = self.cpu = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _cpu_seconds(self) -> float:
+        total = 0.0
+        for p in self.server.tree():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:  # a process that just exited
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.server.rss_bytes())
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._cpu0, self.started = self._cpu_seconds(), time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.monotonic() - self.started
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.server.rss_bytes())
+        self.cpu = self._cpu_seconds() - self._cpu0
+
+
+def split_cpus(load: str = "clients") -> set[int] | None:
+    """Keep the first CPU for the server and move this process (the load) to the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus = {cpus[0]} if len(cpus) > 1 else None
+    if server_cpus:
+        os.sched_setaffinity(0, set(cpus[1:]))
+    where = sorted(server_cpus) if server_cpus else "all (only one)"
+    print(f"CPUs: server on {where}, {load} on {sorted(os.sched_getaffinity(0))}")
+    return server_cpus

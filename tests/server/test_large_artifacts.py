@@ -16,10 +16,8 @@ import os
 import re
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from mlflow.tracking.request_header.registry import _request_header_provider_reg
 
 from tests.server.cloud_run_proxy import CLOUD_RUN_HTTP1_LIMIT, CloudRunProxy
 from tests.server.conftest import SERVER_DOMAIN, Database, Launcher, migrate
-from tests.server.proc import ServerProcess
+from tests.server.proc import PeakRss, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -130,35 +128,6 @@ def mlflow_through(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[CloudR
     finally:
         _request_header_provider_registry._registry.remove(provider)
         mlflow.set_tracking_uri(None)
-
-
-class PeakRss:
-    """Samples the server's process tree's RSS in a background thread; keeps the maximum."""
-
-    def __init__(self, server: ServerProcess, interval: float = 0.02) -> None:
-        self.server = server
-        self.interval = interval
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss_bytes())
-            self.samples += 1
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRss:
-        self.started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.monotonic() - self.started
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.server.rss_bytes())
 
 
 def report(line: str) -> None:
