@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import sys
 import tempfile
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.server.cloud_run_proxy import CloudRunProxy  # noqa: E402
 from tests.server.pg import PostgresCluster, free_port  # noqa: E402
-from tests.server.proc import MIGRATE_SH, START_SH, PeakRss, ServerProcess, run_script, script_env, split_cpus  # noqa: E402
+from tests.server.proc import MIGRATE_SH, START_SH, PeakRss, ServerProcess, run_script, script_env, sha256, split_cpus  # noqa: E402
 
 USER, PASSWORD = "bench", "b@nch/p%ss"
 MiB = 2**20
@@ -56,14 +55,6 @@ class Row:
             f"{self.way:<34}{self.direction:<10}{s.seconds:>8.1f}{self.size / MiB / s.seconds:>9.0f}"
             f"{s.peak / MiB:>11.0f}{s.cpu:>10.1f}"
         )
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(8 * MiB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def via_mlflow_and_proxy(server: ServerProcess, src: Path, dst: Path) -> tuple[Callable[[], None], Callable[[], None]]:

@@ -6,6 +6,7 @@ that `python` and `mlflow` come from this environment (its bin directory goes fi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -304,3 +305,12 @@ def split_cpus(load: str = "clients") -> set[int] | None:
     where = sorted(server_cpus) if server_cpus else "all (only one)"
     print(f"CPUs: server on {where}, {load} on {sorted(os.sched_getaffinity(0))}")
     return server_cpus
+
+
+def sha256(path: Path) -> str:
+    """Hex digest of a file, read in 8 MiB blocks (artifacts here are up to hundreds of MiB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(8 * 2**20):
+            digest.update(block)
+    return digest.hexdigest()

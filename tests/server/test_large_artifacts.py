@@ -34,7 +34,7 @@ from mlflow.tracking.request_header.registry import _request_header_provider_reg
 
 from tests.server.cloud_run_proxy import CLOUD_RUN_HTTP1_LIMIT, CloudRunProxy
 from tests.server.conftest import SERVER_DOMAIN, Database, Launcher, migrate
-from tests.server.proc import PeakRss, ServerProcess
+from tests.server.proc import PeakRss, ServerProcess, sha256
 
 pytestmark = pytest.mark.slow
 
@@ -91,14 +91,6 @@ def large_file(tmp_path_factory: pytest.TempPathFactory) -> LargeFile:
             digest.update(block)
             f.write(block)
     return LargeFile(path, digest.hexdigest())
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(8 * MiB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class DomainHost(RequestHeaderProvider):
