@@ -121,17 +121,6 @@ def kind(process) -> str:
     return cmdline[:40]
 
 
-def cpu_seconds(server: ServerProcess) -> float:
-    total = 0.0
-    for p in server.tree():
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except Exception:  # noqa: BLE001 - a process that just exited
-            pass
-    return total
-
-
 def bench(config: Config, cluster: PostgresCluster, clients: int, seconds: float, server_cpus: set[int] | None) -> Result:
     db = f"bench_{config.key}"
     cluster.create_database(db, owner=USER)
@@ -173,10 +162,10 @@ def bench(config: Config, cluster: PostgresCluster, clients: int, seconds: float
 
         memory = MemorySampler(server)
         memory.start()
-        cpu_before = cpu_seconds(server)
+        cpu_before = server.cpu_seconds()
         with ConnectionSampler(server, cluster.port, count) as connections:
             load = run_load(clients, seconds, log_metric)
-        cpu_s = cpu_seconds(server) - cpu_before
+        cpu_s = server.cpu_seconds() - cpu_before
         memory.done.set()
         memory.join()
 

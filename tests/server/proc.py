@@ -97,24 +97,26 @@ class ServerProcess:
             self._known.setdefault(p.pid, p)
         return procs
 
-    def rss_bytes(self) -> int:
-        total = 0
+    def _tree_sum(self, measure: Callable[[psutil.Process], float]) -> float:
+        """`measure` summed over the tree; a process that exits meanwhile counts as nothing."""
+        total = 0.0
         for p in self.tree():
             try:
-                total += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def pss_bytes(self) -> int:
-        """Proportional set size: shared pages divided among the processes sharing them."""
-        total = 0
-        for p in self.tree():
-            try:
-                total += p.memory_full_info().pss
+                total += measure(p)
             except (psutil.NoSuchProcess, AttributeError):
                 pass
         return total
+
+    def rss_bytes(self) -> int:
+        return int(self._tree_sum(lambda p: p.memory_info().rss))
+
+    def pss_bytes(self) -> int:
+        """Proportional set size: shared pages divided among the processes sharing them."""
+        return int(self._tree_sum(lambda p: p.memory_full_info().pss))
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the tree's running processes."""
+        return self._tree_sum(lambda p: sum(p.cpu_times()[:2]))
 
     def alive(self) -> list[psutil.Process]:
         """Every process of the tree seen so far that still runs (zombies count as gone)."""
@@ -267,16 +269,6 @@ class PeakRss:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _cpu_seconds(self) -> float:
-        total = 0.0
-        for p in self.server.tree():
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:  # a process that just exited
-                pass
-        return total
-
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self.server.rss_bytes())
@@ -284,7 +276,7 @@ class PeakRss:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRss:
-        self._cpu0, self.started = self._cpu_seconds(), time.monotonic()
+        self._cpu0, self.started = self.server.cpu_seconds(), time.monotonic()
         self._thread.start()
         return self
 
@@ -293,7 +285,7 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self.server.rss_bytes())
-        self.cpu = self._cpu_seconds() - self._cpu0
+        self.cpu = self.server.cpu_seconds() - self._cpu0
 
 
 def split_cpus(load: str = "clients") -> set[int] | None:
