@@ -405,6 +405,14 @@ def _validate_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append(f"server.artifact_mount_path: {s.artifact_mount_path!r} must be an absolute path such as \"/mnt/gcs\"")
 
 
+# --- #21: each IAM grant is keyed by its member, so a member may be listed only once. ---
+def _validate_unique_members(cfg: Config, problems: list[str]) -> None:
+    for name in ("iap_members", "client_impersonators"):
+        members = [m.lower() for m in getattr(cfg, name)]
+        for member in sorted({m for m in members if members.count(m) > 1}):
+            problems.append(f"{name}: {member!r} is listed more than once (emails ignore case); list each member once")
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Parse and validate one TOML document; raise ConfigError with every problem on one line."""
     try:
@@ -417,6 +425,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     cfg = Config(**kept)
     _validate(cfg, problems)
+    _validate_unique_members(cfg, problems)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return cfg

@@ -146,14 +146,14 @@ class MlflowStack(TerraformStack):
         wait_for(service, [*server_grants, migration.execution])
         # Created by the project stack, which is applied first.
         service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
-        iap_members = cfg.iap_members
+        iap_accounts = {}
         if cfg.client_impersonators:
             client = ClientIdentity(
                 self,
                 "client-identity",
                 ClientIdentityProps(project=p, account_id=f"{prefix}-client", impersonators=cfg.client_impersonators),
             )
-            iap_members = (*iap_members, client.member)
+            iap_accounts["client-identity"] = client.member
             TerraformOutput(
                 self,
                 "client_service_account",
@@ -170,7 +170,8 @@ class MlflowStack(TerraformStack):
                 name=prefix,
                 domain=cfg.domain,
                 cloud_run_service=service.service_name,
-                iap_members=iap_members,
+                iap_members=cfg.iap_members,
+                iap_accounts=iap_accounts,
                 iap_programmatic_clients=cfg.iap_programmatic_clients,
             ),
         )
