@@ -70,7 +70,7 @@ class MlflowStack(TerraformStack):
             "artifact-access-logs",
             PrivateBucketProps(project=p, name=f"{p}-{prefix}-access-logs", location=location),
         )
-        access_logs.grant("usage-log-writer", "group:cloud-storage-analytics@google.com", "roles/storage.objectCreator")
+        access_logs.grant_object_creator("usage-log-writer", "group:cloud-storage-analytics@google.com")
         artifacts = PrivateBucket(
             self,
             "artifacts",
@@ -98,7 +98,7 @@ class MlflowStack(TerraformStack):
         server = ServerIdentity(self, "server-identity", ServerIdentityProps(project=p, account_id=f"{prefix}-server"))
         server_grants = [
             secret.grant_access("server-reads-uri", server.member),
-            artifacts.grant("server-object-user", server.member, "roles/storage.objectUser"),
+            artifacts.grant_object_user("server-object-user", server.member),
             *server.project_roles,
         ]
 
