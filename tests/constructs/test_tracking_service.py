@@ -118,6 +118,12 @@ def test_it_starts_only_after_its_grants_and_the_migration_for_its_image(mlflow)
     }
 
 
+def test_the_invoker_grant_made_after_the_wiring_waits_like_the_service(mlflow):
+    """`wait_for` is applied at synth: a grant added to the service after the call is not skipped."""
+    invoker = one(mlflow, "google_cloud_run_v2_service_iam_member")
+    assert invoker["depends_on"] == sorted(service(mlflow)["depends_on"])
+
+
 def test_the_iap_service_agent_is_the_only_invoker(mlflow):
     invokers = resources(mlflow, "google_cloud_run_v2_service_iam_member")
     assert [i["member"] for i in invokers.values()] == [
