@@ -80,7 +80,9 @@ class TrackingService(Construct):
                     min_instance_count=props.min_instances, max_instance_count=props.max_instances
                 ),
                 vpc_access=private_egress(props.placement, s),
-                volumes=[cloudsql_volume(c, s), artifact_volume(c, s)],
+                # The Cloud SQL volume and its mount last: the API returns them last, and a list in
+                # another order than the API's shows a change in every plan (Fabric does the same).
+                volumes=[artifact_volume(c, s), cloudsql_volume(c, s)],
                 containers=[
                     CloudRunV2ServiceTemplateContainers(
                         name="mlflow",
@@ -94,7 +96,7 @@ class TrackingService(Construct):
                             cpu_idle=True,
                             startup_cpu_boost=True,
                         ),
-                        volume_mounts=[cloudsql_mount(s), artifact_mount(c, s)],
+                        volume_mounts=[artifact_mount(c, s), cloudsql_mount(s)],
                         startup_probe=CloudRunV2ServiceTemplateContainersStartupProbe(
                             http_get=CloudRunV2ServiceTemplateContainersStartupProbeHttpGet(
                                 path="/health", port=CONTAINER_PORT

@@ -16,7 +16,7 @@ def test_the_job_shares_image_secret_socket_and_account_with_the_server(mlflow):
     job_container, server_container = job["containers"][0], server["containers"][0]
     assert job_container["image"] == server_container["image"]
     assert env_of(job_container)["MLFLOW_BACKEND_STORE_URI"] == env_of(server_container)["MLFLOW_BACKEND_STORE_URI"]
-    assert job["volumes"] == [server["volumes"][0]]
+    assert job["volumes"] == [v for v in server["volumes"] if v["name"] == "cloudsql"]
     assert job_container["volume_mounts"] == [{"name": "cloudsql", "mount_path": "/cloudsql"}]
     assert job["service_account"] == server["service_account"]
     assert job["vpc_access"] == server["vpc_access"]

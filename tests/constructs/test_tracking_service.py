@@ -48,18 +48,18 @@ def test_cloud_sql_is_mounted_as_a_socket_and_the_bucket_as_a_gcs_volume(mlflow)
     assert_matches(
         service(mlflow)["template"]["volumes"],
         [
+            {"name": "artifacts", "gcs": {"bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}", "read_only": False}},
             {
                 "name": "cloudsql",
                 "cloud_sql_instance": {
                     "instances": ["${google_sql_database_instance.database_instance_D7FC2283.connection_name}"]
                 },
             },
-            {"name": "artifacts", "gcs": {"bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}", "read_only": False}},
         ],
     )
     assert container(mlflow)["volume_mounts"] == [
-        {"name": "cloudsql", "mount_path": "/cloudsql"},
         {"name": "artifacts", "mount_path": "/mnt/gcs"},
+        {"name": "cloudsql", "mount_path": "/cloudsql"},
     ]
 
 
