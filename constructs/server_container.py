@@ -14,7 +14,7 @@ from typing import Any
 
 from cdktf_cdktf_provider_google import cloud_run_v2_job, cloud_run_v2_service
 
-CLOUDSQL_MOUNT = "/cloudsql"
+from constructs.cloudsql_socket import CLOUDSQL_MOUNT
 
 
 @dataclass(frozen=True)

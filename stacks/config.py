@@ -14,6 +14,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from constructs.cloudsql_socket import CLOUDSQL_MOUNT
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO_ROOT / "config" / "example.toml"
 CONFIG_ENV_VAR = "MLFLOW_CONFIG"
@@ -401,7 +403,7 @@ def _validate_server(s: ServerConfig, problems: list[str]) -> None:
             f"server.max_overflow: {s.max_overflow} is ignored by MLflow (0 falls back to its default of 10); "
             "use 1 or more"
         )
-    if not s.artifact_mount_path.startswith("/") or s.artifact_mount_path in {"/", "/cloudsql"}:
+    if not s.artifact_mount_path.startswith("/") or s.artifact_mount_path in {"/", CLOUDSQL_MOUNT}:
         problems.append(f"server.artifact_mount_path: {s.artifact_mount_path!r} must be an absolute path such as \"/mnt/gcs\"")
 
 

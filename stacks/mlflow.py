@@ -196,7 +196,7 @@ class MlflowStack(TerraformStack):
         TerraformOutput(
             self,
             "migration_command",
-            value=f"gcloud run jobs execute {migration.job_name} --project={p} --region={cfg.region} --wait",
+            value=migration.execute_command,
             description="Runs the migration by hand; every apply that changes the image already runs it",
         )
         TerraformOutput(self, "sql_connection_name", value=database.connection_name)

@@ -24,7 +24,7 @@ def test_the_job_shares_image_secret_socket_and_account_with_the_server(mlflow):
 
 def test_the_migration_command_is_an_output(mlflow):
     assert mlflow["output"]["migration_command"]["value"] == (
-        "gcloud run jobs execute ${google_cloud_run_v2_job.migration-job_F6369E7C.name} "
+        "gcloud run jobs execute mlflow-migrate "
         "--project=example-mlflow-project --region=europe-west1 --wait"
     )
 
