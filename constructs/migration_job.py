@@ -33,6 +33,10 @@ class MigrationJobProps:
     placement: RunPlacement
     container: ServerContainerProps
 
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("MigrationJobProps.name: is empty; name the Cloud Run job")
+
 
 class MigrationJob(Construct):
     """One task, no parallelism and no retries: `mlflow db upgrade` must never run twice at once.

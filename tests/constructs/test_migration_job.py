@@ -1,5 +1,8 @@
 """The migration job: same image, secret, socket and account as the server; one task, no retries."""
 
+import pytest
+
+from constructs.migration_job import MigrationJobProps
 from tests.synth import env_of, one
 
 
@@ -36,3 +39,10 @@ def test_the_apply_runs_the_job_whenever_the_image_changes(mlflow):
         {"local-exec": {"command": "gcloud run jobs execute mlflow-migrate --project=example-mlflow-project --region=europe-west1 --wait"}}
     ]
     assert "google_cloud_run_v2_job.migration-job_F6369E7C" in execution["depends_on"]
+
+
+def test_the_migration_job_refuses_an_empty_name():
+    from tests.constructs.test_tracking_service import service_props
+
+    with pytest.raises(ValueError, match="MigrationJobProps.name: is empty"):
+        MigrationJobProps("", service_props().placement, service_props().container)

@@ -1,5 +1,10 @@
 """Cloud SQL: private IP only, TLS, backups with PITR, protected from deletion, CIS logging flags."""
 
+import re
+
+import pytest
+
+from constructs.sql_database import SqlDatabaseProps
 import json
 
 from tests.synth import assert_matches, one
@@ -90,3 +95,19 @@ def test_no_literal_password_or_sensitive_output_anywhere(app):
         assert '"password": "' not in text and "root_password" not in text, name
         for output_name, output in stack.get("output", {}).items():
             assert "random_password" not in json.dumps(output), f"{name}.{output_name} exposes the password"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"password_revision": 0}, "SqlDatabaseProps.password_revision: 0 must be 1 or more"),
+        ({"backup_retention_days": 0}, "SqlDatabaseProps.backup_retention_days: 0"),
+        ({"disk_size_gb": 5}, "SqlDatabaseProps.disk_size_gb: 5"),
+        ({"instance_name": ""}, "SqlDatabaseProps: instance_name ''"),
+    ],
+)
+def test_a_database_refuses_props_that_make_no_sense(change, message):
+    props = dict(project="p", region="europe-west1", instance_name="db", database_version="POSTGRES_18", tier="db-f1-micro",
+                 disk_size_gb=10, network_id="n", private_services_access=None)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SqlDatabaseProps(**{**props, **change})
