@@ -222,3 +222,10 @@ def test_a_member_listed_twice_is_refused_because_grants_are_keyed_by_member():
 def test_an_impersonator_listed_twice_is_refused():
     text = with_line("iap_members", '["group:ml@example.com"]\nclient_impersonators = ["user:a@example.com", "user:a@example.com"]')
     assert "client_impersonators: 'user:a@example.com' is listed more than once" in rejection(text)
+
+
+def test_an_edit_of_the_prod_like_fixture_whose_target_is_gone_fails_loudly():
+    from tests.conftest import edited
+
+    with pytest.raises(AssertionError, match="no longer contains 'tier = \"db-n1\"' exactly once"):
+        edited(EXAMPLE, ('tier = "db-n1"', 'tier = "db-custom-2-7680"'))

@@ -1,12 +1,11 @@
 """Cloud SQL: private IP only, TLS, backups with PITR, protected from deletion, CIS logging flags."""
 
+import json
 import re
 
 import pytest
 
 from constructs.sql_database import SqlDatabaseProps
-import json
-
 from tests.synth import assert_matches, one
 
 
@@ -83,10 +82,13 @@ def test_the_password_is_generated_and_only_passed_write_only(mlflow):
     assert "password" not in user
 
 
-def test_bumping_the_password_revision_rotates_password_user_and_secret(mlflow):
-    assert one(mlflow, "random_password")["keepers"] == {"revision": "1"}
-    assert one(mlflow, "google_sql_user")["password_wo_version"] == 1
-    assert one(mlflow, "google_secret_manager_secret_version")["secret_data_wo_version"] == 1
+@pytest.mark.parametrize("stack, revision", [("mlflow-example", 1), ("mlflow-prod", 2)])
+def test_bumping_the_password_revision_rotates_password_user_and_secret(app, stack, revision):
+    """The prod-like environment has `password_revision = 2`: all three must follow it."""
+    synthesized = app.stacks[stack]
+    assert one(synthesized, "random_password")["keepers"] == {"revision": str(revision)}
+    assert one(synthesized, "google_sql_user")["password_wo_version"] == revision
+    assert one(synthesized, "google_secret_manager_secret_version")["secret_data_wo_version"] == revision
 
 
 def test_no_literal_password_or_sensitive_output_anywhere(app):
