@@ -15,6 +15,8 @@ from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretM
 from cdktf_cdktf_provider_google.secret_manager_secret_version import SecretManagerSecretVersion
 from constructs import Construct
 
+from constructs.cloudsql_socket import CLOUDSQL_MOUNT
+
 
 @dataclass(frozen=True)
 class BackendStoreSecretProps:
@@ -29,6 +31,12 @@ class BackendStoreSecretProps:
     revision: int = 1
     # default: `terraform destroy` refuses to delete the secret.
     protect_from_destroy: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.secret_id:
+            raise ValueError("BackendStoreSecretProps.secret_id: is empty; name the secret")
+        if self.revision < 1:
+            raise ValueError(f"BackendStoreSecretProps.revision: {self.revision} must be 1 or more; bump it to rotate")
 
 
 class BackendStoreSecret(Construct):
@@ -53,7 +61,7 @@ class BackendStoreSecret(Construct):
         )
         uri = (
             f"postgresql+psycopg2://{props.user}:{Fn.urlencode(props.password)}@/{props.database}"
-            f"?host=/cloudsql/{props.connection_name}"
+            f"?host={CLOUDSQL_MOUNT}/{props.connection_name}"
         )
         # Write-only (Terraform >= 1.11): the URI never lands in plan output or state.
         self._version = SecretManagerSecretVersion(

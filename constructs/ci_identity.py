@@ -50,6 +50,13 @@ class CiIdentityProps:
     pool_id: str = "github"
     account_prefix: str = "ci"
 
+    def __post_init__(self) -> None:
+        owner, _, repo = self.github_repository.partition("/")
+        if not owner or not repo or "/" in repo:
+            raise ValueError(f"CiIdentityProps.github_repository: {self.github_repository!r} must be OWNER/REPO")
+        if not self.deploy_environment:
+            raise ValueError("CiIdentityProps.deploy_environment: is empty; name the approved GitHub environment")
+
 
 class CiIdentity(Construct):
     """Only two kinds of GitHub token are accepted at all (provider attribute condition): pull-request

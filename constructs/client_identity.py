@@ -12,6 +12,8 @@ from cdktf_cdktf_provider_google.service_account import ServiceAccount
 from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
 from constructs import Construct
 
+from constructs.iam_members import keyed_members
+
 
 @dataclass(frozen=True)
 class ClientIdentityProps:
@@ -19,6 +21,13 @@ class ClientIdentityProps:
     account_id: str
     # Who may sign as this account (user:/group:/serviceAccount:), granted on the account itself.
     impersonators: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.account_id:
+            raise ValueError("ClientIdentityProps.account_id: is empty; name the service account")
+        if not self.impersonators:
+            raise ValueError("ClientIdentityProps.impersonators: is empty; an account nobody may sign as is useless")
+        keyed_members("ClientIdentityProps.impersonators", self.impersonators)
 
 
 class ClientIdentity(Construct):
@@ -31,10 +40,11 @@ class ClientIdentity(Construct):
             account_id=props.account_id,
             display_name="MLflow clients (scripts of people, through IAP)",
         )
-        for index, member in enumerate(props.impersonators):
+        # Keyed by member: removing one person leaves everyone else's grant where it is.
+        for key, member in keyed_members("impersonators", props.impersonators).items():
             ServiceAccountIamMember(
                 self,
-                f"token-creator-{index}",
+                f"token-creator-{key}",
                 service_account_id=self._account.name,
                 role="roles/iam.serviceAccountTokenCreator",
                 member=member,

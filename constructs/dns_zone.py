@@ -19,6 +19,12 @@ class DnsZoneProps:
     # default: empty, a zone for `domain` is created and its name servers must be delegated by hand.
     existing_zone: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.domain or self.domain.endswith("."):
+            raise ValueError(f"DnsZoneProps.domain: {self.domain!r} must be a hostname without the trailing dot")
+        if not self.existing_zone and not self.zone_name:
+            raise ValueError("DnsZoneProps.zone_name: is empty; name the zone to create (or give existing_zone)")
+
 
 class DnsZone(Construct):
     def __init__(self, scope: Construct, id: str, props: DnsZoneProps) -> None:

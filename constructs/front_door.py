@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from cdktf import TerraformResourceLifecycle
 
@@ -35,6 +36,8 @@ from cdktf_cdktf_provider_google.iap_settings import (
 from cdktf_cdktf_provider_google.iap_web_backend_service_iam_member import IapWebBackendServiceIamMember
 from constructs import Construct
 
+from constructs.iam_members import keyed_members, member_key
+
 
 @dataclass(frozen=True)
 class FrontDoorProps:
@@ -44,11 +47,29 @@ class FrontDoorProps:
     name: str
     domain: str
     cloud_run_service: str
-    # Who may use MLflow, granted on this backend service only (never project-wide).
+    # Who may use MLflow, granted on this backend service only (never project-wide), each grant
+    # keyed by its member.
     iap_members: tuple[str, ...]
     # default: none. Service-account signed JWTs (the client plugin) need no allowlist; list OAuth
     # client ids here only for callers that send ID tokens minted for their own OAuth client.
     iap_programmatic_clients: tuple[str, ...] = ()
+    # default: none. Accounts this deployment creates (their member is known only at apply), each
+    # under a stable key of the caller's choosing, e.g. {"client-identity": client.member}.
+    iap_accounts: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("project", "name", "domain"):
+            if not getattr(self, name):
+                raise ValueError(f"FrontDoorProps.{name}: is empty; give the load balancer's {name}")
+        if not self.iap_members and not self.iap_accounts:
+            raise ValueError("FrontDoorProps.iap_members: is empty; IAP would admit nobody, list who may use MLflow")
+        keys = keyed_members("FrontDoorProps.iap_members", self.iap_members)
+        for key in self.iap_accounts:
+            if not key or member_key(key) != key or key in keys:
+                raise ValueError(
+                    f"FrontDoorProps.iap_accounts: key {key!r} must be lowercase letters, digits and hyphens "
+                    "and differ from every member's key"
+                )
 
 
 class FrontDoor(Construct):
@@ -81,10 +102,11 @@ class FrontDoor(Construct):
             log_config=ComputeBackendServiceLogConfig(enable=True, sample_rate=1.0),
             iap=ComputeBackendServiceIap(enabled=True),
         )
-        for index, member in enumerate(props.iap_members):
+        accessors = {**keyed_members("iap_members", props.iap_members), **props.iap_accounts}
+        for key, member in accessors.items():
             IapWebBackendServiceIamMember(
                 self,
-                f"iap-accessor-{index}",
+                f"iap-accessor-{key}",
                 project=props.project,
                 web_backend_service=self._backend.name,
                 role="roles/iap.httpsResourceAccessor",

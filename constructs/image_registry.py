@@ -23,6 +23,15 @@ class ImageRegistryProps:
     # default: the 10 most recent versions are kept, untagged images older than 30 days are deleted.
     keep_recent_versions: int = 10
 
+    def __post_init__(self) -> None:
+        if not self.repository_id:
+            raise ValueError("ImageRegistryProps.repository_id: is empty; name the repository")
+        if self.keep_recent_versions < 1:
+            raise ValueError(
+                f"ImageRegistryProps.keep_recent_versions: {self.keep_recent_versions} must be 1 or more, "
+                "or the image the service runs may be cleaned up"
+            )
+
 
 class ImageRegistry(Construct):
     """A regional Docker repository with immutable tags, so a tag in config always means one image."""

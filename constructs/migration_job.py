@@ -33,6 +33,10 @@ class MigrationJobProps:
     placement: RunPlacement
     container: ServerContainerProps
 
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("MigrationJobProps.name: is empty; name the Cloud Run job")
+
 
 class MigrationJob(Construct):
     """One task, no parallelism and no retries: `mlflow db upgrade` must never run twice at once.
@@ -44,6 +48,11 @@ class MigrationJob(Construct):
 
     def __init__(self, scope: Construct, id: str, props: MigrationJobProps) -> None:
         super().__init__(scope, id)
+        # The one definition of the command: the apply runs it, the stack's output shows it.
+        self._execute_command = (
+            f"gcloud run jobs execute {props.name} --project={props.placement.project} "
+            f"--region={props.placement.region} --wait"
+        )
         c = props.container
         s = JOB_STRUCTS
         self._job = CloudRunV2Job(
@@ -85,14 +94,16 @@ class MigrationJob(Construct):
             provisioners=[
                 LocalExecProvisioner(
                     type="local-exec",
-                    command=(
-                        f"gcloud run jobs execute {props.name} --project={props.placement.project} "
-                        f"--region={props.placement.region} --wait"
-                    ),
+                    command=self.execute_command,
                 )
             ],
             depends_on=[self._job],
         )
+
+    @property
+    def execute_command(self) -> str:
+        """Runs the migration and waits for it (what every apply that changes the image runs)."""
+        return self._execute_command
 
     @property
     def job_name(self) -> str:

@@ -24,6 +24,25 @@ class NetworkProps:
     # default: flow logs sampled at 50% with 10-minute aggregation (cheap, enough for forensics).
     flow_log_sampling: float = 0.5
 
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("NetworkProps.name: is empty; name the VPC")
+        ranges = {}
+        for name in ("subnet_cidr", "private_services_cidr"):
+            value = getattr(self, name)
+            try:
+                ranges[name] = ipaddress.ip_network(value)
+            except ValueError:
+                raise ValueError(f"NetworkProps.{name}: {value!r} is not a network in CIDR form, e.g. 10.10.0.0/24") from None
+            if not ranges[name].is_private or ranges[name].version != 4:
+                raise ValueError(f"NetworkProps.{name}: {value!r} must be a private IPv4 range")
+        if ranges["subnet_cidr"].overlaps(ranges["private_services_cidr"]):
+            raise ValueError(
+                f"NetworkProps.private_services_cidr: {self.private_services_cidr!r} overlaps subnet_cidr {self.subnet_cidr!r}"
+            )
+        if not 0 < self.flow_log_sampling <= 1:
+            raise ValueError(f"NetworkProps.flow_log_sampling: {self.flow_log_sampling} must be in (0, 1]")
+
 
 class Network(Construct):
     """Custom-mode VPC with nothing reachable from outside: a deny-all ingress rule is logged."""

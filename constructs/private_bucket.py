@@ -29,6 +29,14 @@ class PrivateBucketProps:
     # default: `terraform destroy` refuses to delete it; data outlives the stack.
     protect_from_destroy: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.name or not self.location:
+            raise ValueError(f"PrivateBucketProps: name {self.name!r} and location {self.location!r} must both be given")
+        if self.noncurrent_version_days < 0:
+            raise ValueError(
+                f"PrivateBucketProps.noncurrent_version_days: {self.noncurrent_version_days} must be 0 (keep forever) or more"
+            )
+
 
 class PrivateBucket(Construct):
     """Uniform access, public access prevention enforced, versioned, never force-destroyed."""
@@ -64,6 +72,19 @@ class PrivateBucket(Construct):
     def bucket_name(self) -> str:
         return self._bucket.name
 
-    def grant(self, key: str, member: str, role: str) -> StorageBucketIamMember:
-        """Bind `role` on this bucket only (never project-wide); `key` keeps the address stable."""
+    # Grants by intent, on this bucket only (never project-wide), always on objects: no role here can
+    # change the bucket's IAM, settings or retention. `key` is the grant's stable address.
+    def grant_object_user(self, key: str, member: str) -> StorageBucketIamMember:
+        """Read, write and delete objects (the server's artifacts)."""
+        return self._grant(key, member, "roles/storage.objectUser")
+
+    def grant_object_creator(self, key: str, member: str) -> StorageBucketIamMember:
+        """Write new objects only, read nothing (a log sink)."""
+        return self._grant(key, member, "roles/storage.objectCreator")
+
+    def grant_object_viewer(self, key: str, member: str) -> StorageBucketIamMember:
+        """Read objects only."""
+        return self._grant(key, member, "roles/storage.objectViewer")
+
+    def _grant(self, key: str, member: str, role: str) -> StorageBucketIamMember:
         return StorageBucketIamMember(self, key, bucket=self._bucket.name, role=role, member=member)

@@ -14,6 +14,13 @@ class ProjectServicesProps:
     project: str
     services: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        if not self.services:
+            raise ValueError("ProjectServicesProps.services: is empty; list the APIs the stack uses")
+        for service in self.services:
+            if self.services.count(service) > 1 or not service.endswith(".googleapis.com"):
+                raise ValueError(f"ProjectServicesProps.services: {service!r} must be a NAME.googleapis.com listed once")
+
 
 class ProjectServices(Construct):
     """Enables each API; disabling one on destroy would break whatever else in the project uses it."""

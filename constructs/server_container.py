@@ -14,7 +14,7 @@ from typing import Any
 
 from cdktf_cdktf_provider_google import cloud_run_v2_job, cloud_run_v2_service
 
-CLOUDSQL_MOUNT = "/cloudsql"
+from constructs.cloudsql_socket import CLOUDSQL_MOUNT
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,20 @@ class ServerContainerProps:
     workers: int
     pool_size: int
     max_overflow: int
+
+    def __post_init__(self) -> None:
+        if not self.image:
+            raise ValueError("ServerContainerProps.image: is empty; give the server image reference")
+        for name in ("workers", "pool_size", "max_overflow"):
+            if getattr(self, name) < 1:
+                # start.sh refuses 0 as well: MLflow ignores a 0 pool size or overflow.
+                raise ValueError(f"ServerContainerProps.{name}: {getattr(self, name)} must be 1 or more")
+        path = self.artifact_mount_path
+        if not path.startswith("/") or path in ("/", CLOUDSQL_MOUNT) or path.startswith(CLOUDSQL_MOUNT + "/"):
+            raise ValueError(
+                f"ServerContainerProps.artifact_mount_path: {path!r} must be an absolute path other than / and "
+                f"{CLOUDSQL_MOUNT}, e.g. /mnt/gcs"
+            )
 
 
 def server_env(props: ServerContainerProps, s: RunStructs) -> list[Any]:

@@ -19,6 +19,10 @@ class ServerIdentityProps:
     account_id: str
     display_name: str = "MLflow tracking server"
 
+    def __post_init__(self) -> None:
+        if not self.account_id:
+            raise ValueError("ServerIdentityProps.account_id: is empty; name the service account")
+
 
 class ServerIdentity(Construct):
     """A dedicated service account: no keys, no admin, editor or owner role."""

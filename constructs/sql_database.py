@@ -55,6 +55,19 @@ class SqlDatabaseProps:
     # default: Terraform and the Cloud SQL API both refuse to delete the instance.
     protect_from_destroy: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.instance_name or not self.database_name or not self.user_name:
+            raise ValueError(
+                f"SqlDatabaseProps: instance_name {self.instance_name!r}, database_name {self.database_name!r} and "
+                f"user_name {self.user_name!r} must all be given"
+            )
+        if self.password_revision < 1:
+            raise ValueError(f"SqlDatabaseProps.password_revision: {self.password_revision} must be 1 or more; bump it to rotate")
+        if not 1 <= self.backup_retention_days <= 365:
+            raise ValueError(f"SqlDatabaseProps.backup_retention_days: {self.backup_retention_days} must be 1 to 365")
+        if self.disk_size_gb < 10:
+            raise ValueError(f"SqlDatabaseProps.disk_size_gb: {self.disk_size_gb} is below Cloud SQL's minimum of 10")
+
 
 class SqlDatabase(Construct):
     """No public IP, TLS required, daily backups with point-in-time recovery, deletion protected.

@@ -32,6 +32,8 @@ from constructs.server_container import (
 )
 
 CONTAINER_PORT = 8080
+# Startup probe period: the allowance is a whole number of these.
+STARTUP_PERIOD_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,23 @@ class TrackingServiceProps:
     # default: 2 minutes for MLflow to start (imports, DB connection through the socket) before restart.
     startup_allowance_seconds: int = 120
 
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("TrackingServiceProps.name: is empty; name the Cloud Run service")
+        allowance, period = self.startup_allowance_seconds, STARTUP_PERIOD_SECONDS
+        if allowance < period or allowance % period:
+            raise ValueError(
+                f"TrackingServiceProps.startup_allowance_seconds: {allowance} must be a positive multiple of "
+                f"{period} (the probe period); it sets the probe's failure_threshold to allowance / {period}"
+            )
+        if not 0 <= self.min_instances <= self.max_instances or self.max_instances < 1:
+            raise ValueError(
+                f"TrackingServiceProps.min_instances/max_instances: {self.min_instances}/{self.max_instances} "
+                "must satisfy 0 <= min <= max and max >= 1"
+            )
+        if self.concurrency < 1:
+            raise ValueError(f"TrackingServiceProps.concurrency: {self.concurrency} must be 1 or more")
+
 
 class TrackingService(Construct):
     """Ingress from the internal/load-balancer path only, egress to private ranges through the VPC.
@@ -59,7 +78,7 @@ class TrackingService(Construct):
     def __init__(self, scope: Construct, id: str, props: TrackingServiceProps) -> None:
         super().__init__(scope, id)
         c = props.container
-        period = 5
+        period = STARTUP_PERIOD_SECONDS
         s = SERVICE_STRUCTS
         probe = {"period_seconds": period, "timeout_seconds": 3}
         self._service = CloudRunV2Service(
@@ -80,7 +99,9 @@ class TrackingService(Construct):
                     min_instance_count=props.min_instances, max_instance_count=props.max_instances
                 ),
                 vpc_access=private_egress(props.placement, s),
-                volumes=[cloudsql_volume(c, s), artifact_volume(c, s)],
+                # The Cloud SQL volume and its mount last: the API returns them last, and a list in
+                # another order than the API's shows a change in every plan (Fabric does the same).
+                volumes=[artifact_volume(c, s), cloudsql_volume(c, s)],
                 containers=[
                     CloudRunV2ServiceTemplateContainers(
                         name="mlflow",
@@ -94,7 +115,7 @@ class TrackingService(Construct):
                             cpu_idle=True,
                             startup_cpu_boost=True,
                         ),
-                        volume_mounts=[cloudsql_mount(s), artifact_mount(c, s)],
+                        volume_mounts=[artifact_mount(c, s), cloudsql_mount(s)],
                         startup_probe=CloudRunV2ServiceTemplateContainersStartupProbe(
                             http_get=CloudRunV2ServiceTemplateContainersStartupProbeHttpGet(
                                 path="/health", port=CONTAINER_PORT

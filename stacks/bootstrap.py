@@ -42,7 +42,5 @@ class BootstrapStack(TerraformStack):
                 access_log_bucket=access_logs.bucket_name,
             ),
         )
-        access_logs.grant(
-            "usage-log-writer", "group:cloud-storage-analytics@google.com", "roles/storage.objectCreator"
-        )
+        access_logs.grant_object_creator("usage-log-writer", "group:cloud-storage-analytics@google.com")
         TerraformOutput(self, "state_bucket", value=state.bucket_name, description="Terraform state bucket")

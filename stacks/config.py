@@ -14,6 +14,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from constructs.cloudsql_socket import CLOUDSQL_MOUNT
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO_ROOT / "config" / "example.toml"
 CONFIG_ENV_VAR = "MLFLOW_CONFIG"
@@ -401,8 +403,16 @@ def _validate_server(s: ServerConfig, problems: list[str]) -> None:
             f"server.max_overflow: {s.max_overflow} is ignored by MLflow (0 falls back to its default of 10); "
             "use 1 or more"
         )
-    if not s.artifact_mount_path.startswith("/") or s.artifact_mount_path in {"/", "/cloudsql"}:
+    if not s.artifact_mount_path.startswith("/") or s.artifact_mount_path in {"/", CLOUDSQL_MOUNT}:
         problems.append(f"server.artifact_mount_path: {s.artifact_mount_path!r} must be an absolute path such as \"/mnt/gcs\"")
+
+
+# --- #21: each IAM grant is keyed by its member, so a member may be listed only once. ---
+def _validate_unique_members(cfg: Config, problems: list[str]) -> None:
+    for name in ("iap_members", "client_impersonators"):
+        members = [m.lower() for m in getattr(cfg, name)]
+        for member in sorted({m for m in members if members.count(m) > 1}):
+            problems.append(f"{name}: {member!r} is listed more than once (emails ignore case); list each member once")
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
@@ -417,6 +427,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     cfg = Config(**kept)
     _validate(cfg, problems)
+    _validate_unique_members(cfg, problems)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return cfg

@@ -70,7 +70,7 @@ class MlflowStack(TerraformStack):
             "artifact-access-logs",
             PrivateBucketProps(project=p, name=f"{p}-{prefix}-access-logs", location=location),
         )
-        access_logs.grant("usage-log-writer", "group:cloud-storage-analytics@google.com", "roles/storage.objectCreator")
+        access_logs.grant_object_creator("usage-log-writer", "group:cloud-storage-analytics@google.com")
         artifacts = PrivateBucket(
             self,
             "artifacts",
@@ -98,7 +98,7 @@ class MlflowStack(TerraformStack):
         server = ServerIdentity(self, "server-identity", ServerIdentityProps(project=p, account_id=f"{prefix}-server"))
         server_grants = [
             secret.grant_access("server-reads-uri", server.member),
-            artifacts.grant("server-object-user", server.member, "roles/storage.objectUser"),
+            artifacts.grant_object_user("server-object-user", server.member),
             *server.project_roles,
         ]
 
@@ -146,14 +146,14 @@ class MlflowStack(TerraformStack):
         wait_for(service, [*server_grants, migration.execution])
         # Created by the project stack, which is applied first.
         service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
-        iap_members = cfg.iap_members
+        iap_accounts = {}
         if cfg.client_impersonators:
             client = ClientIdentity(
                 self,
                 "client-identity",
                 ClientIdentityProps(project=p, account_id=f"{prefix}-client", impersonators=cfg.client_impersonators),
             )
-            iap_members = (*iap_members, client.member)
+            iap_accounts["client-identity"] = client.member
             TerraformOutput(
                 self,
                 "client_service_account",
@@ -170,7 +170,8 @@ class MlflowStack(TerraformStack):
                 name=prefix,
                 domain=cfg.domain,
                 cloud_run_service=service.service_name,
-                iap_members=iap_members,
+                iap_members=cfg.iap_members,
+                iap_accounts=iap_accounts,
                 iap_programmatic_clients=cfg.iap_programmatic_clients,
             ),
         )
@@ -195,7 +196,7 @@ class MlflowStack(TerraformStack):
         TerraformOutput(
             self,
             "migration_command",
-            value=f"gcloud run jobs execute {migration.job_name} --project={p} --region={cfg.region} --wait",
+            value=migration.execute_command,
             description="Runs the migration by hand; every apply that changes the image already runs it",
         )
         TerraformOutput(self, "sql_connection_name", value=database.connection_name)

@@ -9,17 +9,30 @@ import pytest
 from stacks.config import EXAMPLE_CONFIG, load_configs, parse_config
 from tests.synth import Synth
 
+
+def edited(text: str, *edits: tuple[str, str]) -> str:
+    """`text` with each (old, new) replaced, failing loudly when `old` is not there exactly once, so an
+    edit to the example cannot silently turn the prod-like environment back into the example."""
+    for old, new in edits:
+        assert text.count(old) == 1, f"config/example.toml no longer contains {old!r} exactly once; update PROD_TOML"
+        text = text.replace(old, new)
+    return text
+
+
 # A second environment that turns on every optional branch the example leaves off.
-PROD_TOML = (
-    EXAMPLE_CONFIG.read_text()
-    .replace('environment = "example"', 'environment = "prod"')
-    .replace('project_id = "example-mlflow-project"', 'project_id = "example-mlflow-prod"')
-    .replace('domain = "mlflow.example.com"', 'domain = "mlflow.prod.example.com"\n'
-             'iap_programmatic_clients = ["123456789012-abc123.apps.googleusercontent.com"]\n'
-             'client_impersonators = ["group:ml-team@example.com"]')
-    .replace('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"')
-    + '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
-)
+PROD_TOML = edited(
+    EXAMPLE_CONFIG.read_text(),
+    ('environment = "example"', 'environment = "prod"'),
+    ('project_id = "example-mlflow-project"', 'project_id = "example-mlflow-prod"'),
+    (
+        'domain = "mlflow.example.com"',
+        'domain = "mlflow.prod.example.com"\n'
+        'iap_programmatic_clients = ["123456789012-abc123.apps.googleusercontent.com"]\n'
+        'client_impersonators = ["group:ml-team@example.com"]',
+    ),
+    # A rotated password: revision 2 must reach the password, the SQL user and the secret version.
+    ('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"\npassword_revision = 2'),
+) + '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
 
 
 def pytest_addoption(parser):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+from constructs.ci_identity import DEPLOYER_ROLES, PLANNER_ROLES
+from constructs.server_identity import PROJECT_ROLES
 from tests.synth import all_resources
 
 Stack = dict[str, Any]
@@ -85,6 +87,59 @@ def data_is_protected_from_destroy(stack: Stack) -> list[str]:
     return problems
 
 
+# The roles each kind of IAM binding may grant, and why no other. A role on one resource is as
+# dangerous as a project role when it lets the grantee change that resource's policy or delete it.
+ALLOWED_ROLES: dict[str, tuple[frozenset[str], str]] = {
+    "google_project_iam_member": (
+        frozenset(PROJECT_ROLES + PLANNER_ROLES + DEPLOYER_ROLES),
+        "only the reviewed lists of server_identity.py and ci_identity.py are project-wide",
+    ),
+    "google_storage_bucket_iam_member": (
+        frozenset({"roles/storage.objectUser", "roles/storage.objectCreator", "roles/storage.objectViewer"}),
+        "objects only: storage.admin or legacyBucketOwner could change the bucket's IAM and retention",
+    ),
+    "google_secret_manager_secret_iam_member": (
+        frozenset({"roles/secretmanager.secretAccessor"}),
+        "reading the payload; never adding versions or changing who else reads",
+    ),
+    "google_cloud_run_v2_service_iam_member": (
+        frozenset({"roles/run.invoker"}),
+        "calling the service; run.developer or run.admin could deploy another image as the server",
+    ),
+    "google_cloud_run_v2_job_iam_member": (
+        frozenset({"roles/run.invoker"}),
+        "executing the migration; never changing what it runs or as whom",
+    ),
+    "google_service_account_iam_member": (
+        frozenset({"roles/iam.serviceAccountTokenCreator", "roles/iam.workloadIdentityUser"}),
+        "signing as or federating to that one account; never administering it or deploying as it (actAs)",
+    ),
+    "google_artifact_registry_repository_iam_member": (
+        frozenset({"roles/artifactregistry.reader", "roles/artifactregistry.writer"}),
+        "pulling and pushing images; repoAdmin could delete the tag the service runs",
+    ),
+    "google_iap_web_backend_service_iam_member": (
+        frozenset({"roles/iap.httpsResourceAccessor"}),
+        "passing IAP; iap.admin would let a user choose who else passes",
+    ),
+}
+
+
+def iam_bindings_grant_only_allowed_roles(stack: Stack) -> list[str]:
+    """Every IAM binding of every resource type, against the roles that type may grant."""
+    problems = []
+    for type_, path, body in all_resources(stack):
+        if not type_.endswith(("_iam_member", "_iam_binding", "_iam_policy")):
+            continue
+        if type_.endswith(("_iam_binding", "_iam_policy")):
+            problems.append(f"{path}: {type_} is authoritative and removes grants made elsewhere; use the _iam_member")
+        elif type_ not in ALLOWED_ROLES:
+            problems.append(f"{path}: no allowed roles are listed for {type_}; add them to ALLOWED_ROLES with a reason")
+        elif body.get("role") not in ALLOWED_ROLES[type_][0]:
+            problems.append(f"{path}: {type_} grants {body.get('role')!r}; allowed: {ALLOWED_ROLES[type_][1]}")
+    return problems
+
+
 RULES: list[Callable[[Stack], list[str]]] = [
     no_public_ip_on_sql,
     no_public_members,
@@ -92,4 +147,5 @@ RULES: list[Callable[[Stack], list[str]]] = [
     server_account_has_no_admin_roles,
     cloud_run_ingress_never_all,
     data_is_protected_from_destroy,
+    iam_bindings_grant_only_allowed_roles,
 ]

@@ -86,3 +86,21 @@ def assert_matches(actual: Any, expected: Any) -> None:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("value_source")) for e in container["env"]}
+
+
+def synth_construct(outdir: Path, build) -> dict[str, Any]:
+    """Synthesize `build(stack)` alone in a stack named "unit" with a google provider; the parsed JSON."""
+    from cdktf import App, TerraformStack
+    from cdktf_cdktf_provider_google.provider import GoogleProvider
+
+    app = App(outdir=str(outdir))
+    stack = TerraformStack(app, "unit")
+    GoogleProvider(stack, "google", project="example-project")
+    build(stack)
+    app.synth()
+    return json.loads((outdir / "stacks" / "unit" / "cdk.tf.json").read_text())
+
+
+def addresses_by(stack: dict[str, Any], type_: str, key: str) -> dict[str, str]:
+    """{body[key]: Terraform address} for every resource of one type."""
+    return {body[key]: f"{type_}.{name}" for name, body in stack.get("resource", {}).get(type_, {}).items()}

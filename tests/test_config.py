@@ -212,3 +212,20 @@ def test_any_overlapping_pair_of_ranges_is_refused(second_octet, prefix, extra):
     subnet = f"10.{second_octet}.0.0/{min(prefix + extra, 26)}"
     text = with_line("private_services_cidr", f'"{services}"', with_line("subnet_cidr", f'"{subnet}"'))
     assert "overlaps private_services_cidr" in rejection(text)
+
+
+def test_a_member_listed_twice_is_refused_because_grants_are_keyed_by_member():
+    message = rejection(with_line("iap_members", '["group:ml@example.com", "user:a@example.com", "group:ML@example.com"]'))
+    assert "iap_members: 'group:ml@example.com' is listed more than once" in message, message
+
+
+def test_an_impersonator_listed_twice_is_refused():
+    text = with_line("iap_members", '["group:ml@example.com"]\nclient_impersonators = ["user:a@example.com", "user:a@example.com"]')
+    assert "client_impersonators: 'user:a@example.com' is listed more than once" in rejection(text)
+
+
+def test_an_edit_of_the_prod_like_fixture_whose_target_is_gone_fails_loudly():
+    from tests.conftest import edited
+
+    with pytest.raises(AssertionError, match="no longer contains 'tier = \"db-n1\"' exactly once"):
+        edited(EXAMPLE, ('tier = "db-n1"', 'tier = "db-custom-2-7680"'))

@@ -11,15 +11,17 @@ from cdktf_cdktf_provider_google.provider import GoogleProvider
 
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
 from tests.invariants import (
+    ALLOWED_ROLES,
     RULES,
     cloud_run_ingress_never_all,
     data_is_protected_from_destroy,
+    iam_bindings_grant_only_allowed_roles,
     no_public_ip_on_sql,
     no_public_members,
     no_service_account_keys,
     server_account_has_no_admin_roles,
 )
-from tests.synth import resources
+from tests.synth import resources, synth_construct
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.__name__)
@@ -89,3 +91,72 @@ def test_an_unprotected_bucket_from_a_deliberately_broken_construct_is_caught(tm
     stack = json.loads((tmp_path / "stacks" / "broken" / "cdk.tf.json").read_text())
     assert data_is_protected_from_destroy(stack) == ["broken/artifacts/bucket: lifecycle.prevent_destroy is not true"]
     assert resources(stack, "google_storage_bucket")["artifacts/bucket"]["lifecycle"] == {"prevent_destroy": False}
+
+
+# One binding of each kind, with a role that kind must never grant.
+ADMIN_ROLES = {
+    "google_project_iam_member": "roles/owner",
+    "google_storage_bucket_iam_member": "roles/storage.admin",
+    "google_secret_manager_secret_iam_member": "roles/secretmanager.admin",
+    "google_cloud_run_v2_service_iam_member": "roles/run.developer",
+    "google_cloud_run_v2_job_iam_member": "roles/run.admin",
+    "google_service_account_iam_member": "roles/iam.serviceAccountUser",
+    "google_artifact_registry_repository_iam_member": "roles/artifactregistry.repoAdmin",
+    "google_iap_web_backend_service_iam_member": "roles/iap.admin",
+}
+
+
+def with_binding(stack, type_, role):
+    def add(s):
+        s["resource"].setdefault(type_, {})["bad"] = {
+            "//": {"metadata": {"path": "mlflow-example/bad", "uniqueId": "bad"}}, "role": role, "member": "user:a@example.com"
+        }
+
+    return broken(stack, add)
+
+
+@pytest.mark.parametrize("type_, role", sorted(ADMIN_ROLES.items()))
+def test_a_role_the_resource_may_not_grant_is_caught_on_every_kind_of_binding(mlflow, type_, role):
+    assert iam_bindings_grant_only_allowed_roles(with_binding(mlflow, type_, role)) == [
+        f"mlflow-example/bad: {type_} grants {role!r}; allowed: {ALLOWED_ROLES[type_][1]}"
+    ]
+
+
+def test_every_kind_of_binding_the_app_makes_has_an_allow_list(app):
+    made = {t for stack in app.stacks.values() for t in stack.get("resource", {}) if t.endswith("_iam_member")}
+    assert made <= set(ADMIN_ROLES) == set(ALLOWED_ROLES)
+
+
+def test_a_binding_of_an_unlisted_kind_or_an_authoritative_one_fails_rather_than_passes(mlflow):
+    assert iam_bindings_grant_only_allowed_roles(with_binding(mlflow, "google_kms_crypto_key_iam_member", "roles/x")) == [
+        "mlflow-example/bad: no allowed roles are listed for google_kms_crypto_key_iam_member; add them to ALLOWED_ROLES with a reason"
+    ]
+    assert "is authoritative" in iam_bindings_grant_only_allowed_roles(
+        with_binding(mlflow, "google_storage_bucket_iam_binding", "roles/storage.objectViewer")
+    )[0]
+
+
+def test_storage_admin_on_the_artifact_bucket_is_caught_when_synthesized_for_real(tmp_path):
+    """What `artifacts.grant(..., "roles/storage.admin")` used to allow: only intents remain public."""
+    assert not hasattr(PrivateBucket, "grant")
+
+    def build(stack):
+        PrivateBucket(stack, "artifacts", PrivateBucketProps("example-project", "b", "EU"))._grant(
+            "server-admin", "user:a@example.com", "roles/storage.admin"
+        )
+
+    assert iam_bindings_grant_only_allowed_roles(synth_construct(tmp_path, build)) == [
+        "unit/artifacts/server-admin: google_storage_bucket_iam_member grants 'roles/storage.admin'; allowed: "
+        + ALLOWED_ROLES["google_storage_bucket_iam_member"][1]
+    ]
+
+
+def test_the_bucket_intents_grant_object_roles_only(tmp_path):
+    def build(stack):
+        bucket = PrivateBucket(stack, "b", PrivateBucketProps("example-project", "b", "EU"))
+        bucket.grant_object_user("user", "user:a@example.com")
+        bucket.grant_object_creator("creator", "user:a@example.com")
+        bucket.grant_object_viewer("viewer", "user:a@example.com")
+
+    roles = {k: v["role"] for k, v in resources(synth_construct(tmp_path, build), "google_storage_bucket_iam_member").items()}
+    assert roles == {"b/user": "roles/storage.objectUser", "b/creator": "roles/storage.objectCreator", "b/viewer": "roles/storage.objectViewer"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from pathlib import Path
 
 from stacks.config import Config
@@ -22,15 +23,22 @@ def documented_keys() -> set[str]:
 
 
 def config_keys() -> set[str]:
+    """Every key of the config, `section.key` for the fields of each section: read from the types, so a
+    new section or a required one (like [state]) needs no edit here."""
     keys = set()
+    hints = typing.get_type_hints(Config)
     for field in dataclasses.fields(Config):
-        if dataclasses.is_dataclass(field.default) or field.name == "state":
-            section = field.default if dataclasses.is_dataclass(field.default) else None
-            names = [f.name for f in dataclasses.fields(section)] if section else ["bucket", "location"]
-            keys |= {f"{field.name}.{name}" for name in names}
+        section = hints[field.name]
+        if dataclasses.is_dataclass(section):
+            keys |= {f"{field.name}.{f.name}" for f in dataclasses.fields(section)}
         else:
             keys.add(field.name)
     return keys
+
+
+def test_sections_are_found_from_the_types_including_required_ones():
+    assert {"state.bucket", "state.location", "server.workers", "ci.github_repository"} <= config_keys()
+    assert not {"state", "server"} & config_keys()
 
 
 def test_every_configuration_key_is_documented():
@@ -56,3 +64,11 @@ def test_the_image_tag_is_the_pinned_mlflow_version_and_the_readme_pushes_it(exa
     tag = example_config.server_image.rsplit(":", 1)[1]
     assert tag == f"mlflow-{pinned}"
     assert re.findall(r"--tag=\S+:([\w.-]+)", README) == [tag]
+
+
+def test_constructs_stays_a_namespace_portion_of_the_library_and_the_readme_says_why():
+    assert not (REPO / "constructs" / "__init__.py").exists()
+    assert "`constructs/` has no `__init__.py` on purpose" in README
+    import constructs
+
+    assert str(REPO / "constructs") in list(constructs.__path__) and hasattr(constructs, "Construct")

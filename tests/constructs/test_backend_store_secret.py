@@ -1,5 +1,10 @@
 """The backend store URI: in Secret Manager, write-only, readable by the server's account alone."""
 
+import re
+
+import pytest
+
+from constructs.backend_store_secret import BackendStoreSecretProps
 from tests.synth import assert_matches, one
 
 
@@ -30,3 +35,13 @@ def test_only_the_server_account_may_read_it(mlflow):
         {"role": "roles/secretmanager.secretAccessor", "member": "${google_service_account.server-identity_account_25E041FD.member}"},
     )
     assert not [m for m in mlflow["resource"]["google_project_iam_member"].values() if "secretmanager" in m["role"]]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"revision": 0}, "BackendStoreSecretProps.revision: 0"), ({"secret_id": ""}, "BackendStoreSecretProps.secret_id: is empty")],
+)
+def test_the_secret_refuses_props_that_make_no_sense(change, message):
+    props = dict(project="p", region="r", secret_id="s", user="u", password="pw", database="d", connection_name="p:r:i")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        BackendStoreSecretProps(**{**props, **change})

@@ -1,5 +1,10 @@
 """CI identity: GitHub OIDC through WIF, only this repository's PR and approved-environment jobs."""
 
+import re
+
+import pytest
+
+from constructs.ci_identity import CiIdentityProps
 from tests.synth import assert_matches, one, resources
 
 
@@ -36,3 +41,14 @@ def test_the_planner_is_read_only_and_the_deployer_needs_the_environment(app):
 
 def test_no_service_account_key_for_ci(app):
     assert "google_service_account_key" not in app.stacks["mlflow-prod-project"]["resource"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"github_repository": "acme"}, "CiIdentityProps.github_repository: 'acme' must be OWNER/REPO"),
+     ({"deploy_environment": ""}, "CiIdentityProps.deploy_environment: is empty")],
+)
+def test_the_ci_identity_refuses_props_that_make_no_sense(change, message):
+    props = dict(project="p", project_number="1", github_repository="acme/infra", state_bucket="b", deploy_environment="prod")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        CiIdentityProps(**{**props, **change})

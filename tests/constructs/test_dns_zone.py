@@ -1,5 +1,10 @@
 """DNS: a DNSSEC-signed zone for the domain (or a record in an existing zone) pointing at the LB."""
 
+import re
+
+import pytest
+
+from constructs.dns_zone import DnsZoneProps
 from tests.synth import assert_matches, one
 
 
@@ -31,3 +36,12 @@ def test_an_existing_zone_is_read_not_created(mlflow_prod):
     assert one(mlflow_prod, "google_dns_record_set")["managed_zone"] == "${data.google_dns_managed_zone.dns_zone_2E2729FB.name}"
     assert mlflow_prod["data"]["google_dns_managed_zone"]["dns_zone_2E2729FB"]["name"] == "example-com"
     assert "name_servers" not in mlflow_prod["output"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"domain": "mlflow.example.com."}, "DnsZoneProps.domain: 'mlflow.example.com.'"), ({"zone_name": ""}, "DnsZoneProps.zone_name: is empty")],
+)
+def test_a_dns_zone_refuses_props_that_make_no_sense(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DnsZoneProps(**{**dict(project="p", zone_name="z", domain="mlflow.example.com", ip_address="1.2.3.4"), **change})

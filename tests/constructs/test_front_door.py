@@ -1,6 +1,10 @@
 """Front door: HTTPS load balancer with a managed certificate, strict TLS, redirect on 80, IAP."""
 
-from tests.synth import assert_matches, one, resource, resources
+import re
+
+import pytest
+
+from tests.synth import addresses_by, assert_matches, one, resource, resources, synth_construct
 
 
 def test_a_serverless_neg_points_at_the_cloud_run_service(mlflow):
@@ -106,3 +110,68 @@ def test_a_new_domain_gets_a_new_certificate_before_the_old_one_goes(mlflow, mlf
     example, prod = one(mlflow, "google_compute_managed_ssl_certificate"), one(mlflow_prod, "google_compute_managed_ssl_certificate")
     assert example["lifecycle"] == {"create_before_destroy": True}
     assert example["name"].startswith("mlflow-cert-") and example["name"] != prod["name"]
+
+
+MEMBERS = ("group:ml-platform@example.com", "user:ada@example.com", "serviceAccount:ci@p.iam.gserviceaccount.com")
+
+
+def front_door(members, **extra):
+    from constructs.front_door import FrontDoor, FrontDoorProps
+
+    props = dict(project="p", project_number="1", region="europe-west1", name="mlflow", domain="mlflow.example.com",
+                 cloud_run_service="svc", iap_members=members)
+    return lambda stack: FrontDoor(stack, "front-door", FrontDoorProps(**{**props, **extra}))
+
+
+def accessor_addresses(tmp_path, name, members, **extra):
+    stack = synth_construct(tmp_path / name, front_door(members, **extra))
+    return addresses_by(stack, "google_iap_web_backend_service_iam_member", "member")
+
+
+def test_removing_a_member_leaves_every_other_grant_at_its_address(tmp_path):
+    before = accessor_addresses(tmp_path, "before", MEMBERS)
+    after = accessor_addresses(tmp_path, "after", MEMBERS[1:])
+    assert len(set(before.values())) == 3
+    assert after == {m: before[m] for m in MEMBERS[1:]}
+
+
+def test_grants_are_keyed_by_a_readable_form_of_the_member(mlflow):
+    assert list(resources(mlflow, "google_iap_web_backend_service_iam_member")) == [
+        "front-door/iap-accessor-group-ml-platform-example-com"
+    ]
+
+
+def test_an_account_of_the_deployment_is_keyed_by_the_callers_key_not_its_position(tmp_path):
+    alone = accessor_addresses(tmp_path, "alone", MEMBERS[:1], iap_accounts={"client-identity": "serviceAccount:c@p.iam.gserviceaccount.com"})
+    more = accessor_addresses(tmp_path, "more", MEMBERS, iap_accounts={"client-identity": "serviceAccount:c@p.iam.gserviceaccount.com"})
+    assert alone["serviceAccount:c@p.iam.gserviceaccount.com"] == more["serviceAccount:c@p.iam.gserviceaccount.com"]
+
+
+def test_members_whose_readable_keys_collide_still_get_distinct_stable_addresses(tmp_path):
+    both = accessor_addresses(tmp_path, "both", ("user:a.b@example.com", "user:a-b@example.com"))
+    assert len(set(both.values())) == 2
+
+
+@pytest.mark.parametrize(
+    "members, extra, message",
+    [
+        ((), {}, "FrontDoorProps.iap_members: is empty"),
+        (("user:a@example.com", "user:A@example.com"), {}, "'user:A@example.com' is listed twice"),
+        (MEMBERS, {"name": ""}, "FrontDoorProps.name: is empty"),
+        (MEMBERS, {"iap_accounts": {"Client Identity": "serviceAccount:c@p.iam.gserviceaccount.com"}}, "key 'Client Identity'"),
+    ],
+)
+def test_a_front_door_refuses_props_that_make_no_sense(members, extra, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        front_door(members, **extra)(None)
+
+
+def test_a_member_only_known_at_deploy_time_must_come_with_a_key(tmp_path):
+    from cdktf_cdktf_provider_google.service_account import ServiceAccount
+
+    def build(stack):
+        account = ServiceAccount(stack, "sa", account_id="client")
+        front_door((account.member,))(stack)
+
+    with pytest.raises(ValueError, match="only known at deploy time"):
+        synth_construct(tmp_path, build)

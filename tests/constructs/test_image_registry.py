@@ -1,5 +1,10 @@
 """The image registry: a regional Docker repository with immutable tags, in the project stack."""
 
+import re
+
+import pytest
+
+from constructs.image_registry import ImageRegistryProps
 from tests.synth import assert_matches, one
 
 
@@ -39,3 +44,12 @@ def test_the_build_command_pushes_the_tag_the_service_runs(project_stack, mlflow
     command = project_stack["output"]["image_build_command"]["value"]
     image = one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0]["image"]
     assert command.startswith("gcloud builds submit docker ") and command.split("--tag=")[1] == image
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"keep_recent_versions": 0}, "ImageRegistryProps.keep_recent_versions: 0"), ({"repository_id": ""}, "ImageRegistryProps.repository_id: is empty")],
+)
+def test_the_registry_refuses_props_that_make_no_sense(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ImageRegistryProps(**{**dict(project="p", region="r", repository_id="images"), **change})

@@ -1,5 +1,8 @@
 """The migration job: same image, secret, socket and account as the server; one task, no retries."""
 
+import pytest
+
+from constructs.migration_job import MigrationJobProps
 from tests.synth import env_of, one
 
 
@@ -16,7 +19,7 @@ def test_the_job_shares_image_secret_socket_and_account_with_the_server(mlflow):
     job_container, server_container = job["containers"][0], server["containers"][0]
     assert job_container["image"] == server_container["image"]
     assert env_of(job_container)["MLFLOW_BACKEND_STORE_URI"] == env_of(server_container)["MLFLOW_BACKEND_STORE_URI"]
-    assert job["volumes"] == [server["volumes"][0]]
+    assert job["volumes"] == [v for v in server["volumes"] if v["name"] == "cloudsql"]
     assert job_container["volume_mounts"] == [{"name": "cloudsql", "mount_path": "/cloudsql"}]
     assert job["service_account"] == server["service_account"]
     assert job["vpc_access"] == server["vpc_access"]
@@ -24,7 +27,7 @@ def test_the_job_shares_image_secret_socket_and_account_with_the_server(mlflow):
 
 def test_the_migration_command_is_an_output(mlflow):
     assert mlflow["output"]["migration_command"]["value"] == (
-        "gcloud run jobs execute ${google_cloud_run_v2_job.migration-job_F6369E7C.name} "
+        "gcloud run jobs execute mlflow-migrate "
         "--project=example-mlflow-project --region=europe-west1 --wait"
     )
 
@@ -36,3 +39,10 @@ def test_the_apply_runs_the_job_whenever_the_image_changes(mlflow):
         {"local-exec": {"command": "gcloud run jobs execute mlflow-migrate --project=example-mlflow-project --region=europe-west1 --wait"}}
     ]
     assert "google_cloud_run_v2_job.migration-job_F6369E7C" in execution["depends_on"]
+
+
+def test_the_migration_job_refuses_an_empty_name():
+    from tests.constructs.test_tracking_service import service_props
+
+    with pytest.raises(ValueError, match="MigrationJobProps.name: is empty"):
+        MigrationJobProps("", service_props().placement, service_props().container)

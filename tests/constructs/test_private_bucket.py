@@ -1,7 +1,10 @@
 """Every bucket: uniform access, public access prevention enforced, versioned, never force-destroyed."""
 
+import re
+
 import pytest
 
+from constructs.private_bucket import PrivateBucketProps
 from tests.synth import assert_matches, resource, resources
 
 BUCKETS = [
@@ -49,3 +52,15 @@ def test_data_buckets_log_access_to_their_log_bucket(app):
 def test_the_artifact_bucket_lives_in_the_region_and_the_state_bucket_in_config(app):
     assert resource(app.stacks["mlflow-example"], "google_storage_bucket", "artifacts/bucket")["location"] == "europe-west1"
     assert resource(app.stacks["bootstrap"], "google_storage_bucket", "state/bucket")["name"] == "example-mlflow-project-tfstate"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"name": ""}, "PrivateBucketProps: name '' and location 'EU' must both be given"),
+        ({"noncurrent_version_days": -1}, "PrivateBucketProps.noncurrent_version_days: -1"),
+    ],
+)
+def test_a_bucket_refuses_props_that_make_no_sense(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PrivateBucketProps(**{**dict(project="p", name="b", location="EU"), **change})

@@ -1,5 +1,10 @@
 """APIs: every API the stacks' resources need is enabled, and none is disabled on destroy."""
 
+import re
+
+import pytest
+
+from constructs.project_services import ProjectServicesProps
 from tests.synth import resources
 
 # The API behind each resource type prefix the stacks use.
@@ -40,3 +45,13 @@ def test_keyless_signing_and_builds_are_enabled_too(project_stack):
 def test_no_api_is_disabled_on_destroy(project_stack):
     for service in resources(project_stack, "google_project_service").values():
         assert service["disable_on_destroy"] is False and service["disable_dependent_services"] is False
+
+
+@pytest.mark.parametrize(
+    "services, message",
+    [((), "ProjectServicesProps.services: is empty"), (("run.googleapis.com", "run.googleapis.com"), "'run.googleapis.com' must be"),
+     (("run",), "'run' must be a NAME.googleapis.com")],
+)
+def test_project_services_refuse_props_that_make_no_sense(services, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ProjectServicesProps("p", services)

@@ -1,5 +1,8 @@
 """The server's account: dedicated, keyless, three project roles, everything else per resource."""
 
+import pytest
+
+from constructs.server_identity import ServerIdentityProps
 from tests.synth import assert_matches, one, resources
 
 SERVER = "${google_service_account.server-identity_account_25E041FD.member}"
@@ -24,3 +27,8 @@ def test_it_uses_objects_of_the_artifact_bucket_only(mlflow):
 def test_no_service_account_key_exists(app):
     for stack in app.stacks.values():
         assert "google_service_account_key" not in stack.get("resource", {})
+
+
+def test_the_server_identity_refuses_an_empty_account_id():
+    with pytest.raises(ValueError, match="ServerIdentityProps.account_id: is empty"):
+        ServerIdentityProps("p", "")

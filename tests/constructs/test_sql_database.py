@@ -1,7 +1,11 @@
 """Cloud SQL: private IP only, TLS, backups with PITR, protected from deletion, CIS logging flags."""
 
 import json
+import re
 
+import pytest
+
+from constructs.sql_database import SqlDatabaseProps
 from tests.synth import assert_matches, one
 
 
@@ -78,10 +82,13 @@ def test_the_password_is_generated_and_only_passed_write_only(mlflow):
     assert "password" not in user
 
 
-def test_bumping_the_password_revision_rotates_password_user_and_secret(mlflow):
-    assert one(mlflow, "random_password")["keepers"] == {"revision": "1"}
-    assert one(mlflow, "google_sql_user")["password_wo_version"] == 1
-    assert one(mlflow, "google_secret_manager_secret_version")["secret_data_wo_version"] == 1
+@pytest.mark.parametrize("stack, revision", [("mlflow-example", 1), ("mlflow-prod", 2)])
+def test_bumping_the_password_revision_rotates_password_user_and_secret(app, stack, revision):
+    """The prod-like environment has `password_revision = 2`: all three must follow it."""
+    synthesized = app.stacks[stack]
+    assert one(synthesized, "random_password")["keepers"] == {"revision": str(revision)}
+    assert one(synthesized, "google_sql_user")["password_wo_version"] == revision
+    assert one(synthesized, "google_secret_manager_secret_version")["secret_data_wo_version"] == revision
 
 
 def test_no_literal_password_or_sensitive_output_anywhere(app):
@@ -90,3 +97,19 @@ def test_no_literal_password_or_sensitive_output_anywhere(app):
         assert '"password": "' not in text and "root_password" not in text, name
         for output_name, output in stack.get("output", {}).items():
             assert "random_password" not in json.dumps(output), f"{name}.{output_name} exposes the password"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"password_revision": 0}, "SqlDatabaseProps.password_revision: 0 must be 1 or more"),
+        ({"backup_retention_days": 0}, "SqlDatabaseProps.backup_retention_days: 0"),
+        ({"disk_size_gb": 5}, "SqlDatabaseProps.disk_size_gb: 5"),
+        ({"instance_name": ""}, "SqlDatabaseProps: instance_name ''"),
+    ],
+)
+def test_a_database_refuses_props_that_make_no_sense(change, message):
+    props = dict(project="p", region="europe-west1", instance_name="db", database_version="POSTGRES_18", tier="db-f1-micro",
+                 disk_size_gb=10, network_id="n", private_services_access=None)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SqlDatabaseProps(**{**props, **change})

@@ -1,5 +1,12 @@
 """The MLflow service: load-balancer ingress, private egress, socket and GCS volumes, secret env."""
 
+import dataclasses
+import re
+
+import pytest
+
+from constructs.server_container import RunPlacement, ServerContainerProps
+from constructs.tracking_service import TrackingServiceProps
 from tests.synth import ABSENT, assert_matches, env_of, one, resources
 
 
@@ -48,18 +55,18 @@ def test_cloud_sql_is_mounted_as_a_socket_and_the_bucket_as_a_gcs_volume(mlflow)
     assert_matches(
         service(mlflow)["template"]["volumes"],
         [
+            {"name": "artifacts", "gcs": {"bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}", "read_only": False}},
             {
                 "name": "cloudsql",
                 "cloud_sql_instance": {
                     "instances": ["${google_sql_database_instance.database_instance_D7FC2283.connection_name}"]
                 },
             },
-            {"name": "artifacts", "gcs": {"bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}", "read_only": False}},
         ],
     )
     assert container(mlflow)["volume_mounts"] == [
-        {"name": "cloudsql", "mount_path": "/cloudsql"},
         {"name": "artifacts", "mount_path": "/mnt/gcs"},
+        {"name": "cloudsql", "mount_path": "/cloudsql"},
     ]
 
 
@@ -118,6 +125,12 @@ def test_it_starts_only_after_its_grants_and_the_migration_for_its_image(mlflow)
     }
 
 
+def test_the_invoker_grant_made_after_the_wiring_waits_like_the_service(mlflow):
+    """`wait_for` is applied at synth: a grant added to the service after the call is not skipped."""
+    invoker = one(mlflow, "google_cloud_run_v2_service_iam_member")
+    assert invoker["depends_on"] == sorted(service(mlflow)["depends_on"])
+
+
 def test_the_iap_service_agent_is_the_only_invoker(mlflow):
     invokers = resources(mlflow, "google_cloud_run_v2_service_iam_member")
     assert [i["member"] for i in invokers.values()] == [
@@ -130,3 +143,42 @@ def test_the_iap_service_agent_is_the_only_invoker(mlflow):
 
 def test_the_container_is_served_end_to_end_over_http2_so_uploads_are_not_capped_at_32_mib(mlflow):
     assert container(mlflow)["ports"] == {"container_port": 8080, "name": "h2c"}
+
+
+def service_props(**change):
+    container = ServerContainerProps("img:1", "s", "1", "p:r:i", "b", "/mnt/gcs", "mlflow.example.com", 1, 2, 1)
+    placement = RunPlacement("p", "europe-west1", "sa@p.iam.gserviceaccount.com", "vpc", "subnet")
+    props = dict(name="mlflow-server", placement=placement, container=container, cpu="1", memory="1Gi",
+                 min_instances=0, max_instances=2, concurrency=20)
+    return TrackingServiceProps(**{**props, **change})
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"startup_allowance_seconds": 4}, "TrackingServiceProps.startup_allowance_seconds: 4 must be a positive multiple of 5"),
+        ({"startup_allowance_seconds": 121}, "startup_allowance_seconds: 121"),
+        ({"min_instances": 3}, "TrackingServiceProps.min_instances/max_instances: 3/2"),
+        ({"concurrency": 0}, "TrackingServiceProps.concurrency: 0"),
+        ({"name": ""}, "TrackingServiceProps.name: is empty"),
+    ],
+)
+def test_a_tracking_service_refuses_props_that_make_no_sense(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        service_props(**change)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("workers", 0, "ServerContainerProps.workers: 0 must be 1 or more"),
+        ("max_overflow", 0, "ServerContainerProps.max_overflow: 0"),
+        ("artifact_mount_path", "/cloudsql", "ServerContainerProps.artifact_mount_path: '/cloudsql'"),
+        ("artifact_mount_path", "mnt/gcs", "ServerContainerProps.artifact_mount_path: 'mnt/gcs'"),
+        ("image", "", "ServerContainerProps.image: is empty"),
+    ],
+)
+def test_the_server_container_refuses_props_that_make_no_sense(field, value, message):
+    base = service_props().container
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(base, **{field: value})
