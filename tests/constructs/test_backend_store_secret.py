@@ -30,3 +30,11 @@ def test_only_the_server_account_may_read_it(mlflow):
         {"role": "roles/secretmanager.secretAccessor", "member": "${google_service_account.server-identity_account_25E041FD.member}"},
     )
     assert not [m for m in mlflow["resource"]["google_project_iam_member"].values() if "secretmanager" in m["role"]]
+
+
+def test_a_password_rotation_writes_the_new_version_before_it_disables_the_old_one(mlflow):
+    """`secret_data_wo_version` forces a replacement: the live version must outlive the rollout."""
+    assert_matches(
+        one(mlflow, "google_secret_manager_secret_version"),
+        {"secret_data_wo_version": 1, "lifecycle": {"create_before_destroy": True}, "deletion_policy": "DISABLE"},
+    )
