@@ -16,9 +16,12 @@ PROD_TOML = (
     .replace('project_id = "example-mlflow-project"', 'project_id = "example-mlflow-prod"')
     .replace('domain = "mlflow.example.com"', 'domain = "mlflow.prod.example.com"\n'
              'iap_programmatic_clients = ["123456789012-abc123.apps.googleusercontent.com"]\n'
-             'client_impersonators = ["group:ml-team@example.com"]')
+             'client_impersonators = ["group:ml-team@example.com"]\n'
+             'allowed_domains = ["example.com"]\n'
+             'image_builders = ["group:ml-platform@example.com"]')
     .replace('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"')
     + '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
+    + '\n[iap_oauth_client]\nclient_id = "123456789012-iapclient.apps.googleusercontent.com"\nsecret_version = 2\n'
 )
 
 
