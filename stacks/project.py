@@ -42,8 +42,9 @@ APIS = (
     "serviceusage.googleapis.com",
     "sqladmin.googleapis.com",
     "storage.googleapis.com",
-    "sts.googleapis.com",
 )
+# Workload Identity Federation exchanges GitHub's tokens through STS: only with `[ci]`.
+CI_APIS = ("sts.googleapis.com",)
 
 
 def project_stack_name(cfg: Config) -> str:
@@ -56,7 +57,9 @@ class ProjectStack(TerraformStack):
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
         GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
-        apis = ProjectServices(self, "apis", ProjectServicesProps(cfg.project_id, APIS))
+        apis = ProjectServices(
+            self, "apis", ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()))
+        )
         registry = ImageRegistry(
             self,
             "registry",

@@ -38,3 +38,7 @@ def test_private_services_access_reserves_the_configured_range_and_peers_it(mlfl
     assert peering["reserved_peering_ranges"] == [
         "${google_compute_global_address.network_private-services-range_64993B9D.name}"
     ]
+
+
+def test_a_retried_first_apply_updates_the_existing_peering_instead_of_failing(mlflow):
+    assert one(mlflow, "google_service_networking_connection")["update_on_creation_fail"] is True

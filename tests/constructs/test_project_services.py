@@ -72,6 +72,7 @@ GCLOUD_APIS = {
     "dns": {"dns"},
     "projects": {"cloudresourcemanager"},
     "run": {"run"},
+    "secrets": {"secretmanager"},
     "services": {"serviceusage"},
 }
 GCLOUD = re.compile(r"gcloud (?:beta |alpha )?([a-z-]+)")
