@@ -64,8 +64,18 @@ class BackendStoreSecret(Construct):
             f"?host={CLOUDSQL_MOUNT}/{props.connection_name}"
         )
         # Write-only (Terraform >= 1.11): the URI never lands in plan output or state.
+        # A new revision replaces the version (secret_data_wo_version forces it). Create-before-destroy
+        # writes the new version and rolls the service and the job onto it before the old one goes,
+        # and DISABLE (not the provider's default DELETE) only disables the old version: instances of
+        # the old revision still starting from zero meanwhile read it, and it can be re-enabled.
         self._version = SecretManagerSecretVersion(
-            self, "version", secret=self._secret.id, secret_data_wo=uri, secret_data_wo_version=props.revision
+            self,
+            "version",
+            secret=self._secret.id,
+            secret_data_wo=uri,
+            secret_data_wo_version=props.revision,
+            deletion_policy="DISABLE",
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
 
     @property

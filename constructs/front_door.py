@@ -56,6 +56,13 @@ class FrontDoorProps:
     # default: none. Accounts this deployment creates (their member is known only at apply), each
     # under a stable key of the caller's choosing, e.g. {"client-identity": client.member}.
     iap_accounts: Mapping[str, str] = field(default_factory=dict)
+    # default: empty, IAP uses the Google-managed OAuth client, which admits only users of the
+    # project's organization. A custom client (for projects outside an organization, or members
+    # outside it) needs its secret as well: a reference to an ephemeral value, never a literal.
+    oauth_client_id: str = ""
+    oauth_client_secret: str = ""
+    # Bump to send a changed secret again (the write-only argument is not in state to compare).
+    oauth_client_secret_version: int = 1
 
     def __post_init__(self) -> None:
         for name in ("project", "name", "domain"):
@@ -70,11 +77,16 @@ class FrontDoorProps:
                     f"FrontDoorProps.iap_accounts: key {key!r} must be lowercase letters, digits and hyphens "
                     "and differ from every member's key"
                 )
+        if bool(self.oauth_client_id) != bool(self.oauth_client_secret):
+            raise ValueError("oauth_client_id and oauth_client_secret: set both for a custom OAuth client, or neither")
+        if self.oauth_client_secret and not self.oauth_client_secret.startswith("${"):
+            raise ValueError("oauth_client_secret: pass a Terraform reference (an ephemeral variable), never the secret itself")
 
 
 class FrontDoor(Construct):
     """HTTPS on 443 with a Google-managed certificate and a RESTRICTED TLS 1.2+ policy; port 80 only
-    redirects. IAP uses the Google-managed OAuth client: no brand, no client, no secret in state."""
+    redirects. IAP uses the Google-managed OAuth client (no brand, no client, no secret in state)
+    unless a custom client is given; its secret is then a write-only argument, in no state either."""
 
     def __init__(self, scope: Construct, id: str, props: FrontDoorProps) -> None:
         super().__init__(scope, id)
@@ -100,8 +112,13 @@ class FrontDoor(Construct):
             protocol="HTTPS",
             backend=[ComputeBackendServiceBackend(group=neg.id)],
             log_config=ComputeBackendServiceLogConfig(enable=True, sample_rate=1.0),
-            iap=ComputeBackendServiceIap(enabled=True),
+            iap=ComputeBackendServiceIap(enabled=True, oauth2_client_id=props.oauth_client_id or None),
         )
+        if props.oauth_client_id:
+            # Write-only in provider 8 (`oauth2_client_secret_wo`): neither plan nor state holds it.
+            # Set by override because the 6.50 binding predates the argument.
+            self._backend.add_override("iap.oauth2_client_secret_wo", props.oauth_client_secret)
+            self._backend.add_override("iap.oauth2_client_secret_wo_version", str(props.oauth_client_secret_version))
         accessors = {**keyed_members("iap_members", props.iap_members), **props.iap_accounts}
         for key, member in accessors.items():
             IapWebBackendServiceIamMember(

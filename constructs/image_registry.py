@@ -71,6 +71,18 @@ class ImageRegistry(Construct):
     def repository_id(self) -> str:
         return self._repository.repository_id
 
+    def grant_writer(self, key: str, member: str) -> None:
+        """Push (and overwrite untagged) images in this repository only; for the build identity."""
+        ArtifactRegistryRepositoryIamMember(
+            self,
+            key,
+            project=self._project,
+            location=self._region,
+            repository=self._repository.name,
+            role="roles/artifactregistry.writer",
+            member=member,
+        )
+
     def grant_reader(self, key: str, member: str) -> None:
         ArtifactRegistryRepositoryIamMember(
             self,

@@ -97,6 +97,10 @@ class Network(Construct):
             network=self._network.id,
             service="servicenetworking.googleapis.com",
             reserved_peering_ranges=[reserved.name],
+            # Create fails with "Cannot modify allocated ranges in CreateConnection" when the network
+            # already has a connection (a retried first apply, hashicorp/terraform-provider-google#16697);
+            # this makes the provider update it instead, so a failed first deploy can be re-run.
+            update_on_creation_fail=True,
         )
 
     @property

@@ -1,4 +1,8 @@
-"""A private GCS bucket: the one shape every bucket of this project has (state, artifacts, access logs)."""
+"""A private GCS bucket: the one shape every bucket of this project has (state, artifacts, builds).
+
+No usage-log sink: it needs a grant to a Google group outside the customer's directory, which
+domain-restricted sharing refuses; object access is in Cloud Audit Logs instead (storage_audit_logs).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from cdktf_cdktf_provider_google.storage_bucket import (
     StorageBucketLifecycleRule,
     StorageBucketLifecycleRuleAction,
     StorageBucketLifecycleRuleCondition,
-    StorageBucketLogging,
     StorageBucketVersioning,
 )
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
@@ -24,8 +27,6 @@ class PrivateBucketProps:
     location: str
     # default: versioned; noncurrent versions are deleted after this many days (0: kept forever).
     noncurrent_version_days: int = 30
-    # default: no access log (only for the access-log bucket itself, which cannot log into itself).
-    access_log_bucket: str = ""
     # default: `terraform destroy` refuses to delete it; data outlives the stack.
     protect_from_destroy: bool = True
 
@@ -63,7 +64,6 @@ class PrivateBucket(Construct):
             public_access_prevention="enforced",
             versioning=StorageBucketVersioning(enabled=True),
             lifecycle_rule=rules or None,
-            logging=StorageBucketLogging(log_bucket=props.access_log_bucket) if props.access_log_bucket else None,
             force_destroy=False,
             lifecycle=TerraformResourceLifecycle(prevent_destroy=props.protect_from_destroy),
         )

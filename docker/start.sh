@@ -64,6 +64,16 @@ require_int MLFLOW_SQLALCHEMYSTORE_POOL_SIZE 1 '' 'MLflow ignores 0'
 require_int MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW 1 '' 'MLflow ignores 0 and uses 10'
 [ -n "$MLFLOW_ARTIFACTS_DESTINATION" ] || fail "MLFLOW_ARTIFACTS_DESTINATION is empty"
 
+# A mount this user cannot write to fails here, in the startup probe of the apply, rather than at
+# the first artifact upload. Missing directories are created, as MLflow itself would.
+artifacts_writable() {
+    mkdir -p "$MLFLOW_ARTIFACTS_DESTINATION" 2>/dev/null || return 1
+    probe=$(mktemp "$MLFLOW_ARTIFACTS_DESTINATION/.start-sh-write-check.XXXXXX" 2>/dev/null) || return 1
+    rm -f "$probe" 2>/dev/null
+}
+artifacts_writable ||
+    fail "cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION=$MLFLOW_ARTIFACTS_DESTINATION as uid $(id -u); mount it read-write for this user (Cloud Run GCS volume: read_only false, mount options uid=$(id -u),gid=$(id -g)) or point MLFLOW_ARTIFACTS_DESTINATION at a writable directory"
+
 # MLflow reads these itself, in every worker.
 export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW
 # No huey job runner and consumers (7 extra processes, ~1 GB): nothing here uses MLflow jobs.

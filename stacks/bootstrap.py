@@ -20,16 +20,6 @@ class BootstrapStack(TerraformStack):
         # Terraform runs in cdktf.out/stacks/bootstrap; keep the state beside cdktf.json, not in build output.
         LocalBackend(self, path="../../../terraform.bootstrap.tfstate")
         GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
-        access_logs = PrivateBucket(
-            self,
-            "state-access-logs",
-            PrivateBucketProps(
-                project=cfg.project_id,
-                name=f"{cfg.state.bucket}-logs",
-                location=cfg.state.location,
-                noncurrent_version_days=30,
-            ),
-        )
         state = PrivateBucket(
             self,
             "state",
@@ -39,8 +29,8 @@ class BootstrapStack(TerraformStack):
                 location=cfg.state.location,
                 # Old state versions are the undo history of every apply: keep them a year.
                 noncurrent_version_days=365,
-                access_log_bucket=access_logs.bucket_name,
             ),
         )
-        access_logs.grant_object_creator("usage-log-writer", "group:cloud-storage-analytics@google.com")
+        # Reads and writes of state are in Cloud Audit Logs once the project stack of this project is
+        # applied (storage_audit_logs): no usage-log bucket, whose writer is outside every directory.
         TerraformOutput(self, "state_bucket", value=state.bucket_name, description="Terraform state bucket")

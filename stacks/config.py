@@ -128,6 +128,21 @@ class CiConfig:
     github_repository: str = ""
 
 
+# --- First deploy in an organization with secure-by-default policies (issue 14) ----------------------
+@dataclass(frozen=True)
+class IapOauthClientConfig:
+    """A custom OAuth client for IAP, for projects outside an organization or members outside it.
+
+    Empty `client_id`: IAP uses the Google-managed client, which admits only the organization's users.
+    The secret is never in a file: Terraform reads it from TF_VAR_iap_oauth_client_secret at plan
+    and apply (an ephemeral variable) and sends it as a write-only argument.
+    """
+
+    client_id: str = ""
+    # Bump after changing the secret in TF_VAR_iap_oauth_client_secret, so the apply sends it again.
+    secret_version: int = 1
+
+
 @dataclass(frozen=True)
 class Config:
     environment: str
@@ -146,6 +161,13 @@ class Config:
     server: ServerConfig = ServerConfig()
     dns: DnsConfig = DnsConfig()
     ci: CiConfig = CiConfig()
+    # --- issue 14 ---
+    # Domains of the organization's directory (domain-restricted sharing): user:/group:/domain: members
+    # elsewhere are refused at synth instead of at apply. Empty: not checked.
+    allowed_domains: tuple[str, ...] = ()
+    # Who may run the `image_build_command` output (iam.serviceAccountUser on the build account).
+    image_builders: tuple[str, ...] = ()
+    iap_oauth_client: IapOauthClientConfig = IapOauthClientConfig()
 
     @property
     def registry_repository(self) -> str:
@@ -180,6 +202,7 @@ _SECTIONS = {
     "server": ServerConfig,
     "dns": DnsConfig,
     "ci": CiConfig,
+    "iap_oauth_client": IapOauthClientConfig,
 }
 
 
@@ -273,13 +296,12 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             )
     if (
         not BUCKET.match(cfg.state.bucket)
-        or len(cfg.state.bucket) > 58
         or ".." in cfg.state.bucket
         or cfg.state.bucket.startswith("goog")
     ):
         problems.append(
-            f"state.bucket: {cfg.state.bucket!r} is not a valid bucket name; use 3-58 lowercase letters, "
-            "digits, hyphens, dots or underscores (the access-log bucket appends -logs), e.g. \"acme-mlflow-tfstate\""
+            f"state.bucket: {cfg.state.bucket!r} is not a valid bucket name; use 3-63 lowercase letters, "
+            "digits, hyphens, dots or underscores, e.g. \"acme-mlflow-tfstate\""
         )
     if cfg.state.location not in BUCKET_MULTI_REGIONS | GCP_REGIONS:
         problems.append(f"state.location: {cfg.state.location!r} is not a bucket location; use a region or EU, US or ASIA")
@@ -290,6 +312,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"dns.existing_zone: {cfg.dns.existing_zone!r} is not a Cloud DNS zone name; leave it empty to create a zone")
     if cfg.ci.github_repository and not GITHUB_REPO.match(cfg.ci.github_repository):
         problems.append(f"ci.github_repository: {cfg.ci.github_repository!r} must be OWNER/REPO")
+    _validate_organization_fit(cfg, problems)
     if cfg.artifact_location and cfg.artifact_location not in BUCKET_MULTI_REGIONS | GCP_REGIONS:
         problems.append(
             f"artifact_location: {cfg.artifact_location!r} is not a bucket location; use a region or EU/US/ASIA, "
@@ -306,6 +329,42 @@ def _validate(cfg: Config, problems: list[str]) -> None:
                 f"{allowed} max_connections of {cfg.database.tier}; lower server.max_instances, workers or "
                 "pool_size, or pick a larger database.tier"
             )
+
+
+def _member_domain(member: str) -> str:
+    kind, _, value = member.partition(":")
+    return value.lower() if kind == "domain" else value.rpartition("@")[2].lower()
+
+
+def _validate_organization_fit(cfg: Config, problems: list[str]) -> None:
+    """Issue 14: what an organization's policies would reject at apply, refused at synth."""
+    for domain in cfg.allowed_domains:
+        if "." not in domain or not all(HOST_LABEL.match(l) for l in domain.split(".")):
+            problems.append(f"allowed_domains: {domain!r} is not a domain; write e.g. \"example.com\"")
+    if cfg.allowed_domains:
+        allowed = {d.lower() for d in cfg.allowed_domains}
+        listed = [("iap_members", m) for m in cfg.iap_members] + [("client_impersonators", m) for m in cfg.client_impersonators]
+        listed += [("image_builders", m) for m in cfg.image_builders]
+        for key, member in listed:
+            # A service account's email names its project, not a directory domain: not judged here.
+            if not member.startswith("serviceAccount:") and _member_domain(member) not in allowed:
+                problems.append(
+                    f"{key}: {member!r} is outside allowed_domains ({', '.join(sorted(allowed))}), so domain-restricted "
+                    "sharing would refuse the grant; remove it, or add its domain to allowed_domains if your "
+                    "organization allows it"
+                )
+    for member in cfg.image_builders:
+        kind, _, value = member.partition(":")
+        if kind not in ("user", "group", "serviceAccount") or not EMAIL.match(value):
+            problems.append(f"image_builders: {member!r} is not an IAM member; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL")
+    oauth = cfg.iap_oauth_client
+    if oauth.client_id and not OAUTH_CLIENT_ID.match(oauth.client_id):
+        problems.append(
+            f"iap_oauth_client.client_id: {oauth.client_id!r} is not an OAuth client id; write "
+            "NUMBER-ID.apps.googleusercontent.com, or leave it empty for the Google-managed client"
+        )
+    if oauth.secret_version < 1:
+        problems.append(f"iap_oauth_client.secret_version: {oauth.secret_version} must be 1 or more; bump it to send a new secret")
 
 
 def _validate_network(net: NetworkConfig, problems: list[str]) -> None:

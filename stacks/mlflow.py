@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdktf import TerraformOutput, TerraformStack
+from cdktf import TerraformOutput, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_google.provider import GoogleProvider
 from cdktf_cdktf_provider_random.provider import RandomProvider
 from constructs import Construct
@@ -65,12 +65,6 @@ class MlflowStack(TerraformStack):
                 password_revision=cfg.database.password_revision,
             ),
         )
-        access_logs = PrivateBucket(
-            self,
-            "artifact-access-logs",
-            PrivateBucketProps(project=p, name=f"{p}-{prefix}-access-logs", location=location),
-        )
-        access_logs.grant_object_creator("usage-log-writer", "group:cloud-storage-analytics@google.com")
         artifacts = PrivateBucket(
             self,
             "artifacts",
@@ -78,7 +72,6 @@ class MlflowStack(TerraformStack):
                 project=p,
                 name=f"{p}-{prefix}-artifacts",
                 location=location,
-                access_log_bucket=access_logs.bucket_name,
             ),
         )
         secret = BackendStoreSecret(
@@ -160,6 +153,20 @@ class MlflowStack(TerraformStack):
                 value=client.email,
                 description="export MLFLOW_IAP_SERVICE_ACCOUNT=<this> for scripts run by people (client/README.md)",
             )
+        oauth_secret = ""
+        if cfg.iap_oauth_client.client_id:
+            # Ephemeral (Terraform >= 1.10): read from TF_VAR_iap_oauth_client_secret at plan and apply,
+            # kept out of cdktf.out, the plan file and state; only ever passed to a write-only argument.
+            secret_variable = TerraformVariable(
+                self,
+                "iap_oauth_client_secret",
+                type="string",
+                sensitive=True,
+                nullable=False,
+                description="Secret of the custom IAP OAuth client; set TF_VAR_iap_oauth_client_secret",
+            )
+            secret_variable.add_override("ephemeral", True)
+            oauth_secret = secret_variable.string_value
         front_door = FrontDoor(
             self,
             "front-door",
@@ -173,6 +180,9 @@ class MlflowStack(TerraformStack):
                 iap_members=cfg.iap_members,
                 iap_accounts=iap_accounts,
                 iap_programmatic_clients=cfg.iap_programmatic_clients,
+                oauth_client_id=cfg.iap_oauth_client.client_id,
+                oauth_client_secret=oauth_secret,
+                oauth_client_secret_version=cfg.iap_oauth_client.secret_version,
             ),
         )
         dns = DnsZone(

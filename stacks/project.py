@@ -1,4 +1,5 @@
-"""The project stack: APIs, the image registry and the IAP service agent, applied before the server.
+"""The project stack: APIs, audit logs, the image registry, its build identity and the IAP service
+agent, applied before the server.
 
 The server's image has to be pushed to the registry before a Cloud Run service can reference it, so
 the registry lives here and the MLflow stack depends on this stack (README: first deploy).
@@ -10,17 +11,24 @@ from cdktf import TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_google.provider import GoogleProvider
 from constructs import Construct
 
+from constructs.build_identity import BuildIdentity, BuildIdentityProps
 from constructs.ci_identity import CiIdentity, CiIdentityProps
 from constructs.iap_service_agent import IapServiceAgent, IapServiceAgentProps
 from constructs.image_registry import ImageRegistry, ImageRegistryProps
 from constructs.project_services import ProjectServices, ProjectServicesProps
+from constructs.storage_audit_logs import StorageAuditLogs, StorageAuditLogsProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config
 from stacks.wiring import wait_for
 
+# What the stacks' resources, the gcloud commands of the apply, outputs and README, and the granted
+# roles call; tests/constructs/test_project_services.py derives the same set and fails on a difference.
+# serviceusage and cloudresourcemanager must already be on before this stack can enable anything
+# (README: first deploy, step 0); listing them keeps them on.
 APIS = (
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",
     "dns.googleapis.com",
     "iam.googleapis.com",
@@ -31,9 +39,12 @@ APIS = (
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "servicenetworking.googleapis.com",
+    "serviceusage.googleapis.com",
     "sqladmin.googleapis.com",
-    "sts.googleapis.com",
+    "storage.googleapis.com",
 )
+# Workload Identity Federation exchanges GitHub's tokens through STS: only with `[ci]`.
+CI_APIS = ("sts.googleapis.com",)
 
 
 def project_stack_name(cfg: Config) -> str:
@@ -46,13 +57,29 @@ class ProjectStack(TerraformStack):
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
         GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
-        apis = ProjectServices(self, "apis", ProjectServicesProps(cfg.project_id, APIS))
+        apis = ProjectServices(
+            self, "apis", ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()))
+        )
         registry = ImageRegistry(
             self,
             "registry",
             ImageRegistryProps(project=cfg.project_id, region=cfg.region, repository_id=cfg.registry_repository),
         )
         wait_for(registry, apis.enabled)
+        StorageAuditLogs(self, "storage-audit-logs", StorageAuditLogsProps(project=cfg.project_id))
+        build = BuildIdentity(
+            self,
+            "build-identity",
+            BuildIdentityProps(
+                project=cfg.project_id,
+                region=cfg.region,
+                account_id=f"{cfg.name_prefix}-build",
+                bucket_name=f"{cfg.project_id}-{cfg.name_prefix}-build",
+                submitters=cfg.image_builders,
+            ),
+        )
+        registry.grant_writer("build-writer", build.member)
+        wait_for(build, apis.enabled)
         iap_agent = IapServiceAgent(
             self, "iap-service-agent", IapServiceAgentProps(project=cfg.project_id, project_number=cfg.project_number)
         )
@@ -78,6 +105,11 @@ class ProjectStack(TerraformStack):
         TerraformOutput(
             self,
             "image_build_command",
-            value=f"gcloud builds submit docker --project={cfg.project_id} --region={cfg.region} --tag={cfg.server_image}",
-            description="Builds the server image from docker/ and pushes it to this environment's registry",
+            value=build.build_command("docker", cfg.server_image),
+            description=(
+                "Builds the server image from docker/ as the build account and pushes it to this environment's "
+                "registry; run it from the repository root as someone who may act as that account "
+                "(owners, editors, or image_builders)"
+            ),
         )
+        TerraformOutput(self, "build_service_account", value=build.email)

@@ -53,7 +53,7 @@ def test_the_embedded_example_is_the_default(example_config):
         ("subnet_cidr", '"10.10.0.0/33"', "network.subnet_cidr", "like \"10.10.0.0/24\""),
         ("tier", '"db-n1-standard-1"', "database.tier", "db-custom-CPUS-MEMORY_MB"),
         ("tier", '"db-custom-1-1024"', "database.tier", "at least 3840 MB"),
-        ("bucket", '"' + "a" * 60 + '"', "state.bucket", "3-58 lowercase"),
+        ("bucket", '"' + "a" * 64 + '"', "state.bucket", "3-63 lowercase"),
         ("disk_size_gb", "5", "database.disk_size_gb", "between 10 and 65536"),
         ("max_overflow", "0", "server.max_overflow", "use 1 or more"),
         ("memory", '"1GB"', "server.memory", "\"1Gi\""),
@@ -229,3 +229,47 @@ def test_an_edit_of_the_prod_like_fixture_whose_target_is_gone_fails_loudly():
 
     with pytest.raises(AssertionError, match="no longer contains 'tier = \"db-n1\"' exactly once"):
         edited(EXAMPLE, ('tier = "db-n1"', 'tier = "db-custom-2-7680"'))
+
+
+# --- issue 14: first deploy in an organization ------------------------------------------------------
+
+
+def test_members_outside_allowed_domains_are_refused_at_synth_not_at_apply():
+    text = with_line("iap_members", '["group:ml@example.com", "user:guest@gmail.com"]')
+    text = text.replace('iap_members =', 'allowed_domains = ["example.com"]\nimage_builders = ["user:ci@partner.io"]\niap_members =')
+    message = rejection(text)
+    assert "iap_members: 'user:guest@gmail.com' is outside allowed_domains (example.com)" in message
+    assert "image_builders: 'user:ci@partner.io' is outside allowed_domains" in message
+    assert "group:ml@example.com" not in message
+
+
+def test_allowed_domains_accept_members_of_those_domains_and_service_accounts():
+    text = with_line("iap_members", '["group:ml@Example.com", "domain:example.com", "serviceAccount:x@other-project.iam.gserviceaccount.com"]')
+    cfg = parse_config(text.replace("iap_members =", 'allowed_domains = ["example.com"]\niap_members ='), "env.toml")
+    assert cfg.allowed_domains == ("example.com",)
+
+
+def test_an_allowed_domain_must_be_a_domain():
+    message = rejection(EXAMPLE.replace("iap_members =", 'allowed_domains = ["example"]\niap_members ='))
+    assert "allowed_domains: 'example' is not a domain" in message
+
+
+def test_image_builders_must_be_iam_members():
+    message = rejection(EXAMPLE.replace("iap_members =", 'image_builders = ["alice@example.com"]\niap_members ='))
+    assert "image_builders: 'alice@example.com' is not an IAM member; write user:EMAIL" in message
+
+
+def test_a_custom_iap_oauth_client_needs_a_client_id_and_a_positive_secret_version():
+    message = rejection(EXAMPLE + '\n[iap_oauth_client]\nclient_id = "my-client"\nsecret_version = 0\n')
+    assert "iap_oauth_client.client_id: 'my-client' is not an OAuth client id" in message
+    assert "iap_oauth_client.secret_version: 0 must be 1 or more" in message
+
+
+def test_the_iap_oauth_client_has_no_secret_key_to_put_in_a_file():
+    message = rejection(EXAMPLE + '\n[iap_oauth_client]\nclient_id = "1-a.apps.googleusercontent.com"\nclient_secret = "x"\n')
+    assert "iap_oauth_client.client_secret: unknown key" in message
+
+
+def test_by_default_the_google_managed_oauth_client_is_used(example_config):
+    assert example_config.iap_oauth_client.client_id == ""
+    assert example_config.allowed_domains == () and example_config.image_builders == ()

@@ -45,3 +45,11 @@ def test_the_secret_refuses_props_that_make_no_sense(change, message):
     props = dict(project="p", region="r", secret_id="s", user="u", password="pw", database="d", connection_name="p:r:i")
     with pytest.raises(ValueError, match=re.escape(message)):
         BackendStoreSecretProps(**{**props, **change})
+
+
+def test_a_password_rotation_writes_the_new_version_before_it_disables_the_old_one(mlflow):
+    """`secret_data_wo_version` forces a replacement: the live version must outlive the rollout."""
+    assert_matches(
+        one(mlflow, "google_secret_manager_secret_version"),
+        {"secret_data_wo_version": 1, "lifecycle": {"create_before_destroy": True}, "deletion_policy": "DISABLE"},
+    )

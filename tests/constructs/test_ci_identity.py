@@ -26,7 +26,7 @@ def test_the_provider_accepts_only_pull_requests_and_the_approved_environment(ap
 
 def test_the_planner_is_read_only_and_the_deployer_needs_the_environment(app):
     stack = app.stacks["mlflow-prod-project"]
-    federation = {k.split("/")[-1]: v["member"] for k, v in resources(stack, "google_service_account_iam_member").items()}
+    federation = {k.split("/")[-1]: v["member"] for k, v in resources(stack, "google_service_account_iam_member").items() if k.startswith("ci-identity/")}
     base = "principal://iam.googleapis.com/${google_iam_workload_identity_pool.ci-identity_pool_54C97608.name}/subject/"
     assert federation == {
         "planner-federation": base + "repo:acme/mlflow-infra:pull_request",

@@ -175,3 +175,37 @@ def test_a_member_only_known_at_deploy_time_must_come_with_a_key(tmp_path):
 
     with pytest.raises(ValueError, match="only known at deploy time"):
         synth_construct(tmp_path, build)
+
+
+def test_a_custom_oauth_client_gets_its_secret_write_only_from_an_ephemeral_variable(mlflow_prod):
+    """For projects outside an organization, or members outside it; the secret is in no file, plan or state."""
+    iap = one(mlflow_prod, "google_compute_backend_service")["iap"]
+    assert iap == {
+        "enabled": True,
+        "oauth2_client_id": "123456789012-iapclient.apps.googleusercontent.com",
+        "oauth2_client_secret_wo": "${var.iap_oauth_client_secret}",
+        "oauth2_client_secret_wo_version": "2",
+    }
+    assert mlflow_prod["variable"]["iap_oauth_client_secret"] == {
+        "type": "string",
+        "sensitive": True,
+        "nullable": False,
+        "ephemeral": True,
+        "description": "Secret of the custom IAP OAuth client; set TF_VAR_iap_oauth_client_secret",
+    }
+
+
+def test_without_a_custom_client_there_is_no_secret_variable(mlflow):
+    assert "variable" not in mlflow
+    assert set(one(mlflow, "google_compute_backend_service")["iap"]) == {"enabled"}
+
+
+def test_the_front_door_refuses_a_literal_oauth_secret_or_half_a_client():
+    from constructs.front_door import FrontDoorProps
+
+    base = dict(project="p", project_number="1", region="europe-west1", name="m", domain="m.example.com",
+                cloud_run_service="s", iap_members=("group:g@example.com",))
+    with pytest.raises(ValueError, match="never the secret itself"):
+        FrontDoorProps(**base, oauth_client_id="1-a.apps.googleusercontent.com", oauth_client_secret="GOCSPX-abc")
+    with pytest.raises(ValueError, match="set both"):
+        FrontDoorProps(**base, oauth_client_id="1-a.apps.googleusercontent.com")

@@ -60,3 +60,7 @@ def test_a_network_refuses_props_that_make_no_sense(change, message):
     props = dict(project="p", region="europe-west1", name="vpc", subnet_cidr="10.10.0.0/24", private_services_cidr="10.20.0.0/20")
     with pytest.raises(ValueError, match=re.escape(message)):
         NetworkProps(**{**props, **change})
+
+
+def test_a_retried_first_apply_updates_the_existing_peering_instead_of_failing(mlflow):
+    assert one(mlflow, "google_service_networking_connection")["update_on_creation_fail"] is True

@@ -3,7 +3,10 @@ one line on stderr that names the problem, before serving anything."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,8 +17,13 @@ from tests.server.proc import MIGRATE_SH, START_SH, run_script, script_env
 A_URI = "postgresql+psycopg2://mlflow:pw@/mlflow?host=/cloudsql/example-project:europe-west1:mlflow-db"
 
 
-def refusal(script, **env: str) -> str:
-    result = run_script(script, script_env(**env))
+def refusal(script, *, as_user: int | None = None, **env: str) -> str:
+    if as_user is None:
+        result = run_script(script, script_env(**env))
+    else:
+        # The image's user is not root: run the real script as an unprivileged uid, as in Cloud Run.
+        argv = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", str(script)]
+        result = subprocess.run(argv, env=script_env(**env), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -67,31 +75,37 @@ def test_start_refuses_numbers_out_of_range(name: str, value: str, message: str)
     assert refusal(START_SH, MLFLOW_BACKEND_STORE_URI=A_URI, **{name: value}) == f"start.sh: {message}"
 
 
-def test_start_refuses_a_database_it_cannot_log_in_to(postgres: PostgresCluster, new_database: Callable[[], Database]) -> None:
+def test_start_refuses_a_database_it_cannot_log_in_to(
+    postgres: PostgresCluster, new_database: Callable[[], Database], tmp_path: Path
+) -> None:
     db = new_database()
     wrong_password = db.uri.replace(url_password(APP_PASSWORD), "wrong", 1)
-    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=wrong_password)
+    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=wrong_password, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path))
     assert line.startswith("start.sh: cannot reach the backend store: ")
     assert 'password authentication failed for user "mlflow"' in line
 
 
-def test_start_never_migrates_an_empty_database(postgres: PostgresCluster, new_database: Callable[[], Database]) -> None:
+def test_start_never_migrates_an_empty_database(
+    postgres: PostgresCluster, new_database: Callable[[], Database], tmp_path: Path
+) -> None:
     db = new_database()
-    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=db.uri)
+    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=db.uri, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path))
     assert line.startswith("start.sh: the backend store database is empty (no MLflow schema)")
     assert "run /app/migrate.sh" in line
     # Plain `mlflow server` would have created all of MLflow's tables here.
     assert postgres.tables(db.name) == set()
 
 
-def test_start_never_upgrades_an_older_schema(postgres: PostgresCluster, new_database: Callable[[], Database]) -> None:
+def test_start_never_upgrades_an_older_schema(
+    postgres: PostgresCluster, new_database: Callable[[], Database], tmp_path: Path
+) -> None:
     db = new_database()
     migrate(db)
     tables = postgres.tables(db.name)
     # As if the database had been migrated by the previous MLflow release.
     postgres.query("UPDATE alembic_version SET version_num = 'an0lder0rev'", dbname=db.name)
 
-    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=db.uri)
+    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=db.uri, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path))
 
     assert line.startswith("start.sh: the backend store database is at revision an0lder0rev, this MLflow needs revision ")
     assert postgres.query("SELECT version_num FROM alembic_version", dbname=db.name) == [("an0lder0rev",)]
@@ -109,3 +123,50 @@ def test_migrate_creates_the_schema_and_is_idempotent(postgres: PostgresCluster,
 
     assert postgres.tables(db.name) == tables
     assert postgres.query("SELECT version_num FROM alembic_version", dbname=db.name) == [(revision,)]
+
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory an unprivileged user can reach (pytest's own tmp root is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="start-sh-"))
+    path.chmod(0o755)
+    yield path
+    for child in path.iterdir():
+        child.chmod(0o755)
+    subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+def test_start_refuses_an_artifact_directory_its_user_cannot_write(shared_dir: Path) -> None:
+    """A GCS volume mounted without the image's uid/gid looks like this to user 10001."""
+    read_only = shared_dir / "gcs"
+    read_only.mkdir(mode=0o555)
+    read_only.chmod(0o555)
+    line = refusal(START_SH, as_user=NOBODY, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(read_only))
+    assert line == (
+        f"start.sh: cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION={read_only} as uid {NOBODY}; "
+        f"mount it read-write for this user (Cloud Run GCS volume: read_only false, mount options uid={NOBODY},gid={NOBODY}) "
+        "or point MLFLOW_ARTIFACTS_DESTINATION at a writable directory"
+    )
+    assert list(read_only.iterdir()) == []
+
+
+def test_start_refuses_an_artifact_path_that_cannot_be_a_directory(tmp_path: Path) -> None:
+    """Even root cannot make a directory under a file."""
+    (tmp_path / "a-file").write_text("")
+    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "a-file" / "gcs"))
+    assert line.startswith(f"start.sh: cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION={tmp_path}/a-file/gcs as uid ")
+
+
+def test_a_writable_artifact_directory_passes_the_check_and_keeps_no_probe_file(
+    postgres: PostgresCluster, new_database: Callable[[], Database], tmp_path: Path
+) -> None:
+    """start.sh goes on to the database (a wrong password here), and the directory is as it was."""
+    writable = tmp_path / "gcs"
+    writable.mkdir()
+    wrong_password = new_database().uri.replace(url_password(APP_PASSWORD), "wrong", 1)
+    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=wrong_password, MLFLOW_ARTIFACTS_DESTINATION=str(writable))
+    assert line.startswith("start.sh: cannot reach the backend store: ")
+    assert list(writable.iterdir()) == []
