@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
 from cdktf_cdktf_provider_google.service_account import ServiceAccount
 from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
-from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from constructs import Construct
 
+from constructs.iam_members import keyed_members
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
 
 ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -66,28 +66,21 @@ class BuildIdentity(Construct):
                 noncurrent_version_days=props.noncurrent_version_days,
             ),
         )
-        StorageBucketIamMember(
-            self,
-            "bucket-object-admin",
-            bucket=self._bucket.bucket_name,
-            role="roles/storage.objectAdmin",
-            member=self.member,
-        )
-        for index, member in enumerate(props.submitters):
+        # Sources in, logs out, nothing else: object user (no bucket or IAM administration).
+        self._bucket.grant_object_user("bucket-object-user", self.member)
+        for key, member in keyed_members("BuildIdentityProps.submitters", props.submitters).items():
             # Acting as the account, creating builds, uploading sources and streaming the build log.
             ServiceAccountIamMember(
                 self,
-                f"submitter-{index}-acts-as",
+                f"submitter-{key}-acts-as",
                 service_account_id=self._account.name,
                 role="roles/iam.serviceAccountUser",
                 member=member,
             )
             ProjectIamMember(
-                self, f"submitter-{index}-builds", project=props.project, role="roles/cloudbuild.builds.editor", member=member
+                self, f"submitter-{key}-builds", project=props.project, role="roles/cloudbuild.builds.editor", member=member
             )
-            StorageBucketIamMember(
-                self, f"submitter-{index}-bucket", bucket=self._bucket.bucket_name, role="roles/storage.objectUser", member=member
-            )
+            self._bucket.grant_object_user(f"submitter-{key}-bucket", member)
 
     @property
     def email(self) -> str:
