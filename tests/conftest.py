@@ -19,6 +19,8 @@ PROD_TOML = (
              'client_impersonators = ["group:ml-team@example.com"]')
     .replace('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"')
     + '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
+    + '\n[alerts]\nemails = ["ml-platform-oncall@example.com", "sre@example.com"]\nlatency_p95_ms = 3000\n'
+    + '\n[budget]\nbilling_account = "012345-6789AB-CDEF01"\nmonthly_usd = 150\n'
 )
 
 
