@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -254,3 +255,10 @@ def test_monitoring_without_recipients_is_refused():
 def test_thresholds_that_make_no_sense_are_refused(field, value):
     with pytest.raises(ValueError, match=f"AlertThresholds.{field}"):
         AlertThresholds(**{**THRESHOLDS, field: value})
+
+
+def test_the_readme_lists_every_alert_with_what_to_do(mlflow_prod, prod_config):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| ") for line in readme.splitlines() if line.startswith("| MLflow ")}
+    titles = {p["display_name"].replace(prod_config.domain, "DOMAIN") for p in policies(mlflow_prod).values()}
+    assert titles == rows
