@@ -5,11 +5,14 @@ from tests.synth import resources
 # The API behind each resource type prefix the stacks use.
 API_OF = {
     "google_artifact_registry": "artifactregistry",
+    "google_billing_budget": "billingbudgets",
     "google_cloud_run": "run",
     "google_compute": "compute",
     "google_dns": "dns",
     "google_iam_workload_identity": "iam",
     "google_iap": "iap",
+    "google_logging": "logging",
+    "google_monitoring": "monitoring",
     "google_secret_manager": "secretmanager",
     "google_service_account": "iam",
     "google_service_networking": "servicenetworking",
