@@ -143,6 +143,76 @@ class IapOauthClientConfig:
     secret_version: int = 1
 
 
+# --- Operations (#18): alerts and budget. A separate block so the pydantic port (#19) can lift it. ---
+BILLING_ACCOUNT = re.compile(r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$")
+# Fraction of the SQL tier's max_connections at which the connection alert fires, by default.
+DEFAULT_CONNECTIONS_PERCENT = 80
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """No `[alerts]` table (no e-mails) means no channels, no policies and no dashboard."""
+
+    emails: tuple[str, ...] = ()
+    error_ratio_percent: int = 5
+    latency_p95_ms: int = 2000
+    sql_cpu_percent: int = 80
+    sql_disk_percent: int = 80
+    connections_percent: int = DEFAULT_CONNECTIONS_PERCENT
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.emails)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """No `[budget]` table means no budget; `billing_account` is what turns it on."""
+
+    billing_account: str = ""
+    monthly_usd: int = 0
+
+
+def _validate_operations(cfg: "Config", problems: list[str]) -> None:
+    a, b = cfg.alerts, cfg.budget
+    if not a.emails and a != AlertsConfig():
+        problems.append("alerts.emails: is empty; thresholds alone notify nobody, so list who gets the alerts")
+    for email in a.emails:
+        if not EMAIL.match(email):
+            problems.append(f"alerts.emails: {email!r} is not an e-mail address; write e.g. \"ml-platform@example.com\"")
+    if len(set(a.emails)) != len(a.emails):
+        problems.append("alerts.emails: lists an address twice; list each address once")
+    for name in ("error_ratio_percent", "sql_cpu_percent", "sql_disk_percent", "connections_percent"):
+        value = getattr(a, name)
+        if not 1 <= value <= 100:
+            problems.append(f"alerts.{name}: {value} must be a percentage between 1 and 100")
+    if not 1 <= a.latency_p95_ms <= 900_000:
+        problems.append(f"alerts.latency_p95_ms: {a.latency_p95_ms} must be between 1 and 900000 (the request timeout)")
+    if b.billing_account and not BILLING_ACCOUNT.match(b.billing_account):
+        problems.append(
+            f"budget.billing_account: {b.billing_account!r} is not a billing account id; write the XXXXXX-XXXXXX-XXXXXX "
+            "that `gcloud billing projects describe PROJECT_ID` prints after billingAccounts/"
+        )
+    if b.billing_account and b.monthly_usd < 1:
+        problems.append(f"budget.monthly_usd: {b.monthly_usd} must be 1 or more; set the monthly amount in whole US dollars")
+    if b.monthly_usd and not b.billing_account:
+        problems.append("budget.billing_account: missing; a budget needs the billing account that pays for the project")
+
+
+def alert_thresholds(cfg: "Config") -> dict[str, float]:
+    """Thresholds derived from the config: what the monitoring construct is given."""
+    return {
+        "error_ratio": cfg.alerts.error_ratio_percent / 100,
+        "latency_p95_ms": cfg.alerts.latency_p95_ms,
+        "max_instances": cfg.server.max_instances,
+        "sql_cpu": cfg.alerts.sql_cpu_percent / 100,
+        "sql_disk": cfg.alerts.sql_disk_percent / 100,
+        # The tier's limit, not the deployment's planned peak: running out of it is what breaks MLflow.
+        "sql_connections": max(1, cfg.database.max_connections * cfg.alerts.connections_percent // 100),
+    }
+# --- end of the operations block ---
+
+
 @dataclass(frozen=True)
 class Config:
     environment: str
@@ -168,6 +238,8 @@ class Config:
     # Who may run the `image_build_command` output (iam.serviceAccountUser on the build account).
     image_builders: tuple[str, ...] = ()
     iap_oauth_client: IapOauthClientConfig = IapOauthClientConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    budget: BudgetConfig = BudgetConfig()
 
     @property
     def registry_repository(self) -> str:
@@ -203,6 +275,8 @@ _SECTIONS = {
     "dns": DnsConfig,
     "ci": CiConfig,
     "iap_oauth_client": IapOauthClientConfig,
+    "alerts": AlertsConfig,
+    "budget": BudgetConfig,
 }
 
 
@@ -313,6 +387,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     if cfg.ci.github_repository and not GITHUB_REPO.match(cfg.ci.github_repository):
         problems.append(f"ci.github_repository: {cfg.ci.github_repository!r} must be OWNER/REPO")
     _validate_organization_fit(cfg, problems)
+    _validate_operations(cfg, problems)
     if cfg.artifact_location and cfg.artifact_location not in BUCKET_MULTI_REGIONS | GCP_REGIONS:
         problems.append(
             f"artifact_location: {cfg.artifact_location!r} is not a bucket location; use a region or EU/US/ASIA, "

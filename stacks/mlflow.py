@@ -8,11 +8,13 @@ from cdktf_cdktf_provider_random.provider import RandomProvider
 from constructs import Construct
 
 from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps
+from constructs.billing_budget import BillingBudget, BillingBudgetProps
 from constructs.client_identity import ClientIdentity, ClientIdentityProps
 from constructs.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door import FrontDoor, FrontDoorProps
 from constructs.iap_service_agent import iap_service_agent_member
 from constructs.migration_job import MigrationJob, MigrationJobProps
+from constructs.monitoring import AlertThresholds, Monitoring, MonitoringProps
 from constructs.network import Network, NetworkProps
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
 from constructs.server_container import RunPlacement, ServerContainerProps
@@ -20,7 +22,7 @@ from constructs.server_identity import ServerIdentity, ServerIdentityProps
 from constructs.sql_database import SqlDatabase, SqlDatabaseProps
 from constructs.tracking_service import TrackingService, TrackingServiceProps
 from stacks.backend import use_state_bucket
-from stacks.config import Config
+from stacks.config import Config, alert_thresholds
 from stacks.wiring import wait_for
 
 
@@ -196,6 +198,44 @@ class MlflowStack(TerraformStack):
                 existing_zone=cfg.dns.existing_zone,
             ),
         )
+
+        channels: tuple[str, ...] = ()
+        if cfg.alerts.enabled:
+            monitoring = Monitoring(
+                self,
+                "monitoring",
+                MonitoringProps(
+                    project=p,
+                    name=prefix,
+                    emails=cfg.alerts.emails,
+                    service_name=service.service_name,
+                    migration_job_name=migration.job_name,
+                    sql_instance_name=database.instance_name,
+                    artifact_bucket=artifacts.bucket_name,
+                    thresholds=AlertThresholds(**alert_thresholds(cfg)),
+                    # The front door serves the Google-managed certificate for the domain.
+                    public_host=cfg.domain,
+                ),
+            )
+            channels = monitoring.channel_ids[:5]
+        if cfg.budget.billing_account:
+            # The Billing Budgets API refuses user credentials without a quota project; only the
+            # budget uses this provider, so nothing else is billed to or needs serviceusage on it.
+            billing = GoogleProvider(
+                self, "google-billing", alias="billing", project=p, billing_project=p, user_project_override=True
+            )
+            BillingBudget(
+                self,
+                "budget",
+                BillingBudgetProps(
+                    billing_account=cfg.budget.billing_account,
+                    project_number=cfg.project_number,
+                    display_name=f"{prefix}-{cfg.environment} monthly",
+                    monthly_usd=cfg.budget.monthly_usd,
+                    notification_channels=channels,
+                    provider=billing,
+                ),
+            )
 
         TerraformOutput(self, "mlflow_url", value=f"https://{cfg.domain}", description="Open in a browser (IAP login)")
         TerraformOutput(self, "static_ip", value=front_door.ip_address, description="The load balancer's address")

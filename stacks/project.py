@@ -57,8 +57,12 @@ class ProjectStack(TerraformStack):
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
         GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
+        # The budget's API is needed (as the quota project's) only when a budget is configured.
+        budget_apis = ("billingbudgets.googleapis.com",) if cfg.budget.billing_account else ()
         apis = ProjectServices(
-            self, "apis", ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()))
+            self,
+            "apis",
+            ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()) + budget_apis),
         )
         registry = ImageRegistry(
             self,

@@ -37,6 +37,8 @@ PROD_TOML = edited(
 ) + (
     '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
     '\n[iap_oauth_client]\nclient_id = "123456789012-iapclient.apps.googleusercontent.com"\nsecret_version = 2\n'
+    '\n[alerts]\nemails = ["ml-platform-oncall@example.com", "sre@example.com"]\nlatency_p95_ms = 3000\n'
+    '\n[budget]\nbilling_account = "012345-6789AB-CDEF01"\nmonthly_usd = 150\n'
 )
 
 

@@ -273,3 +273,85 @@ def test_the_iap_oauth_client_has_no_secret_key_to_put_in_a_file():
 def test_by_default_the_google_managed_oauth_client_is_used(example_config):
     assert example_config.iap_oauth_client.client_id == ""
     assert example_config.allowed_domains == () and example_config.image_builders == ()
+
+
+# --- Operations (#18): [alerts] and [budget]. Separate tests so the pydantic port (#19) can keep them. ---
+
+ALERTS = '\n[alerts]\nemails = ["oncall@example.com"]\n'
+BUDGET = '\n[budget]\nbilling_account = "012345-6789AB-CDEF01"\nmonthly_usd = 50\n'
+
+
+def test_no_alerts_table_means_alerts_are_off(example_config):
+    assert example_config.alerts.enabled is False
+    assert example_config.budget.billing_account == ""
+
+
+def test_the_commented_operations_block_of_the_example_parses_when_uncommented():
+    uncommented = re.sub(r"^# (\[alerts\]|\[budget\]|[a-z_]+ = .*)$", r"\1", EXAMPLE, flags=re.M)
+    cfg = parse_config(uncommented, "example.toml")
+    assert cfg.alerts.emails == ("ml-platform-oncall@example.com",) and cfg.alerts.enabled
+    assert cfg.budget.monthly_usd == 50
+
+
+def test_alert_thresholds_default_from_the_config():
+    from stacks.config import alert_thresholds
+
+    cfg = parse_config(EXAMPLE + ALERTS, "env.toml")
+    assert alert_thresholds(cfg) == {
+        "error_ratio": 0.05,
+        "latency_p95_ms": 2000,
+        "max_instances": 2,
+        "sql_cpu": 0.8,
+        "sql_disk": 0.8,
+        "sql_connections": 20,  # 80% of db-f1-micro's 25
+    }
+
+
+def test_alert_thresholds_follow_overrides_and_the_tier():
+    from stacks.config import alert_thresholds
+
+    text = with_line("tier", '"db-custom-2-7680"', EXAMPLE) + ALERTS + "connections_percent = 50\nsql_cpu_percent = 90\n"
+    thresholds = alert_thresholds(parse_config(text, "env.toml"))
+    assert thresholds["sql_connections"] == 200 and thresholds["sql_cpu"] == 0.9
+
+
+@pytest.mark.parametrize(
+    "extra, field, fix",
+    [
+        ('emails = ["oncall"]', "alerts.emails", "is not an e-mail address"),
+        ('emails = ["a@example.com", "a@example.com"]', "alerts.emails", "list each address once"),
+        ('emails = "a@example.com"', "alerts.emails", "list of quoted strings"),
+        ("connections_percent = 120", "alerts.connections_percent", "between 1 and 100"),
+        ("error_ratio_percent = 0", "alerts.error_ratio_percent", "between 1 and 100"),
+        ("latency_p95_ms = 0", "alerts.latency_p95_ms", "between 1 and 900000"),
+        ("latency_ms = 10", "alerts.latency_ms", "unknown key"),
+    ],
+)
+def test_bad_alerts_settings_are_refused_naming_the_field(extra, field, fix):
+    base = EXAMPLE + "\n[alerts]\n" + ("" if extra.startswith("emails") else 'emails = ["oncall@example.com"]\n')
+    message = rejection(base + extra + "\n")
+    assert f"{field}: " in message and fix in message, message
+
+
+def test_thresholds_without_recipients_are_refused():
+    message = rejection(EXAMPLE + "\n[alerts]\nsql_cpu_percent = 90\n")
+    assert "alerts.emails: is empty" in message
+
+
+@pytest.mark.parametrize(
+    "budget, field, fix",
+    [
+        ('billing_account = "0123-4567"\nmonthly_usd = 50', "budget.billing_account", "XXXXXX-XXXXXX-XXXXXX"),
+        ('billing_account = "012345-6789AB-CDEF01"', "budget.monthly_usd", "1 or more"),
+        ("monthly_usd = 50", "budget.billing_account", "missing"),
+        ('billing_account = "012345-6789AB-CDEF01"\nmonthly_usd = 9.5', "budget.monthly_usd", "whole number"),
+    ],
+)
+def test_bad_budget_settings_are_refused_naming_the_field(budget, field, fix):
+    message = rejection(EXAMPLE + "\n[budget]\n" + budget + "\n")
+    assert f"{field}: " in message and fix in message, message
+
+
+def test_a_budget_alone_needs_no_alerts():
+    cfg = parse_config(EXAMPLE + BUDGET, "env.toml")
+    assert cfg.budget.billing_account == "012345-6789AB-CDEF01" and not cfg.alerts.enabled

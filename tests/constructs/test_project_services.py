@@ -26,11 +26,14 @@ README = (REPO / "README.md").read_text()
 # Resource type (or type prefix) -> the APIs creating, reading and deleting it call.
 RESOURCE_APIS = {
     "google_artifact_registry_": {"artifactregistry"},
+    "google_billing_budget": {"billingbudgets"},
     "google_cloud_run_v2_": {"run"},
     "google_compute_": {"compute"},
     "google_dns_": {"dns"},
     "google_iam_workload_identity_pool": {"iam"},
     "google_iap_": {"iap"},
+    "google_logging_": {"logging"},
+    "google_monitoring_": {"monitoring"},
     "google_project_iam_": {"cloudresourcemanager"},
     # Enabling an API calls serviceusage; reading it first checks the project (resourcemanager).
     "google_project_service": {"serviceusage", "cloudresourcemanager"},
