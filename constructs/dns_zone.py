@@ -46,6 +46,7 @@ class DnsZone(Construct):
             )
             zone_name = zone.name
             self._name_servers = zone.name_servers
+        self._zone_name = zone_name
         DnsRecordSet(
             self,
             "a-record",
@@ -56,6 +57,10 @@ class DnsZone(Construct):
             ttl=300,
             rrdatas=[props.ip_address],
         )
+
+    @property
+    def zone_name(self) -> str:
+        return self._zone_name
 
     @property
     def name_servers(self) -> list[str] | None:

@@ -142,7 +142,7 @@ class FrontDoor(Construct):
             )
         https_map = ComputeUrlMap(self, "https-url-map", project=props.project, name=f"{n}-https", default_service=self._backend.id)
         # A certificate in use cannot be deleted: a new domain gets a new name and replaces it first.
-        certificate = ComputeManagedSslCertificate(
+        self._certificate = ComputeManagedSslCertificate(
             self,
             "certificate",
             project=props.project,
@@ -159,7 +159,7 @@ class FrontDoor(Construct):
             project=props.project,
             name=f"{n}-https",
             url_map=https_map.id,
-            ssl_certificates=[certificate.id],
+            ssl_certificates=[self._certificate.id],
             ssl_policy=tls_policy.id,
         )
         redirect_map = ComputeUrlMap(
@@ -187,6 +187,10 @@ class FrontDoor(Construct):
     @property
     def ip_address(self) -> str:
         return self._address.address
+
+    @property
+    def certificate_name(self) -> str:
+        return self._certificate.name
 
     @property
     def backend_service_name(self) -> str:

@@ -1,23 +1,51 @@
 #!/usr/bin/env bash
-# Everything a fresh machine needs for synth and tests: pipenv + the locked Python packages in .venv,
-# the pinned cdktf CLI in node_modules, and PostgreSQL's server binaries for the end-to-end tests.
+# Everything synth and the tests need, without root: pipenv in a project-level tools environment
+# (.tools/, as pipenv's docs suggest where the system Python is externally managed, PEP 668), the
+# locked Python packages in .venv, the pinned CLI and Node.js in node_modules; then PostgreSQL's server
+# binaries for the end-to-end tests where this machine lets us install them (root, passwordless sudo
+# or Homebrew), and otherwise one line saying what to install. CI=true makes that line an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PYTHON=${PYTHON:-python3.11}
+PIPENV_VERSION=2026.10.3
+
 need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: $1 not found; install $2 and re-run" >&2; exit 1; }; }
-need python3.11 "Python 3.11"
-need npm "Node.js 20+ with npm"
+need "$PYTHON" "Python 3.11 (Debian/Ubuntu: apt-get install python3.11 python3.11-venv; macOS: brew install python@3.11), or set PYTHON"
+need npm "Node.js with npm (any version: the supported Node.js comes from the npm registry into node_modules)"
+"$PYTHON" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || {
+  echo "setup: $PYTHON is not a Python 3.11 with venv; install python3.11 and python3.11-venv, or set PYTHON" >&2
+  exit 1
+}
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-if ! python3.11 -m pipenv --version >/dev/null 2>&1; then
-  python3.11 -m pip install --quiet "pipenv==2026.10.3"
+if [ "$(.tools/bin/pipenv --version 2>/dev/null)" != "pipenv, version $PIPENV_VERSION" ]; then
+  rm -rf .tools
+  "$PYTHON" -m venv .tools
+  .tools/bin/python -m pip install --quiet --disable-pip-version-check "pipenv==$PIPENV_VERSION"
 fi
-PIPENV_VENV_IN_PROJECT=1 python3.11 -m pipenv sync --dev
+PIPENV_VENV_IN_PROJECT=1 PIPENV_PYTHON="$(command -v "$PYTHON")" .tools/bin/pipenv sync --dev
 npm ci --no-audit --no-fund
 
-if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+postgres_bindir() {
+  local found
+  found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$found" ] && [ -x "$found/initdb" ] && { echo "$found"; return; }
+  command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)"
+}
+
+if [ -z "$(postgres_bindir)" ]; then
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then
+    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  elif command -v brew >/dev/null 2>&1; then
+    brew install --quiet postgresql@16 && brew link --quiet postgresql@16 || true
+  fi
 fi
-echo "setup: done (.venv, node_modules, PostgreSQL $(ls /usr/lib/postgresql))"
+if bindir=$(postgres_bindir) && [ -n "$bindir" ]; then
+  echo "setup: done (.venv, node_modules, PostgreSQL in $bindir)"
+else
+  msg="PostgreSQL server binaries not found; the end-to-end tests need them: sudo apt-get install postgresql (Debian/Ubuntu) or brew install postgresql@16 (macOS)"
+  if [ "${CI:-}" = true ]; then echo "setup: $msg" >&2; exit 1; fi
+  echo "setup: done (.venv, node_modules); $msg"
+fi

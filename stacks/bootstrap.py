@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdktf import LocalBackend, TerraformOutput, TerraformStack
+from cdktf import GcsBackend, LocalBackend, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_google.provider import GoogleProvider
 from constructs import Construct
 
@@ -10,6 +10,9 @@ from constructs.private_bucket import PrivateBucket, PrivateBucketProps
 from stacks.config import Config
 
 BOOTSTRAP_STACK = "bootstrap"
+BOOTSTRAP_STATE_FILE = "terraform.bootstrap.tfstate"
+# Environments keep theirs under `<environment>/`; environment names are 1-10 letters/digits, so no clash.
+BOOTSTRAP_STATE_PREFIX = "bootstrap"
 
 
 class BootstrapStack(TerraformStack):
@@ -17,8 +20,11 @@ class BootstrapStack(TerraformStack):
 
     def __init__(self, scope: Construct, cfg: Config) -> None:
         super().__init__(scope, BOOTSTRAP_STACK)
-        # Terraform runs in cdktf.out/stacks/bootstrap; keep the state beside cdktf.json, not in build output.
-        LocalBackend(self, path="../../../terraform.bootstrap.tfstate")
+        if cfg.state.bootstrap_state == "bucket":
+            GcsBackend(self, bucket=cfg.state.bucket, prefix=BOOTSTRAP_STATE_PREFIX)
+        else:
+            # Terraform runs in cdktf.out/stacks/bootstrap; keep the state beside cdktf.json, not in build output.
+            LocalBackend(self, path=f"../../../{BOOTSTRAP_STATE_FILE}")
         GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
         state = PrivateBucket(
             self,

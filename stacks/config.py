@@ -73,6 +73,9 @@ class ConfigError(Exception):
 class StateConfig:
     bucket: str
     location: str = "EU"
+    # default: "local", the bootstrap stack's own state is a file beside cdktf.json until the bucket
+    # exists; "bucket" keeps it in that bucket under `bootstrap/` (README: moving the bootstrap state).
+    bootstrap_state: str = "local"
 
 
 @dataclass(frozen=True)
@@ -377,6 +380,8 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             f"state.bucket: {cfg.state.bucket!r} is not a valid bucket name; use 3-63 lowercase letters, "
             "digits, hyphens, dots or underscores, e.g. \"acme-mlflow-tfstate\""
         )
+    if cfg.state.bootstrap_state not in ("local", "bucket"):
+        problems.append(f"state.bootstrap_state: {cfg.state.bootstrap_state!r} is not a place; use \"local\" or \"bucket\"")
     if cfg.state.location not in BUCKET_MULTI_REGIONS | GCP_REGIONS:
         problems.append(f"state.location: {cfg.state.location!r} is not a bucket location; use a region or EU, US or ASIA")
     _validate_network(cfg.network, problems)

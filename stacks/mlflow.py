@@ -243,10 +243,38 @@ class MlflowStack(TerraformStack):
             TerraformOutput(
                 self, "name_servers", value=dns.name_servers, description=f"Delegate {cfg.domain} to these at the registrar"
             )
+            TerraformOutput(
+                self,
+                "ds_record_command",
+                value=f"gcloud dns dns-keys list --zone={dns.zone_name} --project={p} --filter=type=keySigning "
+                "--format='value(ds_record())'",
+                description="Prints the DS record to add at the parent zone (the zone is DNSSEC-signed)",
+            )
+        TerraformOutput(
+            self,
+            "certificate_status_command",
+            value=f"gcloud compute ssl-certificates describe {front_door.certificate_name} --global --project={p} "
+            "--format='value(managed.status,managed.domainStatus)'",
+            description="ACTIVE once the domain resolves to static_ip; HTTPS fails with a TLS error until then",
+        )
+        TerraformOutput(
+            self,
+            "server_logs_command",
+            value=f"gcloud logging read 'resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"{service.service_name}\"' "
+            f"--project={p} --freshness=1h --limit=100",
+            description="The server's recent logs (start-up refusals, errors)",
+        )
         TerraformOutput(
             self,
             "migration_command",
             value=migration.execute_command,
             description="Runs the migration by hand; every apply that changes the image already runs it",
+        )
+        TerraformOutput(
+            self,
+            "migration_logs_command",
+            value=f"gcloud logging read 'resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"{migration.job_name}\"' "
+            f"--project={p} --freshness=1d --limit=100",
+            description="The migration job's logs, when an apply stops at the migration",
         )
         TerraformOutput(self, "sql_connection_name", value=database.connection_name)

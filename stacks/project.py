@@ -103,9 +103,13 @@ class ProjectStack(TerraformStack):
                 ),
             )
             wait_for(ci, apis.enabled)
-            TerraformOutput(self, "ci_workload_identity_provider", value=ci.workload_identity_provider)
-            TerraformOutput(self, "ci_planner_service_account", value=ci.planner_email)
-            TerraformOutput(self, "ci_deployer_service_account", value=ci.deployer_email)
+            # Named like the repository variables of .github/workflows/terraform.yml they go into.
+            for name, value in (
+                ("WIF_PROVIDER", ci.workload_identity_provider),
+                ("PLANNER_SERVICE_ACCOUNT", ci.planner_email),
+                ("DEPLOYER_SERVICE_ACCOUNT", ci.deployer_email),
+            ):
+                TerraformOutput(self, name.lower(), value=value, description=f"GitHub repository variable {name}")
         TerraformOutput(
             self,
             "image_build_command",

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from tests.conftest import replace_config
+from tests.synth import Synth
+
 
 def test_synth_writes_bootstrap_and_one_project_and_mlflow_stack_per_environment(app):
     assert sorted(app.stacks) == [
@@ -41,3 +46,45 @@ def test_the_registry_lives_in_the_project_stack_not_the_mlflow_stack(app):
 
 def test_providers_are_the_frozen_binding_versions(mlflow):
     assert mlflow["terraform"]["required_providers"]["google"]["version"] == "6.50.0"
+
+
+def test_the_bootstrap_state_moves_into_the_bucket_it_created(tmp_path, example_config):
+    """README *Moving the bootstrap state*: the backend `terraform init -migrate-state` moves it to."""
+    moved = replace_config(example_config, state={"bootstrap_state": "bucket"})
+    stacks = Synth([moved], tmp_path).stacks
+    assert stacks["bootstrap"]["terraform"]["backend"] == {
+        "gcs": {"bucket": "example-mlflow-project-tfstate", "prefix": "bootstrap"}
+    }
+    assert stacks["mlflow-example"]["terraform"]["backend"]["gcs"]["prefix"] == "example/mlflow-example"
+
+
+def test_post_deploy_commands_are_outputs_with_the_real_names_project_and_region(mlflow, project_stack):
+    """Each command the README asks users to run after a deploy works as pasted from `cdktf output`."""
+    outputs = {name: body["value"] for name, body in mlflow["output"].items()}
+    (zone,) = mlflow["resource"]["google_dns_managed_zone"]
+    assert outputs["ds_record_command"] == (
+        f"gcloud dns dns-keys list --zone=${{google_dns_managed_zone.{zone}.name}} --project=example-mlflow-project "
+        "--filter=type=keySigning --format='value(ds_record())'"
+    )
+    (certificate,) = mlflow["resource"]["google_compute_managed_ssl_certificate"]
+    assert outputs["certificate_status_command"].startswith(
+        f"gcloud compute ssl-certificates describe ${{google_compute_managed_ssl_certificate.{certificate}.name}} "
+        "--global --project=example-mlflow-project "
+    )
+    assert outputs["migration_command"].endswith("--project=example-mlflow-project --region=europe-west1 --wait")
+    (service,) = mlflow["resource"]["google_cloud_run_v2_service"]
+    assert f'resource.labels.service_name="${{google_cloud_run_v2_service.{service}.name}}"' in outputs["server_logs_command"]
+    (job,) = mlflow["resource"]["google_cloud_run_v2_job"]
+    assert f'resource.labels.job_name="${{google_cloud_run_v2_job.{job}.name}}"' in outputs["migration_logs_command"]
+    for name in ("server_logs_command", "migration_logs_command"):
+        assert "--project=example-mlflow-project" in outputs[name], outputs[name]
+    build = project_stack["output"]["image_build_command"]["value"]
+    assert "--project=example-mlflow-project --region=europe-west1" in build
+
+
+def test_ci_outputs_are_named_like_the_workflows_repository_variables(app):
+    workflow = (Path(__file__).resolve().parent.parent / ".github" / "workflows" / "terraform.yml").read_text()
+    outputs = app.stacks["mlflow-prod-project"]["output"]
+    for variable in ("WIF_PROVIDER", "PLANNER_SERVICE_ACCOUNT", "DEPLOYER_SERVICE_ACCOUNT"):
+        assert f"vars.{variable}" in workflow
+        assert outputs[variable.lower()]["description"] == f"GitHub repository variable {variable}"

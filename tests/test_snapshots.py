@@ -1,6 +1,6 @@
 """Whole-stack snapshots: a regression net under the specs, not the spec itself.
 
-Update after an intended change with:  pipenv run pytest tests/test_snapshots.py --snapshot-update
+Update after an intended change with:  ./scripts/test tests/test_snapshots.py --snapshot-update
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
-UPDATE = "pipenv run pytest tests/test_snapshots.py --snapshot-update"
+UPDATE = "./scripts/test tests/test_snapshots.py --snapshot-update"
 
 
 def normalized(stack: dict) -> dict:

@@ -37,10 +37,23 @@ def test_every_action_is_pinned_to_a_full_commit_sha():
         assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", action), action
 
 
+def readme_commands() -> tuple[str, str]:
+    """The README's two commands: set-up + synth, and the tests (the code blocks of its first section)."""
+    section = (REPO / "README.md").read_text().split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)\n```", section, re.S)
+    assert len(blocks) == 2, f"expected two command blocks in the README's first section, found {blocks}"
+    return blocks[0].strip(), blocks[1].strip()
+
+
 def test_it_runs_the_readme_setup_and_test_commands():
-    readme = (REPO / "README.md").read_text()
-    assert "./scripts/setup.sh" in readme and "pipenv run pytest" in readme
-    assert TEXT.count("run: ./scripts/setup.sh") == 3 and "run: pipenv run pytest" in TEXT
+    setup, tests = readme_commands()
+    assert setup.startswith("./scripts/setup.sh && "), setup
+    assert TEXT.count("run: ./scripts/setup.sh") == 3 and f"run: {tests}" in TEXT
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert "./scripts/setup.sh" in ci and readme_commands()[1] in ci, ci
 
 
 def test_google_auth_is_keyless_and_plans_never_lock_or_apply():

@@ -39,12 +39,16 @@ class PostgresNotInstalled(RuntimeError):
 
 
 def find_postgres_bindir() -> Path:
-    """The bin directory of the newest PostgreSQL server installed the Debian way."""
+    """The bin directory of the newest PostgreSQL server installed the Debian way, else `initdb` on PATH."""
     found = glob.glob(INITDB_GLOB)
     if not found:
+        on_path = shutil.which("initdb")
+        if on_path:
+            return Path(on_path).parent
         raise PostgresNotInstalled(
-            f"No PostgreSQL server binaries: nothing matches {INITDB_GLOB}. "
-            "Install them with `apt-get install -y postgresql` (CI's .ci/run does)."
+            f"No PostgreSQL server binaries (nothing matches {INITDB_GLOB}, no initdb on PATH): "
+            "install them with `sudo apt-get install postgresql` (Debian/Ubuntu) or "
+            "`brew install postgresql@16` (macOS), then re-run; ./scripts/setup.sh does it where it can."
         )
 
     def major(path: str) -> int:
