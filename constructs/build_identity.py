@@ -24,6 +24,10 @@ ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
 
 
+# Creating builds exists only project-wide; the builders run them as this account only.
+BUILDER_PROJECT_ROLE = "roles/cloudbuild.builds.editor"
+
+
 @dataclass(frozen=True)
 class BuildIdentityProps:
     project: str
@@ -78,7 +82,7 @@ class BuildIdentity(Construct):
                 member=member,
             )
             ProjectIamMember(
-                self, f"submitter-{key}-builds", project=props.project, role="roles/cloudbuild.builds.editor", member=member
+                self, f"submitter-{key}-builds", project=props.project, role=BUILDER_PROJECT_ROLE, member=member
             )
             self._bucket.grant_object_user(f"submitter-{key}-bucket", member)
 

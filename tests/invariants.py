@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+from constructs.build_identity import BUILDER_PROJECT_ROLE
 from constructs.ci_identity import DEPLOYER_ROLES, PLANNER_ROLES
 from constructs.server_identity import PROJECT_ROLES
 from tests.synth import all_resources
@@ -91,8 +92,8 @@ def data_is_protected_from_destroy(stack: Stack) -> list[str]:
 # dangerous as a project role when it lets the grantee change that resource's policy or delete it.
 ALLOWED_ROLES: dict[str, tuple[frozenset[str], str]] = {
     "google_project_iam_member": (
-        frozenset(PROJECT_ROLES + PLANNER_ROLES + DEPLOYER_ROLES),
-        "only the reviewed lists of server_identity.py and ci_identity.py are project-wide",
+        frozenset(PROJECT_ROLES + PLANNER_ROLES + DEPLOYER_ROLES + (BUILDER_PROJECT_ROLE,)),
+        "only the reviewed lists of server_identity.py, ci_identity.py and build_identity.py are project-wide",
     ),
     "google_storage_bucket_iam_member": (
         frozenset({"roles/storage.objectUser", "roles/storage.objectCreator", "roles/storage.objectViewer"}),
@@ -111,8 +112,8 @@ ALLOWED_ROLES: dict[str, tuple[frozenset[str], str]] = {
         "executing the migration; never changing what it runs or as whom",
     ),
     "google_service_account_iam_member": (
-        frozenset({"roles/iam.serviceAccountTokenCreator", "roles/iam.workloadIdentityUser"}),
-        "signing as or federating to that one account; never administering it or deploying as it (actAs)",
+        frozenset({"roles/iam.serviceAccountTokenCreator", "roles/iam.workloadIdentityUser", "roles/iam.serviceAccountUser"}),
+        "signing as, federating to or (image builders only) running builds as that one account; never administering it",
     ),
     "google_artifact_registry_repository_iam_member": (
         frozenset({"roles/artifactregistry.reader", "roles/artifactregistry.writer"}),
@@ -137,6 +138,8 @@ def iam_bindings_grant_only_allowed_roles(stack: Stack) -> list[str]:
             problems.append(f"{path}: no allowed roles are listed for {type_}; add them to ALLOWED_ROLES with a reason")
         elif body.get("role") not in ALLOWED_ROLES[type_][0]:
             problems.append(f"{path}: {type_} grants {body.get('role')!r}; allowed: {ALLOWED_ROLES[type_][1]}")
+        elif body.get("role") == "roles/iam.serviceAccountUser" and "/build-identity/" not in f"/{path}/":
+            problems.append(f"{path}: actAs on an account other than the build identity lets its holder deploy as it")
     return problems
 
 

@@ -34,10 +34,10 @@ def test_the_build_account_is_a_dedicated_service_account(project_stack):
 def test_it_may_write_logs_its_own_bucket_and_our_registry_and_nothing_else(project_stack, mlflow):
     assert grants_to(project_stack, ACCOUNT) == {
         "build-identity/logWriter": "roles/logging.logWriter",
-        "build-identity/bucket-object-admin": "roles/storage.objectAdmin",
+        "build-identity/bucket/bucket-object-user": "roles/storage.objectUser",
         "registry/build-writer": "roles/artifactregistry.writer",
     }
-    assert resource(project_stack, "google_storage_bucket_iam_member", "build-identity/bucket-object-admin")["bucket"] == BUCKET
+    assert resource(project_stack, "google_storage_bucket_iam_member", "build-identity/bucket/bucket-object-user")["bucket"] == BUCKET
     writer = resource(project_stack, "google_artifact_registry_repository_iam_member", "registry/build-writer")
     assert writer["repository"] == "${google_artifact_registry_repository.registry_repository_BAFE171E.name}"
     assert not grants_to(mlflow, ACCOUNT)
@@ -81,9 +81,9 @@ def test_no_one_else_may_submit_builds_as_it_unless_configured(app):
     assert not resources(example, "google_service_account_iam_member")
     prod = app.stacks["mlflow-prod-project"]
     assert grants_to(prod, "group:ml-platform@example.com") == {
-        "build-identity/submitter-0-acts-as": "roles/iam.serviceAccountUser",
-        "build-identity/submitter-0-builds": "roles/cloudbuild.builds.editor",
-        "build-identity/submitter-0-bucket": "roles/storage.objectUser",
+        "build-identity/submitter-group-ml-platform-example-com-acts-as": "roles/iam.serviceAccountUser",
+        "build-identity/submitter-group-ml-platform-example-com-builds": "roles/cloudbuild.builds.editor",
+        "build-identity/bucket/submitter-group-ml-platform-example-com-bucket": "roles/storage.objectUser",
     }
 
 

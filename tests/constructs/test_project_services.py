@@ -78,6 +78,7 @@ GCLOUD_APIS = {
     "builds": {"cloudbuild", "storage", "artifactregistry"},
     "compute": {"compute"},
     "dns": {"dns"},
+    "logging": {"logging"},
     "projects": {"cloudresourcemanager"},
     "run": {"run"},
     "secrets": {"secretmanager"},
