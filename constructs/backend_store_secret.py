@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import Fn, TerraformResourceLifecycle
-from cdktf_cdktf_provider_google.secret_manager_secret import (
+from constructs.cdk import Fn, TerraformResourceLifecycle, set_newer_provider_attribute
+from constructs.cdk.google.secret_manager_secret import (
     SecretManagerSecret,
     SecretManagerSecretReplication,
     SecretManagerSecretReplicationUserManaged,
     SecretManagerSecretReplicationUserManagedReplicas,
 )
-from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
-from cdktf_cdktf_provider_google.secret_manager_secret_version import SecretManagerSecretVersion
+from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
+from constructs.cdk.google.secret_manager_secret_version import SecretManagerSecretVersion
 from constructs import Construct
 
 
@@ -56,9 +56,9 @@ class BackendStoreSecret(Construct):
             f"?host=/cloudsql/{props.connection_name}"
         )
         # Write-only (Terraform >= 1.11): the URI never lands in plan output or state.
-        self._version = SecretManagerSecretVersion(
-            self, "version", secret=self._secret.id, secret_data_wo=uri, secret_data_wo_version=props.revision
-        )
+        self._version = SecretManagerSecretVersion(self, "version", secret=self._secret.id, secret_data_wo=uri)
+        # A string since provider 8.0 (a number in the 6.50 binding).
+        set_newer_provider_attribute(self._version, "secret_data_wo_version", str(props.revision))
 
     @property
     def secret_id(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import DataResource, LocalExecProvisioner
+from constructs.cdk import DataResource, LocalExecProvisioner
 from constructs import Construct
 
 

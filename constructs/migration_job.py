@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import DataResource, LocalExecProvisioner
-from cdktf_cdktf_provider_google.cloud_run_v2_job import (
+from constructs.cdk import DataResource, LocalExecProvisioner
+from constructs.cdk.google.cloud_run_v2_job import (
     CloudRunV2Job,
     CloudRunV2JobTemplate,
     CloudRunV2JobTemplateTemplate,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import TerraformResourceLifecycle
-from cdktf_cdktf_provider_google.storage_bucket import (
+from constructs.cdk import TerraformResourceLifecycle
+from constructs.cdk.google.storage_bucket import (
     StorageBucket,
     StorageBucketLifecycleRule,
     StorageBucketLifecycleRuleAction,
@@ -13,7 +13,7 @@ from cdktf_cdktf_provider_google.storage_bucket import (
     StorageBucketLogging,
     StorageBucketVersioning,
 )
-from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
+from constructs.cdk.google.storage_bucket_iam_member import StorageBucketIamMember
 from constructs import Construct
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.cloud_run_v2_service import (
+from constructs.cdk.google.cloud_run_v2_service import (
     CloudRunV2Service,
     CloudRunV2ServiceTemplate,
     CloudRunV2ServiceTemplateContainers,
@@ -16,7 +16,7 @@ from cdktf_cdktf_provider_google.cloud_run_v2_service import (
     CloudRunV2ServiceTemplateContainersStartupProbeHttpGet,
     CloudRunV2ServiceTemplateScaling,
 )
-from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
+from constructs.cdk.google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from constructs import Construct
 
 from constructs.server_container import (
@@ -27,6 +27,7 @@ from constructs.server_container import (
     artifact_volume,
     cloudsql_mount,
     cloudsql_volume,
+    mount_as_image_user,
     private_egress,
     server_env,
 )
@@ -62,6 +63,8 @@ class TrackingService(Construct):
         period = 5
         s = SERVICE_STRUCTS
         probe = {"period_seconds": period, "timeout_seconds": 3}
+        artifacts = artifact_volume(c, s)
+        volumes = [cloudsql_volume(c, s), artifacts]
         self._service = CloudRunV2Service(
             self,
             "service",
@@ -80,7 +83,7 @@ class TrackingService(Construct):
                     min_instance_count=props.min_instances, max_instance_count=props.max_instances
                 ),
                 vpc_access=private_egress(props.placement, s),
-                volumes=[cloudsql_volume(c, s), artifact_volume(c, s)],
+                volumes=volumes,
                 containers=[
                     CloudRunV2ServiceTemplateContainers(
                         name="mlflow",
@@ -114,6 +117,7 @@ class TrackingService(Construct):
                 ],
             ),
         )
+        mount_as_image_user(self._service, "template.volumes", volumes, artifacts)
 
     @property
     def service_name(self) -> str:

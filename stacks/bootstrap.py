@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from cdktf import LocalBackend, TerraformOutput, TerraformStack
-from cdktf_cdktf_provider_google.provider import GoogleProvider
+from constructs.cdk import LocalBackend, TerraformOutput, TerraformStack
 from constructs import Construct
 
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
 from stacks.config import Config
+from stacks.providers import use_google
 
 BOOTSTRAP_STACK = "bootstrap"
 
@@ -19,7 +19,7 @@ class BootstrapStack(TerraformStack):
         super().__init__(scope, BOOTSTRAP_STACK)
         # Terraform runs in cdktf.out/stacks/bootstrap; keep the state beside cdktf.json, not in build output.
         LocalBackend(self, path="../../../terraform.bootstrap.tfstate")
-        GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
+        use_google(self, cfg.project_id, cfg.region)
         access_logs = PrivateBucket(
             self,
             "state-access-logs",

@@ -6,8 +6,7 @@ the registry lives here and the MLflow stack depends on this stack (README: firs
 
 from __future__ import annotations
 
-from cdktf import TerraformOutput, TerraformStack
-from cdktf_cdktf_provider_google.provider import GoogleProvider
+from constructs.cdk import TerraformOutput, TerraformStack
 from constructs import Construct
 
 from constructs.ci_identity import CiIdentity, CiIdentityProps
@@ -16,6 +15,7 @@ from constructs.image_registry import ImageRegistry, ImageRegistryProps
 from constructs.project_services import ProjectServices, ProjectServicesProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config
+from stacks.providers import use_google
 from stacks.wiring import wait_for
 
 APIS = (
@@ -45,7 +45,7 @@ class ProjectStack(TerraformStack):
         name = project_stack_name(cfg)
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
-        GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
+        use_google(self, cfg.project_id, cfg.region)
         apis = ProjectServices(self, "apis", ProjectServicesProps(cfg.project_id, APIS))
         registry = ImageRegistry(
             self,

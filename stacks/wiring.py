@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cdktf import TerraformResource
+from constructs.cdk import TerraformResource
 from constructs import Construct
 
 
