@@ -137,6 +137,33 @@ def __getattr__(name: str) -> Any:
     return getattr(core, name)
 
 
+def terraform_data(
+    scope: Any,
+    id: str,
+    *,
+    provisioners: list[Any],
+    input: dict[str, Any] | None = None,
+    triggers_replace: dict[str, Any] | None = None,
+    depends_on: list[Any] | None = None,
+) -> Any:
+    """A `terraform_data` resource (a place for a provisioner) that synthesizes without a Terraform binary.
+
+    The runtimes' own `DataResource` (cdktf 0.21 and cdktn 0.24 alike) adds a validation that runs
+    `terraform version` at synth time, so synth failed on a machine without Terraform ("Could not
+    determine version of terraform"). Terraform 1.4 is all it checks for, and every stack already
+    requires >= 1.11 (stacks/providers.py), so this builds the same JSON from the generic resource:
+    `input` and `triggers_replace` go in as overrides. tests/test_runtimes.py synthesizes with a PATH
+    that has no terraform on it.
+    """
+    resource = core.TerraformResource(
+        scope, id, terraform_resource_type="terraform_data", provisioners=provisioners, depends_on=depends_on
+    )
+    for name, value in (("input", input), ("triggers_replace", triggers_replace)):
+        if value is not None:
+            resource.add_override(name, value)
+    return resource
+
+
 def set_newer_provider_attribute(resource: Any, path: str, value: Any) -> None:
     """The one escape hatch for arguments the Terraform (google 8.x) has but the cdktf binding (6.50) lacks.
 

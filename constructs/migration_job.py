@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from constructs.cdk import DataResource, LocalExecProvisioner
+from constructs.cdk import LocalExecProvisioner, TerraformResource, terraform_data
 from constructs.cdk.google.cloud_run_v2_job import (
     CloudRunV2Job,
     CloudRunV2JobTemplate,
@@ -78,7 +78,7 @@ class MigrationJob(Construct):
             ),
         )
 
-        self._execution = DataResource(
+        self._execution = terraform_data(
             self,
             "execution",
             triggers_replace={"image": c.image, "job": self._job.name},
@@ -99,6 +99,6 @@ class MigrationJob(Construct):
         return self._job.name
 
     @property
-    def execution(self) -> DataResource:
+    def execution(self) -> TerraformResource:
         """Depend on this to start only after the schema matches the image."""
         return self._execution
