@@ -20,6 +20,7 @@ from constructs.server_container import (
     ServerContainerProps,
     cloudsql_mount,
     cloudsql_volume,
+    mount_as_image_user,
     private_egress,
     server_env,
 )
@@ -46,6 +47,8 @@ class MigrationJob(Construct):
         super().__init__(scope, id)
         c = props.container
         s = JOB_STRUCTS
+        # The job needs only the database; should it ever mount the bucket, it mounts it as the image's user.
+        volumes = [cloudsql_volume(c, s)]
         self._job = CloudRunV2Job(
             self,
             "job",
@@ -61,7 +64,7 @@ class MigrationJob(Construct):
                     max_retries=0,
                     timeout="900s",
                     vpc_access=private_egress(props.placement, s),
-                    volumes=[cloudsql_volume(c, s)],
+                    volumes=volumes,
                     containers=[
                         CloudRunV2JobTemplateTemplateContainers(
                             name="migrate",
@@ -77,6 +80,7 @@ class MigrationJob(Construct):
                 ),
             ),
         )
+        mount_as_image_user(self._job, "template.template.volumes", volumes)
 
         self._execution = terraform_data(
             self,

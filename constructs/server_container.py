@@ -95,15 +95,18 @@ def artifact_volume(props: ServerContainerProps, s: RunStructs) -> Any:
     return s("Volumes", name="artifacts", gcs=s("VolumesGcs", bucket=props.artifact_bucket, read_only=False))
 
 
-def mount_as_image_user(resource: Any, volumes_path: str, volumes: list[Any], volume: Any) -> None:
-    """GCS FUSE owns the mount as root by default, so the image's user could not write artifacts.
+def mount_as_image_user(resource: Any, volumes_path: str, volumes: list[Any]) -> None:
+    """Mount every GCS volume in `volumes` as the image's user: GCS FUSE mounts as root by default,
+    and user 10001 could not write artifacts.
 
-    `volumes_path` is where `volumes` sit in `resource` (e.g. `template.volumes`); provider 7+ only.
+    `volumes_path` is where `volumes` sit in `resource` (e.g. `template.volumes`). `mount_options`
+    is not in the 6.50 binding: set through the escape hatch (typed on CDK Terrain).
     """
-    index = next(i for i, v in enumerate(volumes) if v is volume)
-    set_newer_provider_attribute(
-        resource, f"{volumes_path}.{index}.gcs.mount_options", [f"uid={IMAGE_UID}", f"gid={IMAGE_GID}"]
-    )
+    for index, volume in enumerate(volumes):
+        if volume.gcs is not None:
+            set_newer_provider_attribute(
+                resource, f"{volumes_path}.{index}.gcs.mount_options", [f"uid={IMAGE_UID}", f"gid={IMAGE_GID}"]
+            )
 
 
 def cloudsql_mount(s: RunStructs) -> Any:

@@ -63,8 +63,7 @@ class TrackingService(Construct):
         period = 5
         s = SERVICE_STRUCTS
         probe = {"period_seconds": period, "timeout_seconds": 3}
-        artifacts = artifact_volume(c, s)
-        volumes = [cloudsql_volume(c, s), artifacts]
+        volumes = [cloudsql_volume(c, s), artifact_volume(c, s)]
         self._service = CloudRunV2Service(
             self,
             "service",
@@ -117,7 +116,7 @@ class TrackingService(Construct):
                 ],
             ),
         )
-        mount_as_image_user(self._service, "template.volumes", volumes, artifacts)
+        mount_as_image_user(self._service, "template.volumes", volumes)
 
     @property
     def service_name(self) -> str:

@@ -8,16 +8,23 @@ this makes `python main.py`, `pipenv run pytest` and the bench use it too. Every
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
-PROJECT_NODE = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "node"
+NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
+PROJECT_NODE = NODE_MODULES / ".bin" / "node"
 # Node 20 is past its end of life; cdktn-cli needs >= 22.19 (README: Toolchain status).
 SUPPORTED_NODE_MAJORS = ("22", "24")
 
 
 def node_major(node: str) -> str:
+    if Path(node) == PROJECT_NODE:  # its version without starting it (every synth and test imports this)
+        try:
+            return json.loads((NODE_MODULES / "node" / "package.json").read_text())["version"].split(".")[0]
+        except (OSError, ValueError, KeyError):
+            pass
     try:
         version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout
     except OSError:
