@@ -8,6 +8,7 @@ cdktf binding (6.50) cannot, this also checks every `set_newer_provider_attribut
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib.util
 import json
@@ -153,3 +154,20 @@ def test_on_cdk_terrain_the_escape_hatch_accepts_what_the_binding_types():
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, env={**os.environ, "CDK_RUNTIME": "cdktn"}
     )
     assert run.stdout.strip() == "accepted", run.stderr[-2000:]
+
+
+RUNTIME_PACKAGES = ("cdktf", "cdktn", "cdktf_cdktf_provider_", "cdktn_provider_")
+
+
+def test_only_the_runtime_module_imports_a_runtime_by_name():
+    """constructs/ and stacks/ import the runtime and bindings through constructs.cdk alone."""
+    offenders = []
+    for source in sorted([*(REPO / "constructs").glob("*.py"), *(REPO / "stacks").glob("*.py"), REPO / "main.py"]):
+        if source == REPO / "constructs" / "cdk.py":
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{source.relative_to(REPO)}: {n}" for n in names if n.split(".")[0].startswith(RUNTIME_PACKAGES)]
+    assert not offenders, offenders
