@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 RUNTIME_ENV_VAR = "CDK_RUNTIME"
-INSTALL_CDKTN = 'pipenv sync --categories "packages cdktn"'
+INSTALL_CDKTN = 'pipenv sync --categories "packages dev-packages cdktn"'
 
 
 @dataclass(frozen=True)

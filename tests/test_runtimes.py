@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from constructs.cdk import INSTALL_CDKTN
 from stacks.config import EXAMPLE_CONFIG
 from stacks.node import PROJECT_NODE
 from tests.conftest import PROD_TOML
 
 REPO = Path(__file__).resolve().parent.parent
 RUNTIMES = ("cdktf", "cdktn")
-INSTALL_CDKTN = 'pipenv sync --categories "packages cdktn"'
 
 
 def require_cdktn() -> None:
