@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import Fn, TerraformResourceLifecycle
-from cdktf_cdktf_provider_google.secret_manager_secret import (
+from constructs.cdk import Fn, TerraformResourceLifecycle, set_newer_provider_attribute
+from constructs.cdk.google.secret_manager_secret import (
     SecretManagerSecret,
     SecretManagerSecretReplication,
     SecretManagerSecretReplicationUserManaged,
     SecretManagerSecretReplicationUserManagedReplicas,
 )
-from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
-from cdktf_cdktf_provider_google.secret_manager_secret_version import SecretManagerSecretVersion
+from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
+from constructs.cdk.google.secret_manager_secret_version import SecretManagerSecretVersion
 from constructs import Construct
 
 from constructs.cloudsql_socket import CLOUDSQL_MOUNT
@@ -73,10 +73,11 @@ class BackendStoreSecret(Construct):
             "version",
             secret=self._secret.id,
             secret_data_wo=uri,
-            secret_data_wo_version=props.revision,
             deletion_policy="DISABLE",
             lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
+        # A string since provider 8.0 (a number in the 6.50 binding).
+        set_newer_provider_attribute(self._version, "secret_data_wo_version", str(props.revision))
 
     @property
     def secret_id(self) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cdktf import TerraformProvider
-from cdktf_cdktf_provider_google.billing_budget import (
+from constructs.cdk import TerraformProvider
+from constructs.cdk.google.billing_budget import (
     BillingBudget as BillingBudgetResource,
     BillingBudgetAllUpdatesRule,
     BillingBudgetAmount,

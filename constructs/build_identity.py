@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.service_account import ServiceAccount
-from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
+from constructs.cdk.google.project_iam_member import ProjectIamMember
+from constructs.cdk.google.service_account import ServiceAccount
+from constructs.cdk.google.service_account_iam_member import ServiceAccountIamMember
 from constructs import Construct
 
 from constructs.iam_members import keyed_members

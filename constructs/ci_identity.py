@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.iam_workload_identity_pool import IamWorkloadIdentityPool
-from cdktf_cdktf_provider_google.iam_workload_identity_pool_provider import (
+from constructs.cdk.google.iam_workload_identity_pool import IamWorkloadIdentityPool
+from constructs.cdk.google.iam_workload_identity_pool_provider import (
     IamWorkloadIdentityPoolProvider,
     IamWorkloadIdentityPoolProviderOidc,
 )
-from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.service_account import ServiceAccount
-from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
-from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
+from constructs.cdk.google.project_iam_member import ProjectIamMember
+from constructs.cdk.google.service_account import ServiceAccount
+from constructs.cdk.google.service_account_iam_member import ServiceAccountIamMember
+from constructs.cdk.google.storage_bucket_iam_member import StorageBucketIamMember
 from constructs import Construct
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.service_account import ServiceAccount
-from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
+from constructs.cdk.google.service_account import ServiceAccount
+from constructs.cdk.google.service_account_iam_member import ServiceAccountIamMember
 from constructs import Construct
 
 from constructs.iam_members import keyed_members

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.data_google_dns_managed_zone import DataGoogleDnsManagedZone
-from cdktf_cdktf_provider_google.dns_managed_zone import DnsManagedZone, DnsManagedZoneDnssecConfig
-from cdktf_cdktf_provider_google.dns_record_set import DnsRecordSet
+from constructs.cdk.google.data_google_dns_managed_zone import DataGoogleDnsManagedZone
+from constructs.cdk.google.dns_managed_zone import DnsManagedZone, DnsManagedZoneDnssecConfig
+from constructs.cdk.google.dns_record_set import DnsRecordSet
 from constructs import Construct
 
 

@@ -6,34 +6,34 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from cdktf import TerraformResourceLifecycle
+from constructs.cdk import TerraformResourceLifecycle
 
-from cdktf_cdktf_provider_google.compute_backend_service import (
+from constructs.cdk.google.compute_backend_service import (
     ComputeBackendService,
     ComputeBackendServiceBackend,
     ComputeBackendServiceIap,
     ComputeBackendServiceLogConfig,
 )
-from cdktf_cdktf_provider_google.compute_global_address import ComputeGlobalAddress
-from cdktf_cdktf_provider_google.compute_global_forwarding_rule import ComputeGlobalForwardingRule
-from cdktf_cdktf_provider_google.compute_managed_ssl_certificate import (
+from constructs.cdk.google.compute_global_address import ComputeGlobalAddress
+from constructs.cdk.google.compute_global_forwarding_rule import ComputeGlobalForwardingRule
+from constructs.cdk.google.compute_managed_ssl_certificate import (
     ComputeManagedSslCertificate,
     ComputeManagedSslCertificateManaged,
 )
-from cdktf_cdktf_provider_google.compute_region_network_endpoint_group import (
+from constructs.cdk.google.compute_region_network_endpoint_group import (
     ComputeRegionNetworkEndpointGroup,
     ComputeRegionNetworkEndpointGroupCloudRun,
 )
-from cdktf_cdktf_provider_google.compute_ssl_policy import ComputeSslPolicy
-from cdktf_cdktf_provider_google.compute_target_http_proxy import ComputeTargetHttpProxy
-from cdktf_cdktf_provider_google.compute_target_https_proxy import ComputeTargetHttpsProxy
-from cdktf_cdktf_provider_google.compute_url_map import ComputeUrlMap, ComputeUrlMapDefaultUrlRedirect
-from cdktf_cdktf_provider_google.iap_settings import (
+from constructs.cdk.google.compute_ssl_policy import ComputeSslPolicy
+from constructs.cdk.google.compute_target_http_proxy import ComputeTargetHttpProxy
+from constructs.cdk.google.compute_target_https_proxy import ComputeTargetHttpsProxy
+from constructs.cdk.google.compute_url_map import ComputeUrlMap, ComputeUrlMapDefaultUrlRedirect
+from constructs.cdk.google.iap_settings import (
     IapSettings,
     IapSettingsAccessSettings,
     IapSettingsAccessSettingsOauthSettings,
 )
-from cdktf_cdktf_provider_google.iap_web_backend_service_iam_member import IapWebBackendServiceIamMember
+from constructs.cdk.google.iap_web_backend_service_iam_member import IapWebBackendServiceIamMember
 from constructs import Construct
 
 from constructs.iam_members import keyed_members, member_key

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from cdktf import Token
+from constructs.cdk import Token
 
 
 def member_key(member: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import DataResource, LocalExecProvisioner
+from constructs.cdk import LocalExecProvisioner, terraform_data
 from constructs import Construct
 
 
@@ -27,7 +27,7 @@ class IapServiceAgentProps:
 class IapServiceAgent(Construct):
     def __init__(self, scope: Construct, id: str, props: IapServiceAgentProps) -> None:
         super().__init__(scope, id)
-        DataResource(
+        terraform_data(
             self,
             "identity",
             input={"project": props.project},

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.artifact_registry_repository import (
+from constructs.cdk.google.artifact_registry_repository import (
     ArtifactRegistryRepository,
     ArtifactRegistryRepositoryCleanupPolicies,
     ArtifactRegistryRepositoryCleanupPoliciesCondition,
     ArtifactRegistryRepositoryCleanupPoliciesMostRecentVersions,
     ArtifactRegistryRepositoryDockerConfig,
 )
-from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
+from constructs.cdk.google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
 from constructs import Construct
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import DataResource, LocalExecProvisioner
-from cdktf_cdktf_provider_google.cloud_run_v2_job import (
+from constructs.cdk import LocalExecProvisioner, TerraformResource, terraform_data
+from constructs.cdk.google.cloud_run_v2_job import (
     CloudRunV2Job,
     CloudRunV2JobTemplate,
     CloudRunV2JobTemplateTemplate,
@@ -20,6 +20,7 @@ from constructs.server_container import (
     ServerContainerProps,
     cloudsql_mount,
     cloudsql_volume,
+    mount_as_image_user,
     private_egress,
     server_env,
 )
@@ -55,6 +56,8 @@ class MigrationJob(Construct):
         )
         c = props.container
         s = JOB_STRUCTS
+        # The job needs only the database; should it ever mount the bucket, it mounts it as the image's user.
+        volumes = [cloudsql_volume(c, s)]
         self._job = CloudRunV2Job(
             self,
             "job",
@@ -70,7 +73,7 @@ class MigrationJob(Construct):
                     max_retries=0,
                     timeout="900s",
                     vpc_access=private_egress(props.placement, s),
-                    volumes=[cloudsql_volume(c, s)],
+                    volumes=volumes,
                     containers=[
                         CloudRunV2JobTemplateTemplateContainers(
                             name="migrate",
@@ -86,8 +89,9 @@ class MigrationJob(Construct):
                 ),
             ),
         )
+        mount_as_image_user(self._job, "template.template.volumes", volumes)
 
-        self._execution = DataResource(
+        self._execution = terraform_data(
             self,
             "execution",
             triggers_replace={"image": c.image, "job": self._job.name},
@@ -110,6 +114,6 @@ class MigrationJob(Construct):
         return self._job.name
 
     @property
-    def execution(self) -> DataResource:
+    def execution(self) -> TerraformResource:
         """Depend on this to start only after the schema matches the image."""
         return self._execution

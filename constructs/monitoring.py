@@ -13,8 +13,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.logging_metric import LoggingMetric, LoggingMetricMetricDescriptor
-from cdktf_cdktf_provider_google.monitoring_alert_policy import (
+from constructs.cdk.google.logging_metric import LoggingMetric, LoggingMetricMetricDescriptor
+from constructs.cdk.google.monitoring_alert_policy import (
     MonitoringAlertPolicy,
     MonitoringAlertPolicyAlertStrategy,
     MonitoringAlertPolicyConditions,
@@ -23,9 +23,9 @@ from cdktf_cdktf_provider_google.monitoring_alert_policy import (
     MonitoringAlertPolicyConditionsConditionThresholdDenominatorAggregations,
     MonitoringAlertPolicyDocumentation,
 )
-from cdktf_cdktf_provider_google.monitoring_dashboard import MonitoringDashboard
-from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
-from cdktf_cdktf_provider_google.monitoring_uptime_check_config import (
+from constructs.cdk.google.monitoring_dashboard import MonitoringDashboard
+from constructs.cdk.google.monitoring_notification_channel import MonitoringNotificationChannel
+from constructs.cdk.google.monitoring_uptime_check_config import (
     MonitoringUptimeCheckConfig,
     MonitoringUptimeCheckConfigHttpCheck,
     MonitoringUptimeCheckConfigHttpCheckAcceptedResponseStatusCodes,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from cdktf import ITerraformDependable
-from cdktf_cdktf_provider_google.compute_firewall import ComputeFirewall, ComputeFirewallDeny, ComputeFirewallLogConfig
-from cdktf_cdktf_provider_google.compute_global_address import ComputeGlobalAddress
-from cdktf_cdktf_provider_google.compute_network import ComputeNetwork
-from cdktf_cdktf_provider_google.compute_subnetwork import ComputeSubnetwork, ComputeSubnetworkLogConfig
-from cdktf_cdktf_provider_google.service_networking_connection import ServiceNetworkingConnection
+from constructs.cdk import ITerraformDependable
+from constructs.cdk.google.compute_firewall import ComputeFirewall, ComputeFirewallDeny, ComputeFirewallLogConfig
+from constructs.cdk.google.compute_global_address import ComputeGlobalAddress
+from constructs.cdk.google.compute_network import ComputeNetwork
+from constructs.cdk.google.compute_subnetwork import ComputeSubnetwork, ComputeSubnetworkLogConfig
+from constructs.cdk.google.service_networking_connection import ServiceNetworkingConnection
 from constructs import Construct
 
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import TerraformResourceLifecycle
-from cdktf_cdktf_provider_google.storage_bucket import (
+from constructs.cdk import TerraformResourceLifecycle
+from constructs.cdk.google.storage_bucket import (
     StorageBucket,
     StorageBucketLifecycleRule,
     StorageBucketLifecycleRuleAction,
     StorageBucketLifecycleRuleCondition,
     StorageBucketVersioning,
 )
-from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
+from constructs.cdk.google.storage_bucket_iam_member import StorageBucketIamMember
 from constructs import Construct
 
 

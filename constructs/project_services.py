@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import TerraformResource
-from cdktf_cdktf_provider_google.project_service import ProjectService
+from constructs.cdk import TerraformResource
+from constructs.cdk.google.project_service import ProjectService
 from constructs import Construct
 
 

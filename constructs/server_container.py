@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from cdktf_cdktf_provider_google import cloud_run_v2_job, cloud_run_v2_service
+from constructs.cdk import set_newer_provider_attribute
+from constructs.cdk.google import cloud_run_v2_job, cloud_run_v2_service
 
 from constructs.cloudsql_socket import CLOUDSQL_MOUNT
+# The image's non-root user (docker/Dockerfile USER; tests/constructs/test_server_container.py keeps them equal).
+IMAGE_UID = 10001
+IMAGE_GID = 10001
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,20 @@ def cloudsql_volume(props: ServerContainerProps, s: RunStructs) -> Any:
 
 def artifact_volume(props: ServerContainerProps, s: RunStructs) -> Any:
     return s("Volumes", name="artifacts", gcs=s("VolumesGcs", bucket=props.artifact_bucket, read_only=False))
+
+
+def mount_as_image_user(resource: Any, volumes_path: str, volumes: list[Any]) -> None:
+    """Mount every GCS volume in `volumes` as the image's user: GCS FUSE mounts as root by default,
+    and user 10001 could not write artifacts.
+
+    `volumes_path` is where `volumes` sit in `resource` (e.g. `template.volumes`). `mount_options`
+    is not in the 6.50 binding: set through the escape hatch (typed on CDK Terrain).
+    """
+    for index, volume in enumerate(volumes):
+        if volume.gcs is not None:
+            set_newer_provider_attribute(
+                resource, f"{volumes_path}.{index}.gcs.mount_options", [f"uid={IMAGE_UID}", f"gid={IMAGE_GID}"]
+            )
 
 
 def cloudsql_mount(s: RunStructs) -> Any:

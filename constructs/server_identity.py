@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.service_account import ServiceAccount
+from constructs.cdk.google.project_iam_member import ProjectIamMember
+from constructs.cdk.google.service_account import ServiceAccount
 from constructs import Construct
 
 # Only what cannot be granted on a single resource: connecting to Cloud SQL and writing telemetry.

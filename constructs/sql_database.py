@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import ITerraformDependable, TerraformResourceLifecycle
-from cdktf_cdktf_provider_google.sql_database import SqlDatabase as SqlDatabaseResource
-from cdktf_cdktf_provider_google.sql_database_instance import (
+from constructs.cdk import ITerraformDependable, TerraformResourceLifecycle
+from constructs.cdk.google.sql_database import SqlDatabase as SqlDatabaseResource
+from constructs.cdk.google.sql_database_instance import (
     SqlDatabaseInstance,
     SqlDatabaseInstanceSettings,
     SqlDatabaseInstanceSettingsBackupConfiguration,
@@ -16,8 +16,8 @@ from cdktf_cdktf_provider_google.sql_database_instance import (
     SqlDatabaseInstanceSettingsIpConfiguration,
     SqlDatabaseInstanceSettingsMaintenanceWindow,
 )
-from cdktf_cdktf_provider_google.sql_user import SqlUser
-from cdktf_cdktf_provider_random.password import Password
+from constructs.cdk.google.sql_user import SqlUser
+from constructs.cdk.random.password import Password
 from constructs import Construct
 
 # Logging flags the CIS Google Cloud benchmark (section 6.2) asks of PostgreSQL instances.

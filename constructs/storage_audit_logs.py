@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.project_iam_audit_config import (
+from constructs.cdk.google.project_iam_audit_config import (
     ProjectIamAuditConfig,
     ProjectIamAuditConfigAuditLogConfig,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.cloud_run_v2_service import (
+from constructs.cdk.google.cloud_run_v2_service import (
     CloudRunV2Service,
     CloudRunV2ServiceTemplate,
     CloudRunV2ServiceTemplateContainers,
@@ -16,7 +16,7 @@ from cdktf_cdktf_provider_google.cloud_run_v2_service import (
     CloudRunV2ServiceTemplateContainersStartupProbeHttpGet,
     CloudRunV2ServiceTemplateScaling,
 )
-from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
+from constructs.cdk.google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from constructs import Construct
 
 from constructs.server_container import (
@@ -27,6 +27,7 @@ from constructs.server_container import (
     artifact_volume,
     cloudsql_mount,
     cloudsql_volume,
+    mount_as_image_user,
     private_egress,
     server_env,
 )
@@ -81,6 +82,9 @@ class TrackingService(Construct):
         period = STARTUP_PERIOD_SECONDS
         s = SERVICE_STRUCTS
         probe = {"period_seconds": period, "timeout_seconds": 3}
+        # The Cloud SQL volume and its mount last: the API returns them last, and a list in
+        # another order than the API's shows a change in every plan (Fabric does the same).
+        volumes = [artifact_volume(c, s), cloudsql_volume(c, s)]
         self._service = CloudRunV2Service(
             self,
             "service",
@@ -99,9 +103,7 @@ class TrackingService(Construct):
                     min_instance_count=props.min_instances, max_instance_count=props.max_instances
                 ),
                 vpc_access=private_egress(props.placement, s),
-                # The Cloud SQL volume and its mount last: the API returns them last, and a list in
-                # another order than the API's shows a change in every plan (Fabric does the same).
-                volumes=[artifact_volume(c, s), cloudsql_volume(c, s)],
+                volumes=volumes,
                 containers=[
                     CloudRunV2ServiceTemplateContainers(
                         name="mlflow",
@@ -135,6 +137,7 @@ class TrackingService(Construct):
                 ],
             ),
         )
+        mount_as_image_user(self._service, "template.volumes", volumes)
 
     @property
     def service_name(self) -> str:

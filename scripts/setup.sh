@@ -23,7 +23,7 @@ if [ "$(.tools/bin/pipenv --version 2>/dev/null)" != "pipenv, version $PIPENV_VE
   "$PYTHON" -m venv .tools
   .tools/bin/python -m pip install --quiet --disable-pip-version-check "pipenv==$PIPENV_VERSION"
 fi
-PIPENV_VENV_IN_PROJECT=1 PIPENV_PYTHON="$(command -v "$PYTHON")" .tools/bin/pipenv sync --dev
+PIPENV_VENV_IN_PROJECT=1 PIPENV_PYTHON="$(command -v "$PYTHON")" .tools/bin/pipenv sync --categories "packages dev-packages cdktn"
 npm ci --no-audit --no-fund
 
 postgres_bindir() {

@@ -1,5 +1,5 @@
-"""Stacks wire constructs together; the google binding is registered lazily before any is imported."""
+"""Stacks wire constructs together; the CDK runtime and its bindings come from `constructs.cdk`."""
 
-from stacks.google_binding import register_lazily
+from stacks.node import use_supported_node
 
-register_lazily()
+use_supported_node()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from cdktf import App
+from constructs.cdk import App
 
 from stacks.bootstrap import BootstrapStack
 from stacks.config import Config
 from stacks.mlflow import MlflowStack
 from stacks.project import ProjectStack
+from stacks.providers import TARGET_VERSIONS
 
 
 def build_app(configs: list[Config], outdir: str | None = None) -> App:
-    app = App(outdir=outdir) if outdir else App()
+    # targetVersions: also without the CLI (tests, `python main.py`), which otherwise passes it from cdktf.json.
+    context = {"targetVersions": TARGET_VERSIONS}
+    app = App(outdir=outdir, context=context) if outdir else App(context=context)
     BootstrapStack(app, configs[0])
     for cfg in configs:
         project = ProjectStack(app, cfg)

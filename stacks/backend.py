@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdktf import GcsBackend, TerraformStack
+from constructs.cdk import GcsBackend, TerraformStack
 
 from stacks.config import Config
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from cdktf import GcsBackend, LocalBackend, TerraformOutput, TerraformStack
-from cdktf_cdktf_provider_google.provider import GoogleProvider
+from constructs.cdk import GcsBackend, LocalBackend, TerraformOutput, TerraformStack
 from constructs import Construct
 
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
 from stacks.config import Config
+from stacks.providers import use_google
 
 BOOTSTRAP_STACK = "bootstrap"
 BOOTSTRAP_STATE_FILE = "terraform.bootstrap.tfstate"
@@ -25,7 +25,7 @@ class BootstrapStack(TerraformStack):
         else:
             # Terraform runs in cdktf.out/stacks/bootstrap; keep the state beside cdktf.json, not in build output.
             LocalBackend(self, path=f"../../../{BOOTSTRAP_STATE_FILE}")
-        GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
+        use_google(self, cfg.project_id, cfg.region)
         state = PrivateBucket(
             self,
             "state",

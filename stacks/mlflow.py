@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from cdktf import TerraformOutput, TerraformStack, TerraformVariable
-from cdktf_cdktf_provider_google.provider import GoogleProvider
-from cdktf_cdktf_provider_random.provider import RandomProvider
+from constructs.cdk import TerraformOutput, TerraformStack, TerraformVariable
+from constructs.cdk.google.provider import GoogleProvider
 from constructs import Construct
 
 from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps
@@ -23,6 +22,7 @@ from constructs.sql_database import SqlDatabase, SqlDatabaseProps
 from constructs.tracking_service import TrackingService, TrackingServiceProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config, alert_thresholds
+from stacks.providers import use_google, use_random
 from stacks.wiring import wait_for
 
 
@@ -35,8 +35,8 @@ class MlflowStack(TerraformStack):
         name = mlflow_stack_name(cfg)
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
-        GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
-        RandomProvider(self, "random")
+        use_google(self, cfg.project_id, cfg.region)
+        use_random(self)
         p, prefix = cfg.project_id, cfg.name_prefix
         location = cfg.artifact_location or cfg.region
 

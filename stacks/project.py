@@ -7,8 +7,7 @@ the registry lives here and the MLflow stack depends on this stack (README: firs
 
 from __future__ import annotations
 
-from cdktf import TerraformOutput, TerraformStack
-from cdktf_cdktf_provider_google.provider import GoogleProvider
+from constructs.cdk import TerraformOutput, TerraformStack
 from constructs import Construct
 
 from constructs.build_identity import BuildIdentity, BuildIdentityProps
@@ -19,6 +18,7 @@ from constructs.project_services import ProjectServices, ProjectServicesProps
 from constructs.storage_audit_logs import StorageAuditLogs, StorageAuditLogsProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config
+from stacks.providers import use_google
 from stacks.wiring import wait_for
 
 # What the stacks' resources, the gcloud commands of the apply, outputs and README, and the granted
@@ -56,7 +56,7 @@ class ProjectStack(TerraformStack):
         name = project_stack_name(cfg)
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
-        GoogleProvider(self, "google", project=cfg.project_id, region=cfg.region)
+        use_google(self, cfg.project_id, cfg.region)
         # The budget's API is needed (as the quota project's) only when a budget is configured.
         budget_apis = ("billingbudgets.googleapis.com",) if cfg.budget.billing_account else ()
         apis = ProjectServices(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterable, Union
 
 import jsii
-from cdktf import Aspects, IAspect, TerraformResource
+from constructs.cdk import Aspects, IAspect, TerraformResource
 from constructs import Construct, IConstruct
 
 Dependable = Union[TerraformResource, Construct]

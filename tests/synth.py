@@ -90,8 +90,8 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 def synth_construct(outdir: Path, build) -> dict[str, Any]:
     """Synthesize `build(stack)` alone in a stack named "unit" with a google provider; the parsed JSON."""
-    from cdktf import App, TerraformStack
-    from cdktf_cdktf_provider_google.provider import GoogleProvider
+    from constructs.cdk import App, TerraformStack
+    from constructs.cdk.google.provider import GoogleProvider
 
     app = App(outdir=str(outdir))
     stack = TerraformStack(app, "unit")

@@ -44,8 +44,21 @@ def test_the_registry_lives_in_the_project_stack_not_the_mlflow_stack(app):
     assert "google_artifact_registry_repository" not in app.stacks["mlflow-example"]["resource"]
 
 
-def test_providers_are_the_frozen_binding_versions(mlflow):
-    assert mlflow["terraform"]["required_providers"]["google"]["version"] == "6.50.0"
+def test_every_stack_requires_the_maintained_google_provider_and_terraform_1_11(app):
+    """Not the 6.50 the cdktf binding would write: the Terraform targets google 8.x on both runtimes."""
+    for name, stack in app.stacks.items():
+        terraform = stack["terraform"]
+        assert terraform["required_version"] == ">= 1.11.0", name
+        assert terraform["required_providers"]["google"] == {"source": "hashicorp/google", "version": "~> 8.7"}, name
+
+
+def test_random_is_required_only_where_the_password_is_generated(app):
+    for name, stack in app.stacks.items():
+        random = stack["terraform"]["required_providers"].get("random")
+        if "random_password" in stack.get("resource", {}):
+            assert random == {"source": "hashicorp/random", "version": "~> 3.9"}, name
+        else:
+            assert random is None, name
 
 
 def test_the_bootstrap_state_moves_into_the_bucket_it_created(tmp_path, example_config):

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from stacks.node import node_major
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,3 +53,16 @@ def test_the_node_end_of_life_banner_is_silenced(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cdktf.out" / "stacks" / "bootstrap" / "cdk.tf.json").exists()
     assert "end-of-life" not in result.stdout + result.stderr
+
+
+def test_the_banners_are_silenced_only_on_the_node_we_support():
+    """On an end-of-life Node (20) jsii's banner stays: the silencing is no catch-all."""
+    node20 = shutil.which("node")
+    if node20 is None or node_major(node20) != "20":
+        pytest.skip("no Node 20 on PATH to start jsii on")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JSII_")}
+    env.update(JSII_NODE=node20)
+    probe = "import stacks, constructs"  # importing constructs starts the jsii kernel, which prints the banner
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "end-of-life" in result.stderr

@@ -6,8 +6,8 @@ import copy
 import json
 
 import pytest
-from cdktf import App, TerraformStack
-from cdktf_cdktf_provider_google.provider import GoogleProvider
+from constructs.cdk import App, TerraformStack
+from constructs.cdk.google.provider import GoogleProvider
 
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
 from tests.invariants import (

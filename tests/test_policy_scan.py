@@ -43,9 +43,20 @@ def accepted(check: str, path: str) -> bool:
     return any(s["check"] == check and path.startswith(s["resource"]) for s in SKIPS)
 
 
+def scannable_copy(stack_dir: Path, into: Path) -> Path:
+    """The stack without `terraform.required_version`: checkov 3.3.30's terraform_json parser fails on
+    that string ("Failed to parse template") and then evaluates nothing. No check reads it."""
+    stack = json.loads((stack_dir / "cdk.tf.json").read_text())
+    stack.get("terraform", {}).pop("required_version", None)
+    into.mkdir(parents=True)
+    (into / "cdk.tf.json").write_text(json.dumps(stack, indent=2))
+    return into
+
+
 @pytest.fixture(scope="module")
-def scans(app):
-    return {name: scan(app.stack_dir(name)) for name in app.stacks}
+def scans(app, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("checkov")
+    return {name: scan(scannable_copy(app.stack_dir(name), tmp / name)) for name in app.stacks}
 
 
 def test_every_skip_has_a_reason_worth_reading():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cdktf_cdktf_provider_google.project_service import ProjectService
-from cdktf_cdktf_provider_google.service_account import ServiceAccount
+from constructs.cdk.google.project_service import ProjectService
+from constructs.cdk.google.service_account import ServiceAccount
 from constructs import Construct
 
 from stacks.wiring import wait_for

@@ -167,7 +167,7 @@ def test_a_front_door_refuses_props_that_make_no_sense(members, extra, message):
 
 
 def test_a_member_only_known_at_deploy_time_must_come_with_a_key(tmp_path):
-    from cdktf_cdktf_provider_google.service_account import ServiceAccount
+    from constructs.cdk.google.service_account import ServiceAccount
 
     def build(stack):
         account = ServiceAccount(stack, "sa", account_id="client")

@@ -88,7 +88,7 @@ def test_bumping_the_password_revision_rotates_password_user_and_secret(app, sta
     synthesized = app.stacks[stack]
     assert one(synthesized, "random_password")["keepers"] == {"revision": str(revision)}
     assert one(synthesized, "google_sql_user")["password_wo_version"] == revision
-    assert one(synthesized, "google_secret_manager_secret_version")["secret_data_wo_version"] == revision
+    assert one(synthesized, "google_secret_manager_secret_version")["secret_data_wo_version"] == str(revision)
 
 
 def test_no_literal_password_or_sensitive_output_anywhere(app):
