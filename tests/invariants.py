@@ -138,7 +138,11 @@ def iam_bindings_grant_only_allowed_roles(stack: Stack) -> list[str]:
             problems.append(f"{path}: no allowed roles are listed for {type_}; add them to ALLOWED_ROLES with a reason")
         elif body.get("role") not in ALLOWED_ROLES[type_][0]:
             problems.append(f"{path}: {type_} grants {body.get('role')!r}; allowed: {ALLOWED_ROLES[type_][1]}")
-        elif body.get("role") == "roles/iam.serviceAccountUser" and "/build-identity/" not in f"/{path}/":
+        elif (
+            type_ == "google_service_account_iam_member"
+            and body.get("role") == "roles/iam.serviceAccountUser"
+            and "/build-identity/" not in f"/{path}/"
+        ):
             problems.append(f"{path}: actAs on an account other than the build identity lets its holder deploy as it")
     return problems
 

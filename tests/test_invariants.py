@@ -100,7 +100,7 @@ ADMIN_ROLES = {
     "google_secret_manager_secret_iam_member": "roles/secretmanager.admin",
     "google_cloud_run_v2_service_iam_member": "roles/run.developer",
     "google_cloud_run_v2_job_iam_member": "roles/run.admin",
-    "google_service_account_iam_member": "roles/iam.serviceAccountUser",
+    "google_service_account_iam_member": "roles/iam.serviceAccountAdmin",
     "google_artifact_registry_repository_iam_member": "roles/artifactregistry.repoAdmin",
     "google_iap_web_backend_service_iam_member": "roles/iap.admin",
 }

@@ -51,5 +51,5 @@ def test_a_password_rotation_writes_the_new_version_before_it_disables_the_old_o
     """`secret_data_wo_version` forces a replacement: the live version must outlive the rollout."""
     assert_matches(
         one(mlflow, "google_secret_manager_secret_version"),
-        {"secret_data_wo_version": 1, "lifecycle": {"create_before_destroy": True}, "deletion_policy": "DISABLE"},
+        {"secret_data_wo_version": "1", "lifecycle": {"create_before_destroy": True}, "deletion_policy": "DISABLE"},
     )

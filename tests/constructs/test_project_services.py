@@ -75,6 +75,8 @@ ROLE_EXCEPTIONS = {
 # gcloud command group -> API (`gcloud [beta] GROUP ...`).
 GCLOUD_APIS = {
     "auth": set(),
+    # Run by a person to look up the billing account id (README), against their own quota project.
+    "billing": set(),
     "builds": {"cloudbuild", "storage", "artifactregistry"},
     "compute": {"compute"},
     "dns": {"dns"},
@@ -82,6 +84,8 @@ GCLOUD_APIS = {
     "projects": {"cloudresourcemanager"},
     "run": {"run"},
     "secrets": {"secretmanager"},
+    "sql": {"sqladmin"},
+    "storage": {"storage"},
     "services": {"serviceusage"},
 }
 GCLOUD = re.compile(r"gcloud (?:beta |alpha )?([a-z-]+)")

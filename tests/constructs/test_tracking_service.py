@@ -64,7 +64,7 @@ def test_cloud_sql_is_mounted_as_a_socket_and_the_bucket_as_a_gcs_volume(mlflow)
             },
         ],
     )
-    assert "gcs" not in service(mlflow)["template"]["volumes"][0]
+    assert "gcs" not in next(v for v in service(mlflow)["template"]["volumes"] if v["name"] == "cloudsql")
     assert container(mlflow)["volume_mounts"] == [
         {"name": "artifacts", "mount_path": "/mnt/gcs"},
         {"name": "cloudsql", "mount_path": "/cloudsql"},
@@ -73,7 +73,7 @@ def test_cloud_sql_is_mounted_as_a_socket_and_the_bucket_as_a_gcs_volume(mlflow)
 
 def test_the_bucket_is_mounted_as_the_images_user_so_the_server_can_write_artifacts(mlflow):
     """Without uid/gid GCS FUSE mounts as root and user 10001 cannot write (provider 7+: mount_options)."""
-    artifacts = service(mlflow)["template"]["volumes"][1]
+    artifacts = next(v for v in service(mlflow)["template"]["volumes"] if v["name"] == "artifacts")
     assert artifacts["name"] == "artifacts"
     assert artifacts["gcs"]["mount_options"] == ["uid=10001", "gid=10001"]
 
