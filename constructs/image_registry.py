@@ -73,23 +73,18 @@ class ImageRegistry(Construct):
 
     def grant_writer(self, key: str, member: str) -> None:
         """Push (and overwrite untagged) images in this repository only; for the build identity."""
-        ArtifactRegistryRepositoryIamMember(
-            self,
-            key,
-            project=self._project,
-            location=self._region,
-            repository=self._repository.name,
-            role="roles/artifactregistry.writer",
-            member=member,
-        )
+        self._grant(key, member, "roles/artifactregistry.writer")
 
     def grant_reader(self, key: str, member: str) -> None:
+        self._grant(key, member, "roles/artifactregistry.reader")
+
+    def _grant(self, key: str, member: str, role: str) -> None:
         ArtifactRegistryRepositoryIamMember(
             self,
             key,
             project=self._project,
             location=self._region,
             repository=self._repository.name,
-            role="roles/artifactregistry.reader",
+            role=role,
             member=member,
         )
