@@ -99,7 +99,7 @@ def test_the_runbooks_name_what_the_default_prefix_creates(mlflow, example_confi
     }
     text = runbooks()
     for type_, name in named.items():
-        assert name in text, f"{type_} {name!r} is not the name the runbooks use"
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), f"{type_} {name!r} is not the name the runbooks use"
     database = one(mlflow, "google_sql_database")["name"]
     assert f"/databases/{database}" in text
 
