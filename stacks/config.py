@@ -57,6 +57,7 @@ SQL_TIER = re.compile(r"^(db-f1-micro|db-g1-small|db-custom-(\d+)-(\d+))$")
 SQL_VERSION = re.compile(r"^POSTGRES_(1[4-8])$")
 MEMORY = re.compile(r"^([1-9][0-9]*)(Mi|Gi)$")
 IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$")
+SQL_INSTANCE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 ZONE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 OAUTH_CLIENT_ID = re.compile(r"^[0-9]+-[a-z0-9]+\.apps\.googleusercontent\.com$")
 GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -91,6 +92,8 @@ class DatabaseConfig:
     version: str = "POSTGRES_18"
     backup_retention_days: int = 7
     password_revision: int = 1
+    # default: "<name_prefix>-db"; another name adopts a restored clone (README: Restore).
+    instance_name: str = ""
 
     @property
     def max_connections(self) -> int:
@@ -243,6 +246,8 @@ class Config:
     iap_oauth_client: IapOauthClientConfig = IapOauthClientConfig()
     alerts: AlertsConfig = AlertsConfig()
     budget: BudgetConfig = BudgetConfig()
+    # default: true, deletion protection and prevent_destroy on the data; false only to tear down.
+    protect_data: bool = True
 
     @property
     def registry_repository(self) -> str:
@@ -305,6 +310,8 @@ def _check_types(raw: dict[str, Any], cls: type, prefix: str, problems: list[str
                 kept[key] = tuple(value)
             else:
                 problems.append(f"{name}: must be a list of quoted strings")
+        elif kind == "bool" and not isinstance(value, bool):
+            problems.append(f"{name}: must be true or false, got {value!r}")
         elif kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
             problems.append(f"{name}: must be a whole number, got {value!r}")
         elif kind == "str" and not isinstance(value, str):
@@ -501,6 +508,11 @@ def _validate_database(db: DatabaseConfig, problems: list[str]) -> None:
         problems.append(f"database.version: {db.version!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)")
     if db.password_revision < 1:
         problems.append(f"database.password_revision: {db.password_revision} must be 1 or more; bump it to rotate")
+    if db.instance_name and not SQL_INSTANCE.match(db.instance_name):
+        problems.append(
+            f"database.instance_name: {db.instance_name!r} is not a Cloud SQL instance name; use lowercase letters, "
+            "digits and hyphens, starting with a letter, or remove it for <name_prefix>-db"
+        )
     if not 1 <= db.backup_retention_days <= 365:
         problems.append(f"database.backup_retention_days: {db.backup_retention_days} must be between 1 and 365")
 

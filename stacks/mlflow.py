@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from constructs.cdk import TerraformOutput, TerraformStack, TerraformVariable
+from constructs.cdk import Annotations, TerraformOutput, TerraformStack, TerraformVariable
 from constructs.cdk.google.provider import GoogleProvider
 from constructs import Construct
 
@@ -39,6 +39,11 @@ class MlflowStack(TerraformStack):
         use_random(self)
         p, prefix = cfg.project_id, cfg.name_prefix
         location = cfg.artifact_location or cfg.region
+        if not cfg.protect_data:
+            Annotations.of(self).add_warning(
+                f"protect_data = false: {name}'s database, artifact bucket and secret can be destroyed by the next "
+                "apply; set it back to true unless you are tearing this environment down (README: Tear-down)"
+            )
 
         network = Network(
             self,
@@ -57,7 +62,7 @@ class MlflowStack(TerraformStack):
             SqlDatabaseProps(
                 project=p,
                 region=cfg.region,
-                instance_name=f"{prefix}-db",
+                instance_name=cfg.database.instance_name or f"{prefix}-db",
                 database_version=cfg.database.version,
                 tier=cfg.database.tier,
                 disk_size_gb=cfg.database.disk_size_gb,
@@ -65,6 +70,7 @@ class MlflowStack(TerraformStack):
                 private_services_access=network.private_services_access,
                 backup_retention_days=cfg.database.backup_retention_days,
                 password_revision=cfg.database.password_revision,
+                protect_from_destroy=cfg.protect_data,
             ),
         )
         artifacts = PrivateBucket(
@@ -74,6 +80,7 @@ class MlflowStack(TerraformStack):
                 project=p,
                 name=f"{p}-{prefix}-artifacts",
                 location=location,
+                protect_from_destroy=cfg.protect_data,
             ),
         )
         secret = BackendStoreSecret(
@@ -88,6 +95,7 @@ class MlflowStack(TerraformStack):
                 database=database.database_name,
                 connection_name=database.connection_name,
                 revision=cfg.database.password_revision,
+                protect_from_destroy=cfg.protect_data,
             ),
         )
         server = ServerIdentity(self, "server-identity", ServerIdentityProps(project=p, account_id=f"{prefix}-server"))

@@ -355,3 +355,14 @@ def test_bad_budget_settings_are_refused_naming_the_field(budget, field, fix):
 def test_a_budget_alone_needs_no_alerts():
     cfg = parse_config(EXAMPLE + BUDGET, "env.toml")
     assert cfg.budget.billing_account == "012345-6789AB-CDEF01" and not cfg.alerts.enabled
+
+
+def test_a_restored_instance_name_must_be_a_cloud_sql_name():
+    message = rejection(EXAMPLE.replace("[database]\n", '[database]\ninstance_name = "Mlflow_DB"\n'))
+    assert "database.instance_name: 'Mlflow_DB' is not a Cloud SQL instance name" in message
+
+
+def test_protect_data_is_true_or_false_and_on_by_default():
+    assert parse_config(EXAMPLE).protect_data is True
+    assert parse_config("protect_data = false\n" + EXAMPLE).protect_data is False
+    assert "protect_data: must be true or false, got 'no'" in rejection('protect_data = "no"\n' + EXAMPLE)
