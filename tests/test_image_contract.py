@@ -23,8 +23,9 @@ START_SH = (REPO / "docker" / "start.sh").read_text()
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
 README = (REPO / "README.md").read_text()
 REQUIRED = "<required>"
-# What the deployment must set to something other than the image's default: the domain it serves.
-DEPLOYMENT_VALUES = {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS"}
+# What the deployment must set to something other than the image's default: the domain it serves,
+# and the audience of IAP's signed header (its backend service's id).
+DEPLOYMENT_VALUES = {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS", "MLFLOW_IAP_AUDIENCE"}
 
 
 def start_sh_contract(text: str = START_SH) -> dict[str, str]:
