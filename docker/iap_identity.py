@@ -57,6 +57,7 @@ ASSERTION_HEADER = b"x-goog-iap-jwt-assertion"
 UNVERIFIED_PATHS = frozenset({"/health"})
 """Cloud Run's startup and liveness probes reach the container without IAP."""
 CLOCK_SKEW_SECONDS = 30
+NO_ASSERTION = "no IAP assertion (x-goog-iap-jwt-assertion): reach MLflow through its IAP-protected URL"
 AUDIENCE_SHAPES = (
     re.compile(r"/projects/[0-9]+/global/backendServices/[0-9]+"),
     re.compile(r"/projects/[0-9]+/locations/[a-z][a-z0-9-]*/services/[a-z][a-z0-9-]*"),
@@ -112,7 +113,9 @@ def settings_from_environ(environ: Mapping[str, str] = os.environ) -> Settings |
     if keys_url:
         url = urllib.parse.urlsplit(keys_url)
         if url.scheme != "http" or url.hostname not in ("127.0.0.1", "localhost"):
-            raise ValueError(f"MLFLOW_IAP_TEST_KEYS_URL is for tests only and must be http://127.0.0.1:PORT/..., got {keys_url!r}")
+            raise ValueError(
+                f"MLFLOW_IAP_TEST_KEYS_URL is for tests only and must be http://127.0.0.1:PORT/..., got {keys_url!r}"
+            )
         return Settings(audience, keys_url)
     return Settings(audience)
 
@@ -371,7 +374,7 @@ class IapIdentity:
         assertion = next((v for k, v in scope["headers"] if k.lower() == ASSERTION_HEADER), b"").decode("latin-1")
         refusal: tuple[int, bytes] | None = None
         if not assertion:
-            refusal = _error(401, "UNAUTHENTICATED", "no IAP assertion (x-goog-iap-jwt-assertion): reach MLflow through its IAP-protected URL")
+            refusal = _error(401, "UNAUTHENTICATED", NO_ASSERTION)
         else:
             try:
                 identity = await self.verifier.identity(assertion)
@@ -403,10 +406,8 @@ class IapIdentity:
             servers_tag, in_list = _GUARDED[route]
             keys = [t.get("key") for t in _tags(request)] if in_list else [request.get("key")]
             if taken := [k for k in keys if isinstance(k, str) and servers_tag(k)]:
-                return await _answer(
-                    send,
-                    *_error(403, "PERMISSION_DENIED", f"tag {taken[0]} is recorded by the server from IAP's verified identity; clients cannot set or delete it"),
-                )
+                message = f"tag {taken[0]} is recorded by the server from IAP's verified identity; clients cannot set or delete it"
+                return await _answer(send, *_error(403, "PERMISSION_DENIED", message))
             return await self.app(scope, _replaying(body, receive), send)
         if route in _CREATES:
             user_field, servers_tag = _CREATES[route]
@@ -415,7 +416,14 @@ class IapIdentity:
         return await self._record_after(scope, route, request, identity, body, receive, send)
 
     async def _record_after(
-        self, scope: Scope, route: tuple[str, str], request: dict[str, Any], identity: str, body: bytes, receive: Receive, send: Send
+        self,
+        scope: Scope,
+        route: tuple[str, str],
+        request: dict[str, Any],
+        identity: str,
+        body: bytes,
+        receive: Receive,
+        send: Send,
     ) -> None:
         """Runs the change; once MLflow has answered 200, records who made it, then answers."""
         held: list[Message] = []
@@ -439,7 +447,8 @@ class IapIdentity:
         body = json.dumps(tag).encode()
         path = f"/api/2.0/mlflow/{endpoint}"
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-        sub = _with_body({**scope, "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"", "headers": headers}, body)
+        sub = {**scope, "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"", "headers": headers}
+        sub = _with_body(sub, body)
         sub["headers"].append((b"content-type", b"application/json"))
         answer: list[Message] = []
 
@@ -453,7 +462,9 @@ class IapIdentity:
         status = answer[0].get("status") if answer else None
         if status != 200:
             text = b"".join(m.get("body", b"") for m in answer[1:])[:300].decode(errors="replace")
-            _log.error("iap_identity: could not record %s=%s on %s: %s %s", tag["key"], tag["value"], tag.get("name"), status, text)
+            _log.error(
+                "iap_identity: could not record %s=%s on %s: %s %s", tag["key"], tag["value"], tag.get("name"), status, text
+            )
 
 
 def wrap(app: App, environ: Mapping[str, str] = os.environ) -> App:

@@ -166,13 +166,27 @@ def test_the_fluent_api_run_records_the_caller_not_the_os_user(server: ServerPro
     assert tags["mlflow.user.client_claimed"] not in ("", ALICE)  # this machine's login name
 
 
-def test_the_ui_path_records_the_caller_over_a_claimed_user_id(server: ServerProcess, signer: IapSigner, client: MlflowClient) -> None:
-    experiment_id = client.create_experiment("ajax")
-    body = {"experiment_id": experiment_id, "user_id": "mallory"}
-    response = requests.post(api(server, "runs/create", ajax=True), json=body, headers=signer.headers(ALICE), timeout=10)
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda body: json.dumps(body),
+        # MLflow also reads camelCase field names and, from old clients, JSON sent as a JSON string.
+        lambda body: json.dumps(json.dumps({**{k: v for k, v in body.items() if k != "user_id"}, "userId": body["user_id"]})),
+    ],
+    ids=["user_id", "userId, double-encoded"],
+)
+def test_the_ui_path_records_the_caller_over_a_claimed_user_id(
+    server: ServerProcess, signer: IapSigner, client: MlflowClient, encode
+) -> None:
+    experiment_id = client.create_experiment(f"ajax-{time.monotonic_ns()}")
+    body = encode({"experiment_id": experiment_id, "user_id": "mallory"})
+    headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
+    response = requests.post(api(server, "runs/create", ajax=True), data=body, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
-    tags = {t["key"]: t["value"] for t in response.json()["run"]["data"]["tags"]}
-    assert response.json()["run"]["info"]["user_id"] == ALICE
+    run = response.json()["run"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert run["info"]["user_id"] == ALICE
+    assert run["info"]["experiment_id"] == experiment_id
     assert (tags["mlflow.user"], tags["mlflow.user.client_claimed"]) == (ALICE, "mallory")
 
 
