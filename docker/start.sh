@@ -82,8 +82,8 @@ artifacts_writable() {
 artifacts_writable ||
     fail "cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION=$MLFLOW_ARTIFACTS_DESTINATION as uid $(id -u); mount it read-write for this user (Cloud Run GCS volume: read_only false, mount options uid=$(id -u),gid=$(id -g)) or point MLFLOW_ARTIFACTS_DESTINATION at a writable directory"
 
-# MLflow reads these itself, in every worker; serve.py checks the IAP ones (before the database) and
-# every worker's iap_identity.py reads them.
+# MLflow reads the pool settings itself, in every worker; iap_identity.py reads the IAP ones (serve.py
+# checks them first, before the database).
 export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW MLFLOW_IAP_VERIFICATION MLFLOW_IAP_AUDIENCE
 # No huey job runner and consumers (7 extra processes, ~1 GB): nothing here uses MLflow jobs.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
