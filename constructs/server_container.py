@@ -8,6 +8,7 @@ and jsii silently drops its snake_case keys).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -99,6 +100,30 @@ def server_env(props: ServerContainerProps, s: RunStructs) -> list[Any]:
         )
     )
     return env
+
+
+IAP_AUDIENCE_ENV = "MLFLOW_IAP_AUDIENCE"
+"""The audience start.sh's server verifies IAP's signed header against (docker/iap_identity.py)."""
+IAP_AUDIENCE_SHAPES = (
+    re.compile(r"/projects/[0-9]+/global/backendServices/[0-9]+"),
+    re.compile(r"/projects/[0-9]+/locations/[a-z][a-z0-9-]*/services/[a-z][a-z0-9-]*"),
+)
+
+
+def iap_audience_problem(owner: str, audience: str) -> str | None:
+    """Why `audience` cannot be IAP's (None: it can, or it is only known at apply)."""
+    if not audience:
+        return f"{owner}: is empty; give IAP's audience (the front door's iap_audience), the server refuses to start without"
+    if "${" not in audience and not any(shape.fullmatch(audience) for shape in IAP_AUDIENCE_SHAPES):
+        return (
+            f"{owner}: {audience!r} must be /projects/NUMBER/global/backendServices/ID or "
+            "/projects/NUMBER/locations/REGION/services/NAME"
+        )
+    return None
+
+
+def iap_audience_env(audience: str, s: RunStructs) -> Any:
+    return s("ContainersEnv", name=IAP_AUDIENCE_ENV, value=audience)
 
 
 def cloudsql_volume(props: ServerContainerProps, s: RunStructs) -> Any:

@@ -17,8 +17,9 @@ included). What this adds, checked against MLflow 3.17.2's source:
    This stands in for `mlflow.server._exec_cmd`, the one call `_run_server` makes to start uvicorn;
    start.sh turns job execution off, so nothing in `_run_server` is meant to run after that call.
 
-3. uvicorn serves mlflow_asgi.py's app (next to this file), which is MLflow's app with uvicorn's
-   HTTP/2 protocol mended (see there): the command MLflow built is otherwise run as it is.
+3. uvicorn serves mlflow_asgi.py's app (next to this file), which is MLflow's app behind IAP
+   verification, with uvicorn's HTTP/2 protocol mended (see there): the command MLflow built is
+   otherwise run as it is. The IAP settings are checked first (iap_identity.py), before the database.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+
+import iap_identity
 
 PROG = "start.sh"
 MLFLOW_APP = "mlflow.server.fastapi_app:app"
@@ -104,6 +107,10 @@ def exec_in_place(cmd, *, extra_env=None, **_kwargs):
 
 
 def main() -> None:
+    try:
+        iap_identity.settings_from_environ()
+    except ValueError as e:
+        fail(str(e))
     backend_store_uri = os.environ.get("MLFLOW_BACKEND_STORE_URI", "")
     if not backend_store_uri:
         fail("MLFLOW_BACKEND_STORE_URI is not set")

@@ -11,6 +11,12 @@
 #                                          localhost and private addresses only.
 #   MLFLOW_CORS_ALLOWED_ORIGINS unset      comma list of origins allowed to send state-changing
 #                                          API requests (MLflow's default: localhost only)
+#   MLFLOW_IAP_VERIFICATION     on         on: every request but /health needs IAP's signed header
+#                                          (x-goog-iap-jwt-assertion) for MLFLOW_IAP_AUDIENCE, and runs
+#                                          and model versions record its e-mail as their user (see
+#                                          iap_identity.py); off: neither (a local server, no IAP)
+#   MLFLOW_IAP_AUDIENCE         unset      required when on: /projects/NUMBER/global/backendServices/ID
+#                                          (or .../locations/REGION/services/NAME, IAP on Cloud Run)
 #   MLFLOW_WORKERS              1          uvicorn worker processes
 #   MLFLOW_SQLALCHEMYSTORE_POOL_SIZE    2  per engine; each worker has 2 engines (tracking, registry)
 #   MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW 1  per engine, >= 1 (MLflow ignores 0)
@@ -52,6 +58,8 @@ PORT=${PORT:-8080}
 MLFLOW_ARTIFACTS_DESTINATION=${MLFLOW_ARTIFACTS_DESTINATION:-/mnt/gcs}
 MLFLOW_ALLOWED_HOSTS=${MLFLOW_ALLOWED_HOSTS:-}
 MLFLOW_CORS_ALLOWED_ORIGINS=${MLFLOW_CORS_ALLOWED_ORIGINS:-}
+MLFLOW_IAP_VERIFICATION=${MLFLOW_IAP_VERIFICATION:-on}
+MLFLOW_IAP_AUDIENCE=${MLFLOW_IAP_AUDIENCE:-}
 MLFLOW_WORKERS=${MLFLOW_WORKERS:-1}
 MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=${MLFLOW_SQLALCHEMYSTORE_POOL_SIZE:-2}
 MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=${MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW:-1}
@@ -74,8 +82,9 @@ artifacts_writable() {
 artifacts_writable ||
     fail "cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION=$MLFLOW_ARTIFACTS_DESTINATION as uid $(id -u); mount it read-write for this user (Cloud Run GCS volume: read_only false, mount options uid=$(id -u),gid=$(id -g)) or point MLFLOW_ARTIFACTS_DESTINATION at a writable directory"
 
-# MLflow reads these itself, in every worker.
-export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW
+# MLflow reads the pool settings itself, in every worker; iap_identity.py reads the IAP ones (serve.py
+# checks them first, before the database).
+export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW MLFLOW_IAP_VERIFICATION MLFLOW_IAP_AUDIENCE
 # No huey job runner and consumers (7 extra processes, ~1 GB): nothing here uses MLflow jobs.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 # No usage reporting to MLflow's telemetry endpoint from a private server.

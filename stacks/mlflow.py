@@ -124,31 +124,9 @@ class MlflowStack(TerraformStack):
             network_name=network.network_name,
             subnet_name=network.subnet_name,
         )
-        service = TrackingService(
-            self,
-            "tracking-service",
-            TrackingServiceProps(
-                name=f"{prefix}-server",
-                placement=placement,
-                container=container,
-                cpu=cfg.server.cpu,
-                memory=cfg.server.memory,
-                min_instances=cfg.server.min_instances,
-                max_instances=cfg.server.max_instances,
-                concurrency=cfg.server.concurrency,
-            ),
-        )
-        migration = MigrationJob(
-            self,
-            "migration-job",
-            MigrationJobProps(name=f"{prefix}-migrate", placement=placement, container=container),
-        )
-        # Cloud Run checks the secret, the bucket mount and the SQL role when a revision starts, and
-        # a new image only starts once the migration job has run with it.
-        wait_for(migration, server_grants)
-        wait_for(service, [*server_grants, migration.execution])
-        # Created by the project stack, which is applied first.
-        service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
+        # A plain name: the front door's serverless NEG names the service, and the service carries
+        # the front door's IAP audience (docker/iap_identity.py verifies every request against it).
+        service_name = f"{prefix}-server"
         iap_accounts = {}
         if cfg.client_impersonators:
             client = ClientIdentity(
@@ -186,7 +164,7 @@ class MlflowStack(TerraformStack):
                 region=cfg.region,
                 name=prefix,
                 domain=cfg.domain,
-                cloud_run_service=service.service_name,
+                cloud_run_service=service_name,
                 iap_members=cfg.iap_members,
                 iap_accounts=iap_accounts,
                 iap_programmatic_clients=cfg.iap_programmatic_clients,
@@ -195,6 +173,32 @@ class MlflowStack(TerraformStack):
                 oauth_client_secret_version=cfg.iap_oauth_client.secret_version,
             ),
         )
+        service = TrackingService(
+            self,
+            "tracking-service",
+            TrackingServiceProps(
+                name=service_name,
+                placement=placement,
+                container=container,
+                cpu=cfg.server.cpu,
+                memory=cfg.server.memory,
+                min_instances=cfg.server.min_instances,
+                max_instances=cfg.server.max_instances,
+                concurrency=cfg.server.concurrency,
+                iap_audience=front_door.iap_audience,
+            ),
+        )
+        migration = MigrationJob(
+            self,
+            "migration-job",
+            MigrationJobProps(name=f"{prefix}-migrate", placement=placement, container=container),
+        )
+        # Cloud Run checks the secret, the bucket mount and the SQL role when a revision starts, and
+        # a new image only starts once the migration job has run with it.
+        wait_for(migration, server_grants)
+        wait_for(service, [*server_grants, migration.execution])
+        # Created by the project stack, which is applied first.
+        service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
         dns = DnsZone(
             self,
             "dns",

@@ -23,8 +23,9 @@ START_SH = (REPO / "docker" / "start.sh").read_text()
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
 README = (REPO / "README.md").read_text()
 REQUIRED = "<required>"
-# What the deployment must set to something other than the image's default: the domain it serves.
-DEPLOYMENT_VALUES = {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS"}
+# What the deployment must set to something other than the image's default: the domain it serves,
+# and the audience of IAP's signed header (its backend service's id).
+DEPLOYMENT_VALUES = {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS", "MLFLOW_IAP_AUDIENCE"}
 
 
 def start_sh_contract(text: str = START_SH) -> dict[str, str]:
@@ -109,3 +110,17 @@ def test_the_cloudsql_mount_is_where_the_backend_store_uri_looks(mlflow):
     mounts = one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0]["volume_mounts"]
     assert f"?host={CLOUDSQL_MOUNT}/" in uri
     assert {"name": "cloudsql", "mount_path": CLOUDSQL_MOUNT} in mounts
+
+
+def test_terraform_and_the_image_accept_the_same_iap_audiences(monkeypatch):
+    """constructs/server_container.py copies the image's audience shapes (the image imports nothing of ours)."""
+    import importlib.util
+    import sys
+
+    from constructs.server_container import IAP_AUDIENCE_SHAPES
+
+    spec = importlib.util.spec_from_file_location("iap_identity", REPO / "docker" / "iap_identity.py")
+    image = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, image)  # its dataclasses look themselves up there
+    spec.loader.exec_module(image)
+    assert [s.pattern for s in IAP_AUDIENCE_SHAPES] == [s.pattern for s in image.AUDIENCE_SHAPES]

@@ -88,6 +88,24 @@ def test_the_backend_store_uri_comes_from_secret_manager_never_a_plain_value(mlf
     }
 
 
+def test_the_server_believes_only_what_iap_signed_for_the_front_doors_backend_service(mlflow, mlflow_prod):
+    """docker/iap_identity.py verifies every request against this audience; verification is the
+    image's default (on), so nothing switches it."""
+    for stack in (mlflow, mlflow_prod):
+        [backend] = stack["resource"]["google_compute_backend_service"]
+        env = env_of(container(stack))
+        assert env["MLFLOW_IAP_AUDIENCE"] == (
+            f"/projects/123456789012/global/backendServices/${{google_compute_backend_service.{backend}.generated_id}}"
+        )
+        assert "MLFLOW_IAP_VERIFICATION" not in env and "MLFLOW_IAP_TEST_KEYS_URL" not in env
+
+
+def test_the_migration_job_gets_no_iap_audience(mlflow):
+    """It serves no requests, and would otherwise wait for the load balancer."""
+    job = one(mlflow, "google_cloud_run_v2_job")["template"]["template"]["containers"][0]
+    assert "MLFLOW_IAP_AUDIENCE" not in env_of(job)
+
+
 def test_the_server_accepts_the_configured_domain_and_writes_artifacts_to_the_mount(mlflow, mlflow_prod):
     assert_matches(
         env_of(container(mlflow)),
@@ -157,7 +175,8 @@ def service_props(**change):
     container = ServerContainerProps("img:1", "s", "1", "p:r:i", "b", "/mnt/gcs", "mlflow.example.com", 1, 2, 1)
     placement = RunPlacement("p", "europe-west1", "sa@p.iam.gserviceaccount.com", "vpc", "subnet")
     props = dict(name="mlflow-server", placement=placement, container=container, cpu="1", memory="1Gi",
-                 min_instances=0, max_instances=2, concurrency=20)
+                 min_instances=0, max_instances=2, concurrency=20,
+                 iap_audience="/projects/1/global/backendServices/2")
     return TrackingServiceProps(**{**props, **change})
 
 
@@ -169,11 +188,22 @@ def service_props(**change):
         ({"min_instances": 3}, "TrackingServiceProps.min_instances/max_instances: 3/2"),
         ({"concurrency": 0}, "TrackingServiceProps.concurrency: 0"),
         ({"name": ""}, "TrackingServiceProps.name: is empty"),
+        ({"iap_audience": ""}, "TrackingServiceProps.iap_audience: is empty; give IAP's audience"),
+        ({"iap_audience": "https://mlflow.example.com/*"},
+         "TrackingServiceProps.iap_audience: 'https://mlflow.example.com/*' must be /projects/NUMBER/global/backendServices/ID or "
+         "/projects/NUMBER/locations/REGION/services/NAME"),
     ],
 )
 def test_a_tracking_service_refuses_props_that_make_no_sense(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         service_props(**change)
+
+
+def test_a_tracking_service_takes_either_shape_of_iap_audience():
+    """The load balancer's (its id known only at apply), or IAP's on Cloud Run itself."""
+    for audience in ["/projects/1/global/backendServices/${google_compute_backend_service.b.generated_id}",
+                     "/projects/1/locations/europe-west1/services/mlflow-server"]:  # fmt: skip
+        assert service_props(iap_audience=audience).iap_audience == audience
 
 
 @pytest.mark.parametrize(
