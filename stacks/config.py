@@ -357,7 +357,7 @@ class BudgetConfig(Section):
                              "`gcloud billing projects describe PROJECT_ID` prints after billingAccounts/", empty_ok=True) = Field(
         "", description="the billing account that pays for the project; turns the budget on"
     )
-    monthly_usd: within(0) = Field(0, description="whole US dollars a month, required with an account; e-mails at 50, 90, 100%")
+    monthly_usd: within(0) = Field(0, description="whole US dollars a month; e-mails at 50%, 90%, 100% and a 100% forecast")
 
     @model_validator(mode="after")
     def complete(self) -> BudgetConfig:
@@ -380,7 +380,9 @@ class Config(Section):
                          "\"dev\" or \"prod\"", pattern=ENVIRONMENT.pattern) = Field(
         description="1-10 lowercase letters/digits; names the stacks (`mlflow-<environment>`)"
     )
-    project_id: checked(PROJECT_ID.match, PROJECT_ID_PROBLEM, pattern=PROJECT_ID.pattern) = Field(description="the project")
+    project_id: checked(PROJECT_ID.match, PROJECT_ID_PROBLEM, pattern=PROJECT_ID.pattern) = Field(
+        description="the Google Cloud project to deploy into"
+    )
     project_number: checked(PROJECT_NUMBER.match, "{value!r} is not a project number; quote the digits that `gcloud projects "
                             "describe PROJECT_ID --format='value(projectNumber)'` prints", pattern=PROJECT_NUMBER.pattern) = Field(
         description="quoted: `gcloud projects describe PROJECT_ID --format='value(projectNumber)'`"
