@@ -222,6 +222,75 @@ def test_main_rejects_bad_config_with_one_line_exit_2_and_writes_nothing(tmp_pat
     assert not (tmp_path / "cdktf.out").exists()
 
 
+def refuse_in(cwd: Path, text: str, **env: str) -> subprocess.CompletedProcess:
+    """main.py, run like the CLI runs it, on a config file holding `text`."""
+    bad = cwd / "bad.toml"
+    bad.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py")], cwd=cwd, capture_output=True, text=True,
+        env={**os.environ, "MLFLOW_CONFIG": str(bad), "PYTHONPATH": str(REPO), **env},
+    )
+
+
+@pytest.mark.parametrize("outdir", ["cdktf.out", "elsewhere/out"])
+def test_a_refused_config_removes_the_previous_synth_output_instead_of_leaving_it_looking_current(tmp_path, outdir):
+    stale = tmp_path / outdir
+    (stale / "stacks" / "bootstrap").mkdir(parents=True)
+    (stale / "manifest.json").write_text("{}")
+    env = {} if outdir == "cdktf.out" else {"CDKTF_OUTDIR": str(stale)}
+    result = refuse_in(tmp_path, with_line("region", '"mars-north1"'), **env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"(removed the previous {outdir if not env else stale}: it no longer matches)" in result.stderr
+    assert not stale.exists()
+
+
+def test_a_refusal_keeps_a_directory_that_is_not_synth_output(tmp_path):
+    (tmp_path / "cdktf.out").mkdir()
+    (tmp_path / "cdktf.out" / "notes.txt").write_text("mine")
+    assert refuse_in(tmp_path, with_line("region", '"mars-north1"')).returncode == 2
+    assert (tmp_path / "cdktf.out" / "notes.txt").read_text() == "mine"
+
+
+def test_a_refusal_imports_no_cdk_runtime_so_no_node_starts(tmp_path):
+    """jsii starts Node when its runtime is imported (any `constructs.` module imports it): refusing must be instant."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(with_line("region", '"mars-north1"'))
+    probe = (
+        "import sys, main\n"
+        "assert main.main() == 2\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jsii', 'constructs', 'cdktf', 'cdktn')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "MLFLOW_CONFIG": str(bad), "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0 and result.stdout == "[]\n", result.stdout + result.stderr
+
+
+def test_every_problem_of_a_file_is_reported_at_once_with_the_nearest_names():
+    """Unknown keys do not hide the value errors of the same file (a second run is never needed)."""
+    text = with_line("region", '"us-central"', with_line("workers", '"2"')).replace("[server]\n", "[server]\nmin_instance = 1\n")
+    text = text.replace("[network]\n", "[network]\nsubnet = \"10.0.0.0/24\"\n")
+    message = rejection(text)
+    for problem in (
+        "region: 'us-central' is not a Google Cloud region; did you mean `us-central1`?",
+        "server.min_instance: unknown key; did you mean `min_instances`?",
+        "network.subnet: unknown key; did you mean `subnet_cidr`?",
+        "server.workers: must be a whole number, got '2'",
+    ):
+        assert problem in message, message
+    assert "pydantic" not in message and "http" not in message, message
+
+
+def test_an_unknown_key_with_no_near_name_lists_the_known_ones():
+    message = rejection(EXAMPLE + "\n[ci]\nxyz = 1\n")
+    assert "ci.xyz: unknown key; remove it (known: github_repository)" in message
+
+
+def test_a_section_that_is_not_a_table_is_refused():
+    assert "dns: must be a [dns] table" in rejection(EXAMPLE.replace("[state]\n", 'dns = "example-com"\n\n[state]\n'))
+
+
 # Property-based: whatever malformed value lands in a field, it is refused on one line naming it.
 
 project_ids = st.one_of(
