@@ -72,7 +72,6 @@ ZONE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 OAUTH_CLIENT_ID = re.compile(r"^[0-9]+-[a-z0-9]+\.apps\.googleusercontent\.com$")
 GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 BILLING_ACCOUNT = re.compile(r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$")
-MEMBER_PREFIXES = ("user:", "group:", "serviceAccount:", "domain:")
 
 
 class ConfigError(Exception):
@@ -160,12 +159,16 @@ def check_private_cidr(value: str) -> str:
     return value
 
 
-def tier_shape_fits(tier: str) -> bool:
-    if not (custom := SQL_TIER.match(tier)).group(2):
-        return True
-    cpus, memory = int(custom.group(2)), int(custom.group(3))
+def check_tier(tier: str) -> str:
+    if not (match := SQL_TIER.match(tier)):
+        raise ValueError(f"{tier!r} is not a Cloud SQL for PostgreSQL tier; use db-f1-micro, db-g1-small or "
+                         "db-custom-CPUS-MEMORY_MB (e.g. db-custom-1-3840)")
+    cpus, memory = int(match.group(2) or 1), int(match.group(3) or MIN_CUSTOM_MEMORY_MB)
     shape = (cpus == 1 or cpus % 2 == 0) and cpus <= 96 and not memory % 256 and memory >= MIN_CUSTOM_MEMORY_MB
-    return shape and 0.9 * 1024 * cpus <= memory <= 6.5 * 1024 * cpus
+    if not (shape and 0.9 * 1024 * cpus <= memory <= 6.5 * 1024 * cpus):
+        raise ValueError(f"{tier!r} has no valid CPU/memory shape; use 1 or an even number of CPUs, 0.9-6.5 GB per CPU "
+                         "and at least 3840 MB, in multiples of 256 MB (e.g. db-custom-2-7680)")
+    return tier
 
 
 def mebibytes(memory: str) -> int:
@@ -237,10 +240,9 @@ class NetworkConfig(Section):
 
 
 class DatabaseConfig(Section):
-    tier: checked(
-        SQL_TIER.match, "{value!r} is not a Cloud SQL for PostgreSQL tier; use db-f1-micro, db-g1-small or "
-        "db-custom-CPUS-MEMORY_MB (e.g. db-custom-1-3840)",
-    ) = Field("db-f1-micro", description="Cloud SQL tier; sets `max_connections` (see *Connection budget*)")
+    tier: Annotated[str, AfterValidator(check_tier)] = Field(
+        "db-f1-micro", description="Cloud SQL tier; sets `max_connections` (see *Connection budget*)"
+    )
     disk_size_gb: within(10, 65536) = Field(10, description="SSD size in GB")
     version: checked(SQL_VERSION.match, "{value!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)") = Field(
         "POSTGRES_18", description="PostgreSQL major version; Enterprise edition, PITR on",
@@ -248,13 +250,6 @@ class DatabaseConfig(Section):
     )
     backup_retention_days: within(1, 365) = Field(7, description="days of automated backups kept")
     password_revision: within(1, why="; bump it to rotate") = Field(1, description="bump to rotate the generated password")
-
-    @model_validator(mode="after")
-    def tier_has_a_shape(self) -> DatabaseConfig:
-        if not tier_shape_fits(self.tier):
-            raise Problems([f"database.tier: {self.tier!r} has no valid CPU/memory shape; use 1 or an even number of CPUs, "
-                            "0.9-6.5 GB per CPU and at least 3840 MB, in multiples of 256 MB (e.g. db-custom-2-7680)"])
-        return self
 
     @property
     def max_connections(self) -> int:
