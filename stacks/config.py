@@ -202,6 +202,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+PLACES = ["local", "bucket"]
+
+
 class StateConfig(Section):
     """The Terraform state bucket the bootstrap stack makes: one for all environments, the same table in every file."""
 
@@ -215,9 +218,9 @@ class StateConfig(Section):
     location: checked(is_location, "{value!r} is not a bucket location; use a region or EU, US or ASIA", empty_ok=True) = Field(
         "", description="a region or EU, US, ASIA; fixed once the bucket exists"
     )
-    bootstrap_state: checked(lambda v: v in ("local", "bucket"), "{value!r} is not a place; use \"local\" or \"bucket\"") = Field(
+    bootstrap_state: checked(lambda v: v in PLACES, "{value!r} is not a place; use \"local\" or \"bucket\"", enum=PLACES) = Field(
         "local", description="where the bootstrap stack keeps its own state: `local` (a file beside `cdktf.json`) until the "
-        "bucket exists, then `bucket` (see *Moving the bootstrap state*)", json_schema_extra={"enum": ["local", "bucket"]},
+        "bucket exists, then `bucket` (see *Moving the bootstrap state*)",
     )
 
 
@@ -244,9 +247,9 @@ class DatabaseConfig(Section):
         "db-f1-micro", description="Cloud SQL tier; sets `max_connections` (see *Connection budget*)"
     )
     disk_size_gb: within(10, 65536) = Field(10, description="SSD size in GB")
-    version: checked(SQL_VERSION.match, "{value!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)") = Field(
-        "POSTGRES_18", description="PostgreSQL major version; Enterprise edition, PITR on",
-        json_schema_extra={"enum": [f"POSTGRES_{v}" for v in range(14, 19)]},
+    version: checked(SQL_VERSION.match, "{value!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)",
+                     enum=[f"POSTGRES_{v}" for v in range(14, 19)]) = Field(
+        "POSTGRES_18", description="PostgreSQL major version; Enterprise edition, PITR on"
     )
     backup_retention_days: within(1, 365) = Field(7, description="days of automated backups kept")
     password_revision: within(1, why="; bump it to rotate") = Field(1, description="bump to rotate the generated password")
@@ -264,9 +267,9 @@ class ServerConfig(Section):
         IMAGE.match, "{value!r} is not a pinned image reference; write REGISTRY/PATH:TAG or REGISTRY/PATH@sha256:DIGEST, "
         "or remove it to use this environment's Artifact Registry", empty_ok=True,
     ) = Field("", description="pinned tag or digest; tags are immutable in the registry")
-    cpu: checked(lambda v: v in CLOUD_RUN_MEMORY_PER_CPU, "{value!r} must be \"1\", \"2\", \"4\" or \"8\"") = Field(
-        "1", description="CPUs per instance (see *The server image and its sizing*)",
-        json_schema_extra={"enum": list(CLOUD_RUN_MEMORY_PER_CPU)},
+    cpu: checked(lambda v: v in CLOUD_RUN_MEMORY_PER_CPU, "{value!r} must be \"1\", \"2\", \"4\" or \"8\"",
+                 enum=list(CLOUD_RUN_MEMORY_PER_CPU)) = Field(
+        "1", description="CPUs per instance (see *The server image and its sizing*)"
     )
     memory: checked(lambda v: MEMORY.match(v) and 512 <= mebibytes(v) <= 32768, "{value!r} must look like \"1Gi\" or \"768Mi\", "
                     "from 512Mi to 32Gi") = Field("1Gi", description="memory per instance; must fit the CPUs")

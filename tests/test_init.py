@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 ARGS = ["prod", "--project", "acme-ml", "--region", "us-central1", "--domain", "mlflow.acme.com", "--member", "group:ml@acme.com"]
 
 
-def init(tmp_path: Path, *args: str, gcloud: str | None = None) -> subprocess.CompletedProcess:
-    """Run the command with only a fake gcloud (or none) on PATH, stdin not a terminal, writing into tmp_path/config."""
+def init(tmp_path: Path, *args: str, gcloud: str | None = None, stdin: int = subprocess.DEVNULL) -> subprocess.CompletedProcess:
+    """Run the command with only a fake gcloud (or none) on PATH, writing into tmp_path/config; stdin no terminal unless given."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     if gcloud is not None:
@@ -27,7 +28,7 @@ def init(tmp_path: Path, *args: str, gcloud: str | None = None) -> subprocess.Co
     (tmp_path / "config").mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", "stacks.init", *args, "--config-dir", str(tmp_path / "config")],
-        cwd=REPO, env={"PATH": str(bin_dir), "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
+        cwd=REPO, env={"PATH": str(bin_dir), "PYTHONPATH": str(REPO)}, stdin=stdin,
         capture_output=True, text=True,
     )
 
@@ -58,6 +59,19 @@ def test_without_gcloud_or_a_terminal_the_number_is_required_and_every_problem_s
     assert "project_number: unknown" in result.stderr and "pass --project-number" in result.stderr
     assert "region: 'us-central' is not a Google Cloud region; did you mean `us-central1`?" in result.stderr
     assert not (tmp_path / "config" / "prod.toml").exists()
+
+
+def test_on_a_terminal_without_gcloud_the_number_is_asked_for(tmp_path):
+    terminal, user_side = os.openpty()
+    os.write(terminal, b"444555666777\n")
+    try:
+        result = init(tmp_path, *ARGS, stdin=user_side)
+    finally:
+        os.close(terminal)
+        os.close(user_side)
+    assert result.returncode == 0, result.stderr
+    assert "project number of acme-ml" in result.stdout
+    assert parse_config((tmp_path / "config" / "prod.toml").read_text()).project_number == "444555666777"
 
 
 def test_a_failing_gcloud_falls_back_to_requiring_the_number(tmp_path):
