@@ -4,7 +4,9 @@ A pydantic model: types, defaults, unknown and missing keys are the library's; o
 next to their fields. Checks of one field always run; checks across fields (model validators) run once
 the fields they read are valid. Every problem of a file is reported at once, on one line of
 "field: what is wrong; the fix". Nothing here imports a CDK runtime, so refusing is instant.
-To add a key: one annotated line in its section (type, default, description), plus its check.
+To add a key: one line in its section, `name: checked(test, "{value!r} is ...; fix") = Field(default,
+description=...)` (or `within(low, high)`, `listed(Item)`), a model validator only for a check across
+fields; then `python -m stacks.config_docs` regenerates the schema and the README's table.
 """
 
 from __future__ import annotations
