@@ -7,7 +7,6 @@ config's defaults, the README's table, start.sh's own header, the Dockerfile —
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -59,7 +58,7 @@ def readme_contract() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory, example_config):
     """The service as a config that leaves every [server] key at its default synthesizes it."""
-    cfg = dataclasses.replace(example_config, server=ServerConfig())
+    cfg = example_config.model_copy(update={"server": ServerConfig()})
     stack = Synth([cfg], tmp_path_factory.mktemp("defaults")).stacks["mlflow-example"]
     return stack
 

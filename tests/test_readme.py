@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import typing
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from stacks.config import Config
 from tests.synth import one, resource
@@ -24,16 +24,15 @@ def documented_keys() -> set[str]:
 
 
 def config_keys() -> set[str]:
-    """Every key of the config, `section.key` for the fields of each section: read from the types, so a
+    """Every key of the config, `section.key` for the fields of each section: read from the model, so a
     new section or a required one (like [state]) needs no edit here."""
     keys = set()
-    hints = typing.get_type_hints(Config)
-    for field in dataclasses.fields(Config):
-        section = hints[field.name]
-        if dataclasses.is_dataclass(section):
-            keys |= {f"{field.name}.{f.name}" for f in dataclasses.fields(section)}
+    for name, field in Config.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            keys |= {f"{name}.{key}" for key in section.model_fields}
         else:
-            keys.add(field.name)
+            keys.add(name)
     return keys
 
 

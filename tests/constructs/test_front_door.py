@@ -83,7 +83,7 @@ def test_iap_settings_allowlist_oauth_clients_only_when_configured(mlflow, mlflo
     assert_matches(
         one(mlflow_prod, "google_iap_settings"),
         {
-            "name": "projects/123456789012/iap_web/compute/services/${google_compute_backend_service.front-door_backend_ED3308D3.name}",
+            "name": "projects/210987654321/iap_web/compute/services/${google_compute_backend_service.front-door_backend_ED3308D3.name}",
             "access_settings": {
                 "oauth_settings": {"programmatic_clients": ["123456789012-abc123.apps.googleusercontent.com"]}
             },

@@ -88,14 +88,14 @@ def test_the_backend_store_uri_comes_from_secret_manager_never_a_plain_value(mlf
     }
 
 
-def test_the_server_believes_only_what_iap_signed_for_the_front_doors_backend_service(mlflow, mlflow_prod):
+def test_the_server_believes_only_what_iap_signed_for_the_front_doors_backend_service(mlflow, mlflow_prod, example_config, prod_config):
     """docker/iap_identity.py verifies every request against this audience; verification is the
     image's default (on), so nothing switches it."""
-    for stack in (mlflow, mlflow_prod):
+    for stack, cfg in ((mlflow, example_config), (mlflow_prod, prod_config)):
         [backend] = stack["resource"]["google_compute_backend_service"]
         env = env_of(container(stack))
         assert env["MLFLOW_IAP_AUDIENCE"] == (
-            f"/projects/123456789012/global/backendServices/${{google_compute_backend_service.{backend}.generated_id}}"
+            f"/projects/{cfg.project_number}/global/backendServices/${{google_compute_backend_service.{backend}.generated_id}}"
         )
         assert "MLFLOW_IAP_VERIFICATION" not in env and "MLFLOW_IAP_TEST_KEYS_URL" not in env
 
