@@ -122,6 +122,10 @@ def _connection_lost(original, self: ZttpH2Protocol, exc: Exception | None) -> N
     _wake_credit_waiters(self)
 
 
+import cloudsql_iam  # noqa: E402  (IAM database login, in every worker, before MLflow's engines exist)
+
+cloudsql_iam.install()
+
 from mlflow.server.fastapi_app import app  # noqa: E402
 
 __all__ = ["app"]
