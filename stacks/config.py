@@ -91,6 +91,9 @@ class DatabaseConfig:
     version: str = "POSTGRES_18"
     backup_retention_days: int = 7
     password_revision: int = 1
+    # --- issue 15 --- default "iam": the server logs in as its service account's IAM database user,
+    # no password exists. "password": a generated password in state and in Secret Manager.
+    auth: str = "iam"
 
     @property
     def max_connections(self) -> int:
@@ -499,6 +502,8 @@ def _validate_database(db: DatabaseConfig, problems: list[str]) -> None:
         problems.append(f"database.disk_size_gb: {db.disk_size_gb} must be between 10 and 65536")
     if not SQL_VERSION.match(db.version):
         problems.append(f"database.version: {db.version!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)")
+    if db.auth not in ("iam", "password"):
+        problems.append(f'database.auth: {db.auth!r} is not a login method; use "iam" (no password, the default) or "password"')
     if db.password_revision < 1:
         problems.append(f"database.password_revision: {db.password_revision} must be 1 or more; bump it to rotate")
     if not 1 <= db.backup_retention_days <= 365:
