@@ -15,13 +15,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import requests
 from google.auth._helpers import REFRESH_THRESHOLD
 from mlflow import MlflowClient
 
 from tests.server.conftest import Database, Launcher
 from tests.server.fake_metadata import IAM_DATABASE_USER, FakeMetadataServer
 from tests.server.pg import PostgresCluster
-from tests.server.proc import MIGRATE_SH, START_SH, ServerProcess, run_script, script_env
+from tests.server.proc import MIGRATE_SH, START_SH, ConnectionSampler, ServerProcess, run_load, run_script, script_env
 
 SCOPE = "https://www.googleapis.com/auth/sqlservice.login"
 _names = itertools.count(1)
@@ -162,6 +163,35 @@ def test_a_rotated_token_is_used_by_new_connections_while_pooled_ones_keep_servi
     fetched = [r.token for r in metadata.token_requests[requests_before:]]
     assert fetched and set(fetched) == {"ya29.token-two"}
     assert server.proc.poll() is None
+
+
+def test_with_two_workers_every_worker_logs_in_with_a_token(
+    postgres: PostgresCluster, metadata: FakeMetadataServer, iam_env: dict[str, str], iam_database: Database, start_server: Launcher
+) -> None:
+    """uvicorn's workers are fresh processes: each installs the hook when it imports mlflow_asgi."""
+    metadata.issue("ya29.two-workers")
+    set_token_password(postgres, "ya29.two-workers")
+    assert run(MIGRATE_SH, iam_database, iam_env).returncode == 0
+    metadata.token_requests.clear()
+    # Over TCP, so that each database connection can be traced to the worker holding it.
+    tcp = f"postgresql+psycopg2://{quote(IAM_DATABASE_USER, safe='')}@127.0.0.1:{postgres.port}/{iam_database.name}"
+    server = start(start_server, iam_database, iam_env, MLFLOW_WORKERS="2", MLFLOW_BACKEND_STORE_URI=tcp)
+    server.wait_healthy()
+
+    def search(session: requests.Session, i: int) -> requests.Response:
+        # A new HTTP connection each time, so that either worker may accept it.
+        url = f"{server.url}/api/2.0/mlflow/experiments/search"
+        return session.post(url, json={"max_results": 1}, headers={"Connection": "close"}, timeout=30)
+
+    with ConnectionSampler(server, postgres.port, lambda: 0) as sampled:
+        load = run_load(clients=8, seconds=4, request=search)
+
+    # Without a token a worker's connection would have had no password at all and been refused.
+    assert load.ok > 20 and not load.failed, load
+    workers = [p.pid for p in server.tree() if p.pid != server.proc.pid and sampled.max_by_pid.get(p.pid, 0) > 0]
+    assert len(workers) == 2, sampled.max_by_pid
+    # serve.py's start-up checks, then each worker: one token each, cached for all their connections.
+    assert [r.scopes for r in metadata.token_requests] == [SCOPE] * 3
 
 
 # --- refusals ------------------------------------------------------------------------------------
