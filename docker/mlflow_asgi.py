@@ -123,6 +123,10 @@ def _connection_lost(original, self: ZttpH2Protocol, exc: Exception | None) -> N
     _wake_credit_waiters(self)
 
 
+import cloudsql_iam  # noqa: E402  (IAM database login, in every worker, before MLflow's engines exist)
+
+cloudsql_iam.install()
+
 import iap_identity  # noqa: E402
 from mlflow.server.fastapi_app import app as mlflow_app  # noqa: E402
 

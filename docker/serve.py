@@ -20,6 +20,10 @@ included). What this adds, checked against MLflow 3.17.2's source:
 3. uvicorn serves mlflow_asgi.py's app (next to this file), which is MLflow's app behind IAP
    verification, with uvicorn's HTTP/2 protocol mended (see there): the command MLflow built is
    otherwise run as it is. The IAP settings are checked first (iap_identity.py), before the database.
+
+4. With MLFLOW_BACKEND_STORE_AUTH=iam, every database connection here and in uvicorn logs in with
+   an IAM access token (cloudsql_iam.py, next to this file); a token that cannot be had or that the
+   database refuses stops the start with one line.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECOND
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy.pool import NullPool
 
+    from cloudsql_iam import TokenUnavailable, enabled
+
     engine = sqlalchemy.create_engine(backend_store_uri, poolclass=NullPool)
     deadline = time.monotonic() + wait_seconds
     try:
@@ -59,10 +65,17 @@ def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECOND
             try:
                 with engine.connect() as connection:
                     return MigrationContext.configure(connection).get_current_revision()
+            except TokenUnavailable as e:
+                fail(f"cannot log in to the backend store with IAM: {e}")
             except sqlalchemy.exc.OperationalError as e:
                 # The driver's message runs over several lines; the first names the cause.
                 cause = str(e.orig).strip().splitlines()[0]
                 if not any(t in cause.lower() for t in TRANSIENT) or time.monotonic() >= deadline:
+                    if enabled() and "authentication failed" in cause:
+                        cause += (
+                            f" (IAM login as {engine.url.username}: the service account needs "
+                            "roles/cloudsql.instanceUser and a CLOUD_IAM_SERVICE_ACCOUNT database user)"
+                        )
                     fail(f"cannot reach the backend store: {cause}")
                 time.sleep(min(0.25 * 2**attempt, 5.0))
     finally:
@@ -114,6 +127,9 @@ def main() -> None:
     backend_store_uri = os.environ.get("MLFLOW_BACKEND_STORE_URI", "")
     if not backend_store_uri:
         fail("MLFLOW_BACKEND_STORE_URI is not set")
+    import cloudsql_iam
+
+    cloudsql_iam.install()
     require_migrated_schema(backend_store_uri)
 
     import mlflow.server

@@ -4,6 +4,10 @@
 #
 #   MLFLOW_BACKEND_STORE_URI    required. postgresql+psycopg2://USER:PASSWORD@/DB?host=/cloudsql/P:R:I
 #                               (password URL-encoded). Never put on a command line.
+#   MLFLOW_BACKEND_STORE_AUTH   password   password: the URI's. iam: the URI names the service
+#                                          account's IAM database user (USER%40PROJECT.iam@) and
+#                                          has no password; each new connection logs in with an
+#                                          access token from Application Default Credentials.
 #   PORT                        8080       listen on 0.0.0.0:$PORT (Cloud Run sets it)
 #   MLFLOW_ARTIFACTS_DESTINATION /mnt/gcs  where proxied artifacts go (the GCS volume mount)
 #   MLFLOW_ALLOWED_HOSTS        unset      comma list of accepted Host headers; others get 403
@@ -54,6 +58,19 @@ case $MLFLOW_BACKEND_STORE_URI in
         fail "MLFLOW_BACKEND_STORE_URI must start with postgresql+psycopg2:// (the only PostgreSQL driver installed)" ;;
 esac
 
+MLFLOW_BACKEND_STORE_AUTH=${MLFLOW_BACKEND_STORE_AUTH:-password}
+case $MLFLOW_BACKEND_STORE_AUTH in
+    password) ;;
+    iam)
+        # A colon in the userinfo (before the @) starts a password, which IAM login would ignore.
+        authority=${MLFLOW_BACKEND_STORE_URI#*://}
+        authority=${authority%%/*}
+        case $authority in
+            *:*@*) fail "MLFLOW_BACKEND_STORE_URI has a password, but MLFLOW_BACKEND_STORE_AUTH=iam logs in with access tokens; remove the password from the URI" ;;
+        esac ;;
+    *) fail "MLFLOW_BACKEND_STORE_AUTH must be password or iam, got '$MLFLOW_BACKEND_STORE_AUTH'" ;;
+esac
+
 PORT=${PORT:-8080}
 MLFLOW_ARTIFACTS_DESTINATION=${MLFLOW_ARTIFACTS_DESTINATION:-/mnt/gcs}
 MLFLOW_ALLOWED_HOSTS=${MLFLOW_ALLOWED_HOSTS:-}
@@ -83,8 +100,9 @@ artifacts_writable ||
     fail "cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION=$MLFLOW_ARTIFACTS_DESTINATION as uid $(id -u); mount it read-write for this user (Cloud Run GCS volume: read_only false, mount options uid=$(id -u),gid=$(id -g)) or point MLFLOW_ARTIFACTS_DESTINATION at a writable directory"
 
 # MLflow reads the pool settings itself, in every worker; iap_identity.py reads the IAP ones (serve.py
-# checks them first, before the database).
-export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW MLFLOW_IAP_VERIFICATION MLFLOW_IAP_AUDIENCE
+# checks them first, before the database); cloudsql_iam.py reads MLFLOW_BACKEND_STORE_AUTH.
+export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW MLFLOW_IAP_VERIFICATION MLFLOW_IAP_AUDIENCE \
+    MLFLOW_BACKEND_STORE_AUTH
 # No huey job runner and consumers (7 extra processes, ~1 GB): nothing here uses MLflow jobs.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 # No usage reporting to MLflow's telemetry endpoint from a private server.

@@ -206,6 +206,7 @@ class Section(BaseModel):
 
 
 PLACES = ["local", "bucket"]
+AUTHS = ["iam", "password"]
 
 
 class StateConfig(Section):
@@ -255,10 +256,17 @@ class DatabaseConfig(Section):
         "POSTGRES_18", description="PostgreSQL major version; Enterprise edition, PITR on"
     )
     backup_retention_days: within(1, 365) = Field(7, description="days of automated backups kept")
-    password_revision: within(1, why="; bump it to rotate") = Field(1, description="bump to rotate the generated password")
+    password_revision: within(1, why="; bump it to rotate") = Field(
+        1, description="`auth = \"password\"` only: bump to rotate the generated password (user and secret follow)"
+    )
     instance_name: checked(SQL_INSTANCE.match, "{value!r} is not a Cloud SQL instance name; use lowercase letters, digits and "
                            "hyphens, starting with a letter, or remove it for <name_prefix>-db", empty_ok=True) = Field(
         "", description="the Cloud SQL instance's name; set it only to adopt a restored clone (see *Restore*)"
+    )
+    auth: checked(lambda v: v in AUTHS, "{value!r} is not a login method; use \"iam\" (no password, the default) or \"password\"",
+                  enum=AUTHS) = Field(
+        "iam", description="`iam`: the server and the migration job log in as their service account's IAM database user, "
+        "no password exists anywhere; `password`: a generated password in state and in Secret Manager (see *Security posture*)",
     )
 
     @property

@@ -6,7 +6,7 @@ from constructs.cdk import Annotations, TerraformOutput, TerraformStack, Terrafo
 from constructs.cdk.google.provider import GoogleProvider
 from constructs import Construct
 
-from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps
+from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
 from constructs.billing_budget import BillingBudget, BillingBudgetProps
 from constructs.client_identity import ClientIdentity, ClientIdentityProps
 from constructs.dns_zone import DnsZone, DnsZoneProps
@@ -36,7 +36,8 @@ class MlflowStack(TerraformStack):
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
         use_google(self, cfg.project_id, cfg.region)
-        use_random(self)
+        if cfg.database.auth == "password":
+            use_random(self)
         p, prefix = cfg.project_id, cfg.name_prefix
         location = cfg.artifact_location or cfg.region
         if not cfg.protect_data:
@@ -56,6 +57,12 @@ class MlflowStack(TerraformStack):
                 private_services_cidr=cfg.network.private_services_cidr,
             ),
         )
+        iam_login = cfg.database.auth == "iam"
+        server = ServerIdentity(
+            self,
+            "server-identity",
+            ServerIdentityProps(project=p, account_id=f"{prefix}-server", database_login=iam_login),
+        )
         database = SqlDatabase(
             self,
             "database",
@@ -71,6 +78,7 @@ class MlflowStack(TerraformStack):
                 backup_retention_days=cfg.database.backup_retention_days,
                 password_revision=cfg.database.password_revision,
                 protect_from_destroy=cfg.protect_data,
+                iam_service_account_email=server.email if iam_login else "",
             ),
         )
         artifacts = PrivateBucket(
@@ -83,32 +91,35 @@ class MlflowStack(TerraformStack):
                 protect_from_destroy=cfg.protect_data,
             ),
         )
-        secret = BackendStoreSecret(
-            self,
-            "backend-store-uri",
-            BackendStoreSecretProps(
-                project=p,
-                region=cfg.region,
-                secret_id=f"{prefix}-backend-store-uri",
-                user=database.user_name,
-                password=database.password,
-                database=database.database_name,
-                connection_name=database.connection_name,
-                revision=cfg.database.password_revision,
-                protect_from_destroy=cfg.protect_data,
-            ),
-        )
-        server = ServerIdentity(self, "server-identity", ServerIdentityProps(project=p, account_id=f"{prefix}-server"))
-        server_grants = [
-            secret.grant_access("server-reads-uri", server.member),
-            artifacts.grant_object_user("server-object-user", server.member),
-            *server.project_roles,
-        ]
+        server_grants = [artifacts.grant_object_user("server-object-user", server.member), *server.project_roles]
+        if iam_login:
+            # Nothing secret: the URI names the IAM user, each connection's token comes from the metadata server.
+            backend_store = {
+                "iam_backend_store_uri": iam_backend_store_uri(
+                    database.user_name, database.database_name, database.connection_name
+                )
+            }
+        else:
+            secret = BackendStoreSecret(
+                self,
+                "backend-store-uri",
+                BackendStoreSecretProps(
+                    project=p,
+                    region=cfg.region,
+                    secret_id=f"{prefix}-backend-store-uri",
+                    user=database.user_name,
+                    password=database.password,
+                    database=database.database_name,
+                    connection_name=database.connection_name,
+                    revision=cfg.database.password_revision,
+                    protect_from_destroy=cfg.protect_data,
+                ),
+            )
+            server_grants.insert(0, secret.grant_access("server-reads-uri", server.member))
+            backend_store = {"backend_store_secret_id": secret.secret_id, "backend_store_secret_version": secret.version}
 
         container = ServerContainerProps(
             image=cfg.server_image,
-            backend_store_secret_id=secret.secret_id,
-            backend_store_secret_version=secret.version,
             sql_connection_name=database.connection_name,
             artifact_bucket=artifacts.bucket_name,
             artifact_mount_path=cfg.server.artifact_mount_path,
@@ -116,6 +127,7 @@ class MlflowStack(TerraformStack):
             workers=cfg.server.workers,
             pool_size=cfg.server.pool_size,
             max_overflow=cfg.server.max_overflow,
+            **backend_store,
         )
         placement = RunPlacement(
             project=p,
@@ -193,8 +205,9 @@ class MlflowStack(TerraformStack):
             "migration-job",
             MigrationJobProps(name=f"{prefix}-migrate", placement=placement, container=container),
         )
-        # Cloud Run checks the secret, the bucket mount and the SQL role when a revision starts, and
-        # a new image only starts once the migration job has run with it.
+        # Cloud Run checks the secret, the bucket mount and the SQL roles when a revision starts (and
+        # the first login needs the IAM user), and a new image only starts once the migration job has
+        # run with it.
         wait_for(migration, server_grants)
         wait_for(service, [*server_grants, migration.execution])
         # Created by the project stack, which is applied first.

@@ -31,10 +31,11 @@ PROD_TOML = edited(
         'allowed_domains = ["example.com"]\n'
         'image_builders = ["group:ml-platform@example.com"]',
     ),
-    # A rotated password: revision 2 must reach the password, the SQL user and the secret version.
+    # Password login (the example uses IAM), rotated: revision 2 must reach the password, the SQL
+    # user and the secret version.
     # One state bucket for both, in the example's project (the example's [state] gets it by default).
     ("[state]\n", '[state]\nproject = "example-mlflow-project"\n'),
-    ('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"\npassword_revision = 2'),
+    ('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"\nauth = "password"\npassword_revision = 2'),
 ) + (
     '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
     '\n[iap_oauth_client]\nclient_id = "123456789012-iapclient.apps.googleusercontent.com"\nsecret_version = 2\n'

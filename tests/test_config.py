@@ -66,6 +66,17 @@ def test_a_bad_value_names_the_field_and_the_fix(key, value, field, fix):
     assert f"{field}" in message and fix in message, message
 
 
+def test_database_login_is_iam_unless_password_is_asked_for():
+    assert parse_config(EXAMPLE, "env.toml").database.auth == "iam"
+    chosen = parse_config(EXAMPLE.replace("[database]\n", '[database]\nauth = "password"\n'), "env.toml")
+    assert chosen.database.auth == "password"
+
+
+def test_an_unknown_database_login_method_is_refused():
+    message = rejection(EXAMPLE.replace("[database]\n", '[database]\nauth = "token"\n'))
+    assert "database.auth: 'token' is not a login method; use \"iam\" (no password, the default) or \"password\"" in message
+
+
 def test_an_unknown_state_location_is_refused():
     message = rejection(EXAMPLE.replace("[state]\n", '[state]\nlocation = "MARS"\n'))
     assert "state.location: 'MARS' is not a bucket location; use a region or EU, US or ASIA" in message

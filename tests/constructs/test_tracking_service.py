@@ -78,8 +78,9 @@ def test_the_bucket_is_mounted_as_the_images_user_so_the_server_can_write_artifa
     assert artifacts["gcs"]["mount_options"] == ["uid=10001", "gid=10001"]
 
 
-def test_the_backend_store_uri_comes_from_secret_manager_never_a_plain_value(mlflow):
-    env = env_of(container(mlflow))
+def test_a_backend_store_uri_with_a_password_comes_from_secret_manager_never_a_plain_value(mlflow_prod):
+    env = env_of(container(mlflow_prod))
+    assert "MLFLOW_BACKEND_STORE_AUTH" not in env, "password login is the image's default"
     assert env["MLFLOW_BACKEND_STORE_URI"] == {
         "secret_key_ref": {
             "secret": "${google_secret_manager_secret.backend-store-uri_secret_7137454D.secret_id}",
@@ -140,14 +141,22 @@ def test_the_service_never_migrates_the_database(mlflow):
     assert "command" not in container(mlflow) and "args" not in container(mlflow)
 
 
-def test_it_starts_only_after_its_grants_and_the_migration_for_its_image(mlflow):
-    assert set(service(mlflow)["depends_on"]) == {
-        "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8",
-        "google_storage_bucket_iam_member.artifacts_server-object-user_ED5A10FD",
-        "google_project_iam_member.server-identity_cloudsqlclient_01626B14",
-        "google_project_iam_member.server-identity_logginglogWriter_BEE02F96",
-        "google_project_iam_member.server-identity_monitoringmetricWriter_EDFDFBAF",
-        "terraform_data.migration-job_execution_4D7B6444",
+SERVER_ROLES = {
+    "google_storage_bucket_iam_member.artifacts_server-object-user_ED5A10FD",
+    "google_project_iam_member.server-identity_cloudsqlclient_01626B14",
+    "google_project_iam_member.server-identity_logginglogWriter_BEE02F96",
+    "google_project_iam_member.server-identity_monitoringmetricWriter_EDFDFBAF",
+    "terraform_data.migration-job_execution_4D7B6444",
+}
+
+
+def test_it_starts_only_after_its_grants_and_the_migration_for_its_image(mlflow, mlflow_prod):
+    """With IAM login the database login role, with a password the secret's reader grant."""
+    assert set(service(mlflow)["depends_on"]) == SERVER_ROLES | {
+        "google_project_iam_member.server-identity_cloudsqlinstanceUser_9F96A692"
+    }
+    assert set(service(mlflow_prod)["depends_on"]) == SERVER_ROLES | {
+        "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8"
     }
 
 
@@ -172,7 +181,11 @@ def test_the_container_is_served_end_to_end_over_http2_so_uploads_are_not_capped
 
 
 def service_props(**change):
-    container = ServerContainerProps("img:1", "s", "1", "p:r:i", "b", "/mnt/gcs", "mlflow.example.com", 1, 2, 1)
+    container = ServerContainerProps(
+        image="img:1", sql_connection_name="p:r:i", artifact_bucket="b", artifact_mount_path="/mnt/gcs",
+        domain="mlflow.example.com", workers=1, pool_size=2, max_overflow=1,
+        backend_store_secret_id="s", backend_store_secret_version="1",
+    )
     placement = RunPlacement("p", "europe-west1", "sa@p.iam.gserviceaccount.com", "vpc", "subnet")
     props = dict(name="mlflow-server", placement=placement, container=container, cpu="1", memory="1Gi",
                  min_instances=0, max_instances=2, concurrency=20,
@@ -214,6 +227,8 @@ def test_a_tracking_service_takes_either_shape_of_iap_audience():
         ("artifact_mount_path", "/cloudsql", "ServerContainerProps.artifact_mount_path: '/cloudsql'"),
         ("artifact_mount_path", "mnt/gcs", "ServerContainerProps.artifact_mount_path: 'mnt/gcs'"),
         ("image", "", "ServerContainerProps.image: is empty"),
+        ("iam_backend_store_uri", "postgresql+psycopg2://sa%40p.iam@/mlflow", "ServerContainerProps: give either iam_backend_store_uri"),
+        ("backend_store_secret_version", "", "ServerContainerProps: give either iam_backend_store_uri"),
     ],
 )
 def test_the_server_container_refuses_props_that_make_no_sense(field, value, message):
