@@ -136,6 +136,9 @@ def serve_in_place(cmd, *, extra_env=None, **_kwargs):
     dispose_store_engines()
     # What MLflow meant for the child's environment (store URIs, artifact settings) the app reads here.
     os.environ.update(extra_env or {})
+    # The command line uvicorn runs with (no secret is on it), for the logs: with one worker no
+    # process shows it.
+    print(f"{PROG}: uvicorn {' '.join(argv[3:])}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     if worker_count(argv) == 1:
