@@ -25,7 +25,7 @@ included). What this adds, checked against MLflow 3.17.2's source:
    and each worker imports it once, as it must.
 
 4. No cyclic garbage collection while MLflow is imported (the collector would walk the hundreds
-   of thousands of objects the imports create, again and again: ~20% of the start); what the
+   of thousands of objects the imports create, again and again: ~15% of the start); what the
    imports built is then frozen out of the collector's generations for the process's life, and it
    is back on before uvicorn serves.
 
