@@ -16,6 +16,7 @@ from constructs.migration_job import MigrationJob, MigrationJobProps
 from constructs.monitoring import AlertThresholds, Monitoring, MonitoringProps
 from constructs.network import Network, NetworkProps
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
+from constructs.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
 from constructs.server_container import RunPlacement, ServerContainerProps
 from constructs.server_identity import ServerIdentity, ServerIdentityProps
 from constructs.sql_database import SqlDatabase, SqlDatabaseProps
@@ -205,11 +206,24 @@ class MlflowStack(TerraformStack):
             "migration-job",
             MigrationJobProps(name=f"{prefix}-migrate", placement=placement, container=container),
         )
+        upgrade = SchemaUpgrade(
+            self,
+            "schema-upgrade",
+            SchemaUpgradeProps(
+                project=p,
+                region=cfg.region,
+                sql_instance_name=database.instance_name,
+                service_name=service_name,
+                image=cfg.server_image,
+            ),
+        )
         # Cloud Run checks the secret, the bucket mount and the SQL roles when a revision starts (and
         # the first login needs the IAM user), and a new image only starts once the migration job has
-        # run with it.
+        # run with it, behind the closed ingress.
         wait_for(migration, server_grants)
+        wait_for(migration.execution, [upgrade.writers_stopped])
         wait_for(service, [*server_grants, migration.execution])
+        wait_for(upgrade.reopen, [service])
         # Created by the project stack, which is applied first.
         service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
         dns = DnsZone(
@@ -294,6 +308,12 @@ class MlflowStack(TerraformStack):
             "migration_command",
             value=migration.execute_command,
             description="Runs the migration by hand; every apply that changes the image already runs it",
+        )
+        TerraformOutput(
+            self,
+            "reopen_command",
+            value=upgrade.reopen_command,
+            description="Reopens the service after an upgrade stopped with it closed (README: Migrations and upgrades)",
         )
         TerraformOutput(
             self,

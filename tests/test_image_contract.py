@@ -15,7 +15,7 @@ import pytest
 from constructs.cloudsql_socket import CLOUDSQL_MOUNT
 from constructs.migration_job import MIGRATE_COMMAND
 from stacks.config import ServerConfig
-from tests.synth import Synth, env_of, one
+from tests.synth import Synth, env_of, one, resource
 
 REPO = Path(__file__).resolve().parent.parent
 START_SH = (REPO / "docker" / "start.sh").read_text()
@@ -101,7 +101,7 @@ def test_the_migration_command_is_a_script_the_dockerfile_installs_there():
 
 
 def test_the_migration_output_is_the_command_the_apply_runs(mlflow):
-    provisioner = one(mlflow, "terraform_data")["provisioner"][0]["local-exec"]["command"]
+    provisioner = resource(mlflow, "terraform_data", "migration-job/execution")["provisioner"][0]["local-exec"]["command"]
     assert mlflow["output"]["migration_command"]["value"] == provisioner
 
 

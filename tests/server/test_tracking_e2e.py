@@ -221,9 +221,11 @@ def test_tracking_artifacts_and_registry_round_trip(client: MlflowClient, artifa
 def test_one_worker_is_one_process_and_no_job_runner(server: ServerProcess) -> None:
     [process] = server.tree()
     cmdline = " ".join(process.cmdline())
-    # start.sh execs Python, which execs uvicorn: the process Cloud Run signals is the server.
+    # start.sh execs Python, which runs MLflow's CLI and then uvicorn in itself: the process Cloud
+    # Run signals is the server.
     assert process.pid == server.proc.pid
-    assert "-m uvicorn" in cmdline and "--workers 1" in cmdline and "--host 0.0.0.0" in cmdline
+    assert "serve.py" in cmdline and "--workers 1" in cmdline and "--host 0.0.0.0" in cmdline
+    assert f"Started server process [{process.pid}]" in server.log()
     assert "huey" not in cmdline and "jobs" not in cmdline
 
 
