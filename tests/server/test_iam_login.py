@@ -40,7 +40,8 @@ def iam_env(metadata: FakeMetadataServer, tmp_path: Path) -> dict[str, str]:
     """The variables the service and the job get in IAM mode, plus where ADC finds the fake."""
     gcloud_config = tmp_path / "gcloud"
     gcloud_config.mkdir()
-    return {"MLFLOW_BACKEND_STORE_AUTH": "iam", **metadata.environment(gcloud_config)}
+    # No IAP in front of these servers (test_iap_identity.py covers it).
+    return {"MLFLOW_BACKEND_STORE_AUTH": "iam", "MLFLOW_IAP_VERIFICATION": "off", **metadata.environment(gcloud_config)}
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +117,9 @@ def test_migrate_then_start_log_in_with_access_tokens_and_mlflow_logs_runs(
     logged = MlflowClient(tracking_uri=server.url).get_run(run_id)
     assert logged.data.params == {"alpha": "0.5"} and logged.data.metrics == {"loss": 1.0 / 3}
     assert iam_sessions(postgres, iam_database), "the server holds no connection as the IAM user"
-    # One token per process (serve.py's start-up checks, then uvicorn), cached across every
-    # connection each of them opened, and always for the Cloud SQL login scope.
-    assert [r.scopes for r in metadata.token_requests] == [SCOPE, SCOPE]
+    # One worker serves in serve.py's own process (MLflow imported once): one token, cached across
+    # its start-up checks and every connection it opened, and always for the Cloud SQL login scope.
+    assert [r.scopes for r in metadata.token_requests] == [SCOPE]
     # The token is fetched at run time: in no argument, no environment and no log line.
     for process in server.tree():
         assert token not in " ".join(process.cmdline())
