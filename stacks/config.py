@@ -14,6 +14,7 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from constructs.cloud_run_iap import run_app_host
 from constructs.cloudsql_socket import CLOUDSQL_MOUNT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +132,50 @@ class CiConfig:
     github_repository: str = ""
 
 
+# --- Front door mode (issue 16): a separate block so the pydantic port (#19) can lift it. ---------
+FRONT_DOOR_MODES = ("load_balancer", "direct_iap")
+
+
+@dataclass(frozen=True)
+class FrontDoorConfig:
+    """How users reach MLflow. "load_balancer": the global external Application Load Balancer with
+    IAP on its backend service, a managed certificate for `domain` and DNS. "direct_iap": IAP on the
+    Cloud Run service itself, reached at its run.app URL; no load balancer, certificate or DNS."""
+
+    mode: str = "load_balancer"
+
+
+def _validate_front_door(cfg: "Config", problems: list[str]) -> None:
+    mode = cfg.front_door.mode
+    if mode not in FRONT_DOOR_MODES:
+        problems.append(f"front_door.mode: {mode!r} is not a mode; use \"load_balancer\" (default) or \"direct_iap\"")
+        return
+    if mode != "direct_iap":
+        return
+    host = cfg.direct_iap_host
+    if cfg.domain != host:
+        problems.append(
+            f"domain: {cfg.domain!r} is a custom domain, which direct_iap cannot serve (no load balancer, no "
+            f"certificate); write domain = \"{host}\" (the service's run.app host) or use mode = \"load_balancer\""
+        )
+    if cfg.dns != DnsConfig():
+        problems.append(
+            "dns.existing_zone: direct_iap creates no DNS record (users open the run.app URL); remove the [dns] "
+            "table or use front_door.mode = \"load_balancer\""
+        )
+    if cfg.iap_programmatic_clients:
+        problems.append(
+            "iap_programmatic_clients: only the load balancer's IAP settings are managed here; remove them in "
+            "direct_iap (the client plugin needs none) or use front_door.mode = \"load_balancer\""
+        )
+    if cfg.iap_oauth_client != IapOauthClientConfig():
+        problems.append(
+            "iap_oauth_client.client_id: direct_iap is built here for the Google-managed OAuth client only (project in an "
+            "organization, members from it); remove [iap_oauth_client] or use front_door.mode = \"load_balancer\""
+        )
+# --- end of the front door block ---
+
+
 # --- First deploy in an organization with secure-by-default policies (issue 14) ----------------------
 @dataclass(frozen=True)
 class IapOauthClientConfig:
@@ -243,6 +288,15 @@ class Config:
     iap_oauth_client: IapOauthClientConfig = IapOauthClientConfig()
     alerts: AlertsConfig = AlertsConfig()
     budget: BudgetConfig = BudgetConfig()
+    front_door: FrontDoorConfig = FrontDoorConfig()
+
+    @property
+    def server_service_name(self) -> str:
+        return f"{self.name_prefix}-server"
+
+    @property
+    def direct_iap_host(self) -> str:
+        return run_app_host(self.server_service_name, self.project_number, self.region)
 
     @property
     def registry_repository(self) -> str:
@@ -280,6 +334,7 @@ _SECTIONS = {
     "iap_oauth_client": IapOauthClientConfig,
     "alerts": AlertsConfig,
     "budget": BudgetConfig,
+    "front_door": FrontDoorConfig,
 }
 
 
@@ -393,6 +448,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"ci.github_repository: {cfg.ci.github_repository!r} must be OWNER/REPO")
     _validate_organization_fit(cfg, problems)
     _validate_operations(cfg, problems)
+    _validate_front_door(cfg, problems)
     if cfg.artifact_location and cfg.artifact_location not in BUCKET_MULTI_REGIONS | GCP_REGIONS:
         problems.append(
             f"artifact_location: {cfg.artifact_location!r} is not a bucket location; use a region or EU/US/ASIA, "

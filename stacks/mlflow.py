@@ -9,6 +9,7 @@ from constructs import Construct
 from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps
 from constructs.billing_budget import BillingBudget, BillingBudgetProps
 from constructs.client_identity import ClientIdentity, ClientIdentityProps
+from constructs.cloud_run_iap import CloudRunIap, CloudRunIapProps, signed_header_audience
 from constructs.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door import FrontDoor, FrontDoorProps
 from constructs.iap_service_agent import iap_service_agent_member
@@ -38,6 +39,7 @@ class MlflowStack(TerraformStack):
         use_google(self, cfg.project_id, cfg.region)
         use_random(self)
         p, prefix = cfg.project_id, cfg.name_prefix
+        direct_iap = cfg.front_door.mode == "direct_iap"
         location = cfg.artifact_location or cfg.region
 
         network = Network(
@@ -97,6 +99,12 @@ class MlflowStack(TerraformStack):
             *server.project_roles,
         ]
 
+        # The `aud` of the signed header (x-goog-iap-jwt-assertion) IAP adds in front of the service in
+        # direct_iap, known at synth; None behind the load balancer (its backend service id is known
+        # only at apply). Meant for the server container's expected IAP audience (issue 20).
+        self.iap_signed_header_audience: str | None = (
+            signed_header_audience(cfg.server_service_name, cfg.project_number, cfg.region) if direct_iap else None
+        )
         container = ServerContainerProps(
             image=cfg.server_image,
             backend_store_secret_id=secret.secret_id,
@@ -120,7 +128,7 @@ class MlflowStack(TerraformStack):
             self,
             "tracking-service",
             TrackingServiceProps(
-                name=f"{prefix}-server",
+                name=cfg.server_service_name,
                 placement=placement,
                 container=container,
                 cpu=cfg.server.cpu,
@@ -128,6 +136,7 @@ class MlflowStack(TerraformStack):
                 min_instances=cfg.server.min_instances,
                 max_instances=cfg.server.max_instances,
                 concurrency=cfg.server.concurrency,
+                direct_iap=direct_iap,
             ),
         )
         migration = MigrationJob(
@@ -169,35 +178,50 @@ class MlflowStack(TerraformStack):
             )
             secret_variable.add_override("ephemeral", True)
             oauth_secret = secret_variable.string_value
-        front_door = FrontDoor(
-            self,
-            "front-door",
-            FrontDoorProps(
-                project=p,
-                project_number=cfg.project_number,
-                region=cfg.region,
-                name=prefix,
-                domain=cfg.domain,
-                cloud_run_service=service.service_name,
-                iap_members=cfg.iap_members,
-                iap_accounts=iap_accounts,
-                iap_programmatic_clients=cfg.iap_programmatic_clients,
-                oauth_client_id=cfg.iap_oauth_client.client_id,
-                oauth_client_secret=oauth_secret,
-                oauth_client_secret_version=cfg.iap_oauth_client.secret_version,
-            ),
-        )
-        dns = DnsZone(
-            self,
-            "dns",
-            DnsZoneProps(
-                project=p,
-                zone_name=f"{prefix}-zone",
-                domain=cfg.domain,
-                ip_address=front_door.ip_address,
-                existing_zone=cfg.dns.existing_zone,
-            ),
-        )
+        front_door = dns = None
+        if direct_iap:
+            cloud_run_iap = CloudRunIap(
+                self,
+                "cloud-run-iap",
+                CloudRunIapProps(
+                    project=p,
+                    project_number=cfg.project_number,
+                    region=cfg.region,
+                    service_name=service.service_name,
+                    iap_members=cfg.iap_members,
+                    iap_accounts=iap_accounts,
+                ),
+            )
+        else:
+            front_door = FrontDoor(
+                self,
+                "front-door",
+                FrontDoorProps(
+                    project=p,
+                    project_number=cfg.project_number,
+                    region=cfg.region,
+                    name=prefix,
+                    domain=cfg.domain,
+                    cloud_run_service=service.service_name,
+                    iap_members=cfg.iap_members,
+                    iap_accounts=iap_accounts,
+                    iap_programmatic_clients=cfg.iap_programmatic_clients,
+                    oauth_client_id=cfg.iap_oauth_client.client_id,
+                    oauth_client_secret=oauth_secret,
+                    oauth_client_secret_version=cfg.iap_oauth_client.secret_version,
+                ),
+            )
+            dns = DnsZone(
+                self,
+                "dns",
+                DnsZoneProps(
+                    project=p,
+                    zone_name=f"{prefix}-zone",
+                    domain=cfg.domain,
+                    ip_address=front_door.ip_address,
+                    existing_zone=cfg.dns.existing_zone,
+                ),
+            )
 
         channels: tuple[str, ...] = ()
         if cfg.alerts.enabled:
@@ -213,7 +237,8 @@ class MlflowStack(TerraformStack):
                     sql_instance_name=database.instance_name,
                     artifact_bucket=artifacts.bucket_name,
                     thresholds=AlertThresholds(**alert_thresholds(cfg)),
-                    # The front door serves the Google-managed certificate for the domain.
+                    # The front door serves the Google-managed certificate for the domain; direct_iap's
+                    # domain is the run.app host, with Google's certificate.
                     public_host=cfg.domain,
                 ),
             )
@@ -238,8 +263,9 @@ class MlflowStack(TerraformStack):
             )
 
         TerraformOutput(self, "mlflow_url", value=f"https://{cfg.domain}", description="Open in a browser (IAP login)")
-        TerraformOutput(self, "static_ip", value=front_door.ip_address, description="The load balancer's address")
-        if dns.name_servers is not None:
+        if front_door is not None:
+            TerraformOutput(self, "static_ip", value=front_door.ip_address, description="The load balancer's address")
+        if dns is not None and dns.name_servers is not None:
             TerraformOutput(
                 self, "name_servers", value=dns.name_servers, description=f"Delegate {cfg.domain} to these at the registrar"
             )
@@ -250,13 +276,14 @@ class MlflowStack(TerraformStack):
                 "--format='value(ds_record())'",
                 description="Prints the DS record to add at the parent zone (the zone is DNSSEC-signed)",
             )
-        TerraformOutput(
-            self,
-            "certificate_status_command",
-            value=f"gcloud compute ssl-certificates describe {front_door.certificate_name} --global --project={p} "
-            "--format='value(managed.status,managed.domainStatus)'",
-            description="ACTIVE once the domain resolves to static_ip; HTTPS fails with a TLS error until then",
-        )
+        if front_door is not None:
+            TerraformOutput(
+                self,
+                "certificate_status_command",
+                value=f"gcloud compute ssl-certificates describe {front_door.certificate_name} --global --project={p} "
+                "--format='value(managed.status,managed.domainStatus)'",
+                description="ACTIVE once the domain resolves to static_ip; HTTPS fails with a TLS error until then",
+            )
         TerraformOutput(
             self,
             "server_logs_command",
