@@ -153,7 +153,10 @@ def main() -> None:
         assert migrated.returncode == 0, migrated.stderr
         port = free_port()
         env = script_env(
-            MLFLOW_BACKEND_STORE_URI=uri, PORT=str(port), MLFLOW_ARTIFACTS_DESTINATION=str(work / "artifacts")
+            MLFLOW_BACKEND_STORE_URI=uri,
+            PORT=str(port),
+            MLFLOW_ARTIFACTS_DESTINATION=str(work / "artifacts"),
+            MLFLOW_IAP_VERIFICATION="off",  # the proxy stands in for Cloud Run, not for IAP
         )
         server = ServerProcess.launch([str(START_SH)], env, port, work / "server.log", cpus=server_cpus)
         server.wait_healthy(timeout=180)

@@ -5,8 +5,12 @@
 One throwaway PostgreSQL (as in the tests: tests/server/pg.py), one freshly migrated database per
 configuration, each server started in turn:
 
-  (a) docker/start.sh with its defaults (1 worker, pool 2 + overflow 1, no job runner);
-  (a2) the same with MLFLOW_WORKERS=2;
+  (a) docker/start.sh with its defaults (1 worker, pool 2 + overflow 1, no job runner), IAP
+      verification off;
+  (ai) the same with IAP verification on (every request carries an assertion signed by the local
+      stand-in for IAP, tests/server/iap_signer.py; its keys fetched once and cached): the
+      "ratio ai/a" column is the cost of verifying and recording who calls;
+  (a2) (a) with MLFLOW_WORKERS=2;
   (b) `mlflow server` with its defaults (4 uvicorn workers, job execution on, pools of SQLAlchemy's
       defaults 5 + 10), as `mlflow server --backend-store-uri URI --artifacts-destination DIR`.
 
@@ -14,6 +18,10 @@ Each server is pinned to one CPU (Cloud Run's cpu=1), the load generator to the 
 connect over TCP so each database connection can be traced to its process. Memory is the sum over
 the server's whole process tree: RSS, and PSS (shared pages counted once, nearer to what the
 container's memory limit sees). Telemetry is off for all (no internet here).
+
+Cold start is process start to the first answered API call (GET experiments/search, what a client's
+first request after idle waits for on Cloud Run with min_instances 0); the ratio (a)/(b) is printed
+at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.server.iap_signer import AUDIENCE, IapSigner  # noqa: E402
 from tests.server.pg import PostgresCluster, free_port  # noqa: E402
 from tests.server.proc import (  # noqa: E402
     MIGRATE_SH,
@@ -46,6 +55,9 @@ from tests.server.proc import (  # noqa: E402
 )
 
 USER, PASSWORD = "bench", "b@nch/p%ss"
+FIRST_API_CALL = "/api/2.0/mlflow/experiments/search?max_results=1"
+COLD_START_TARGET = 0.15
+"""Most the cold start of (a) may be, as a fraction of stock `mlflow server`'s (b) in the same run."""
 MiB = 2**20
 
 
@@ -55,10 +67,12 @@ class Config:
     title: str
     stock: bool
     env: dict[str, str]
+    iap: bool = False
 
 
 CONFIGS = [
     Config("a", "start.sh defaults", stock=False, env={}),
+    Config("ai", "start.sh, IAP verified", stock=False, env={}, iap=True),
     Config("a2", "start.sh MLFLOW_WORKERS=2", stock=False, env={"MLFLOW_WORKERS": "2"}),
     Config("b", "stock mlflow server", stock=True, env={}),
 ]
@@ -67,7 +81,7 @@ CONFIGS = [
 @dataclass
 class Result:
     config: Config
-    start_s: float
+    first_api_s: float
     processes: int
     idle_rss: int
     idle_pss: int
@@ -121,8 +135,16 @@ def kind(process) -> str:
     return cmdline[:40]
 
 
-def bench(config: Config, cluster: PostgresCluster, clients: int, seconds: float, server_cpus: set[int] | None) -> Result:
-    db = f"bench_{config.key}"
+def bench(
+    config: Config,
+    cluster: PostgresCluster,
+    signer: IapSigner,
+    clients: int,
+    seconds: float,
+    server_cpus: set[int] | None,
+    round_: int = 1,
+) -> Result:
+    db = f"bench_{config.key}_{round_}"
     cluster.create_database(db, owner=USER)
     uri = cluster.tcp_uri(USER, PASSWORD, db)
     migrated = run_script(MIGRATE_SH, script_env(MLFLOW_BACKEND_STORE_URI=uri))
@@ -136,13 +158,19 @@ def bench(config: Config, cluster: PostgresCluster, clients: int, seconds: float
         env = script_env(MLFLOW_DISABLE_TELEMETRY="true")
     else:
         argv = [str(START_SH)]
+        iap = {"MLFLOW_IAP_VERIFICATION": "off"}
+        if config.iap:
+            iap = {"MLFLOW_IAP_VERIFICATION": "on", "MLFLOW_IAP_AUDIENCE": AUDIENCE, "MLFLOW_IAP_TEST_KEYS_URL": signer.keys_url}
         env = script_env(
-            MLFLOW_BACKEND_STORE_URI=uri, PORT=str(port), MLFLOW_ARTIFACTS_DESTINATION=str(workdir / "artifacts"), **config.env
+            MLFLOW_BACKEND_STORE_URI=uri, PORT=str(port), MLFLOW_ARTIFACTS_DESTINATION=str(workdir / "artifacts"), **iap, **config.env
         )
+    # Valid for the whole run; the server verifies each request in full whatever the token (it
+    # caches IAP's keys, not verdicts), so reusing one costs the server what fresh ones would.
+    headers = signer.headers("bench@example.com", lifetime=3600) if config.iap else {}
     server = ServerProcess.launch(argv, env, port, workdir / "server.log", cpus=server_cpus)
     count, close = cluster.connection_counter(db)
     try:
-        start_s = server.wait_healthy(timeout=180)
+        first_api_s = server.wait_first_answer(FIRST_API_CALL)
         wait_settled(server)
         time.sleep(3)
         idle_rss, idle_pss, processes, idle_db = server.rss_bytes(), server.pss_bytes(), len(server.tree()), count()
@@ -152,13 +180,15 @@ def bench(config: Config, cluster: PostgresCluster, clients: int, seconds: float
                 idle_db_by_process[kind(p)] = idle_db_by_process.get(kind(p), 0) + n
 
         api = f"{server.url}/api/2.0/mlflow"
-        experiment_id = requests.post(f"{api}/experiments/create", json={"name": "bench"}, timeout=30).json()["experiment_id"]
-        run = requests.post(f"{api}/runs/create", json={"experiment_id": experiment_id}, timeout=30).json()
+        experiment_id = requests.post(f"{api}/experiments/create", json={"name": "bench"}, headers=headers, timeout=30).json()[
+            "experiment_id"
+        ]
+        run = requests.post(f"{api}/runs/create", json={"experiment_id": experiment_id}, headers=headers, timeout=30).json()
         run_id = run["run"]["info"]["run_id"]
 
         def log_metric(session: requests.Session, i: int) -> requests.Response:
             body = {"run_id": run_id, "key": f"m{i % 10}", "value": i * 0.5, "timestamp": int(time.time() * 1000), "step": i}
-            return session.post(f"{api}/runs/log-metric", json=body, timeout=60)
+            return session.post(f"{api}/runs/log-metric", json=body, headers=headers, timeout=60)
 
         memory = MemorySampler(server)
         memory.start()
@@ -174,7 +204,7 @@ def bench(config: Config, cluster: PostgresCluster, clients: int, seconds: float
         workers = [p.pid for p in server.tree() if "spawn_main" in " ".join(p.cmdline())] or [server.proc.pid]
         return Result(
             config=config,
-            start_s=start_s,
+            first_api_s=first_api_s,
             processes=processes,
             idle_rss=idle_rss,
             idle_pss=idle_pss,
@@ -200,7 +230,7 @@ def bench(config: Config, cluster: PostgresCluster, clients: int, seconds: float
 def table(results: list[Result], clients: int, seconds: float) -> str:
     rows = [
         ("processes in tree (idle)", lambda r: r.processes, "{:d}"),
-        ("start to /health 200, s", lambda r: r.start_s, "{:.1f}"),
+        ("process start to first API answer, s", lambda r: r.first_api_s, "{:.1f}"),
         ("idle RSS, MiB", lambda r: r.idle_rss / MiB, "{:.0f}"),
         ("idle PSS, MiB", lambda r: r.idle_pss / MiB, "{:.0f}"),
         ("RSS under load (max), MiB", lambda r: r.load_rss / MiB, "{:.0f}"),
@@ -217,16 +247,15 @@ def table(results: list[Result], clients: int, seconds: float) -> str:
     ]
     by_key = {r.config.key: r for r in results}
     headers = [f"({r.config.key}) {r.config.title}" for r in results]
-    has_ratio = "a" in by_key and "b" in by_key
-    if has_ratio:
-        headers.append("ratio b/a")
+    ratios = [(x, "a") for x in ("ai", "b") if x in by_key and "a" in by_key]
+    headers += [f"ratio {x}/{y}" for x, y in ratios]
     width = max(len(label) for label, _, _ in rows) + 2
     col = max(14, *(len(h) + 2 for h in headers))
     lines = ["".ljust(width) + "".join(h.rjust(col) for h in headers)]
     for label, get, fmt in rows:
         cells = [fmt.format(get(r)) for r in results]
-        if has_ratio:
-            a, b = get(by_key["a"]), get(by_key["b"])
+        for x, y in ratios:
+            a, b = get(by_key[y]), get(by_key[x])
             cells.append(f"{b / a:.2f}" if a else "-")
         lines.append(label.ljust(width) + "".join(c.rjust(col) for c in cells))
     return "\n".join(lines)
@@ -236,7 +265,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--only", nargs="*", choices=[c.key for c in CONFIGS], help="configurations to run")
+    parser.add_argument("--only", nargs="*", choices=[c.key for c in CONFIGS], help="configurations to run, in this order")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the configurations this many times in turn (ratios per round: noise)"
+    )
     args = parser.parse_args()
 
     server_cpus = split_cpus("load generator")
@@ -244,19 +276,30 @@ def main() -> None:
     cluster = PostgresCluster.create()
     try:
         cluster.create_user(USER, PASSWORD)
-        results = []
-        for config in CONFIGS:
-            if args.only and config.key not in args.only:
-                continue
-            print(f"running ({config.key}) {config.title} ...", flush=True)
-            results.append(bench(config, cluster, args.clients, args.seconds, server_cpus))
+        rounds: list[list[Result]] = []
+        with IapSigner() as signer:
+            by_key = {c.key: c for c in CONFIGS}
+            for round_ in range(1, args.rounds + 1):
+                rounds.append([])
+                for config in [by_key[k] for k in args.only] if args.only else CONFIGS:
+                    print(f"round {round_}: running ({config.key}) {config.title} ...", flush=True)
+                    rounds[-1].append(bench(config, cluster, signer, args.clients, args.seconds, server_cpus, round_))
+            print(f"IAP key set fetched {signer.fetches} time(s) (once per server with verification on)")
     finally:
         cluster.stop()
-    print()
-    print(table(results, args.clients, args.seconds))
+    for round_, results in enumerate(rounds, 1):
+        print(f"\nround {round_}")
+        print(table(results, args.clients, args.seconds))
+    results = rounds[-1]
     for r in results:
         held = ", ".join(f"{name} {n}" for name, n in r.idle_db_by_process.items()) or "none"
         print(f"({r.config.key}) idle DB connections held by: {held}")
+    by_key = {r.config.key: r for r in results}
+    if "a" in by_key and "b" in by_key:
+        a, b = by_key["a"].first_api_s, by_key["b"].first_api_s
+        verdict = "within" if a / b <= COLD_START_TARGET else "ABOVE"
+        print(f"cold start, process start to first API answer: (a) {a:.1f} s, (b) {b:.1f} s, "
+              f"ratio a/b {a / b:.2f} ({verdict} the target of {COLD_START_TARGET:.2f})")  # fmt: skip
     for r in results:
         if r.load.failed:
             print(f"({r.config.key}) failures: {dict(r.load.failed)}")

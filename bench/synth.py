@@ -1,7 +1,9 @@
-"""Synth time of the full app on each CDK runtime vs a stock minimal cdktf app (google binding imported normally).
+"""Synth time of the full app on each CDK runtime vs a stock minimal cdktf app (google binding imported normally),
+and the time to refuse a bad configuration vs a full synth.
 
 All run in fresh interpreters on the same Node, interleaved, in the same run; the ratios are what count
-(target: both runtimes <= 0.40x the stock minimal app). Usage: pipenv run python bench/synth.py [rounds]
+(targets: both runtimes <= 0.40x the stock minimal app; a refusal under 0.5 s and <= 0.15x a full synth).
+Usage: pipenv run python bench/synth.py [rounds]
 """
 
 from __future__ import annotations
@@ -34,15 +36,23 @@ app.synth()
 RUNTIMES = ("cdktf", "cdktn")
 
 
-def timed(args: list[str], runtime: str = "cdktf") -> float:
-    """Seconds for one synth in a fresh interpreter, writing into a throw-away directory."""
+# The example with a typo'd key and a region that does not exist: refused with exit 2.
+BAD_CONFIG = (REPO / "config" / "example.toml").read_text().replace('region = "europe-west1"', 'region = "europe-west99"').replace(
+    "[server]\n", "[server]\nmin_instance = 1\n"
+)
+
+
+def timed(args: list[str], runtime: str = "cdktf", config: str = "", status: int = 0) -> float:
+    """Seconds for one synth (or refusal) in a fresh interpreter, writing into a throw-away directory."""
     with tempfile.TemporaryDirectory() as cwd:
         start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, *args], cwd=cwd, check=True, capture_output=True,
-            env={**os.environ, "MLFLOW_CONFIG": "", "PYTHONPATH": str(REPO), "CDK_RUNTIME": runtime},
+        done = subprocess.run(
+            [sys.executable, *args], cwd=cwd, capture_output=True,
+            env={**os.environ, "MLFLOW_CONFIG": config, "PYTHONPATH": str(REPO), "CDK_RUNTIME": runtime},
         )
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        assert done.returncode == status, done.stderr
+        return elapsed
 
 
 def runtimes_vs_stock(rounds: int) -> None:
@@ -61,9 +71,26 @@ def runtimes_vs_stock(rounds: int) -> None:
         print(f"ratio full {runtime}/stock: {f / s:.2f}  (target <= 0.40)")
 
 
+def refusal_vs_synth(rounds: int) -> None:
+    """`python main.py` on a bad configuration (exit 2, nothing written) against a full synth of the example."""
+    refusal, full = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        bad = Path(folder) / "bad.toml"
+        bad.write_text(BAD_CONFIG)
+        for _ in range(rounds):
+            refusal.append(timed([str(REPO / "main.py")], config=str(bad), status=2))
+            full.append(timed([str(REPO / "main.py")]))
+    r, f = statistics.median(refusal), statistics.median(full)
+    print(f"refusing a bad config (main.py, exit 2), {rounds} rounds: median {r:.2f} s  runs {[round(x, 2) for x in refusal]}")
+    print(f"full synth of the example (main.py, cdktf), {rounds} rounds: median {f:.2f} s  runs {[round(x, 2) for x in full]}")
+    print(f"ratio refusal/full synth: {r / f:.2f}  (target <= 0.15, and the refusal under 0.5 s)")
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     runtimes_vs_stock(rounds)
+    refusal_vs_synth(rounds)
+
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""The MLflow backend store URI in Secret Manager, readable only by the members granted here."""
+"""The MLflow backend store URI: with a password, in Secret Manager, readable only by the members
+granted here; with IAM login, a plain value (`iam_backend_store_uri`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from constructs.cdk.google.secret_manager_secret_version import SecretManagerSec
 from constructs import Construct
 
 from constructs.cloudsql_socket import CLOUDSQL_MOUNT
+
+
+def iam_backend_store_uri(user: str, database: str, connection_name: str) -> str:
+    """`postgresql+psycopg2://USER@/DB?host=/cloudsql/CONN` for IAM login: no password, nothing secret,
+    so no secret either. The IAM user's name has an @, URL-encoded by Terraform."""
+    return f"postgresql+psycopg2://{Fn.urlencode(user)}@/{database}?host={CLOUDSQL_MOUNT}/{connection_name}"
 
 
 @dataclass(frozen=True)

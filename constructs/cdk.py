@@ -175,8 +175,8 @@ def set_newer_provider_attribute(resource: Any, path: str, value: Any) -> None:
       one is checked name by name and its value by type against the binding's structs, then written
       with the same override, so both runtimes emit the same JSON (tests/test_runtimes.py proves it).
 
-    Uses: GCS volume `mount_options` (provider 7+), `secret_data_wo_version` as a string (8.0). Meant
-    next: `database_roles` on `google_sql_user`, `iap_enabled` on `google_cloud_run_v2_service`. When the
+    Uses: GCS volume `mount_options` (provider 7+), `secret_data_wo_version` as a string (8.0),
+    `database_roles` on `google_sql_user` (8.x). Meant next: `iap_enabled` on `google_cloud_run_v2_service`. When the
     default runtime's binding has an argument, set it typed and drop the call.
     """
     if RUNTIME == "cdktf":

@@ -9,16 +9,7 @@ from constructs.cdk.google.iap_web_cloud_run_service_iam_member import IapWebClo
 from constructs import Construct
 
 from constructs.iam_members import keyed_members, member_key
-
-
-def run_app_host(service_name: str, project_number: str, region: str) -> str:
-    """The host of the deterministic URL Cloud Run gives a service: SERVICE-PROJECT_NUMBER.REGION.run.app."""
-    return f"{service_name}-{project_number}.{region}.run.app"
-
-
-def signed_header_audience(service_name: str, project_number: str, region: str) -> str:
-    """The `aud` of the x-goog-iap-jwt-assertion header IAP adds in front of this service."""
-    return f"/projects/{project_number}/locations/{region}/services/{service_name}"
+from constructs.run_url import run_app_host, signed_header_audience  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from constructs.cdk import TerraformResourceLifecycle
+from constructs.cdk import TerraformResourceLifecycle, Token
 
 from constructs.cdk.google.compute_backend_service import (
     ComputeBackendService,
@@ -46,6 +46,10 @@ class FrontDoorProps:
     region: str
     name: str
     domain: str
+    # The Cloud Run service's name, a plain string rather than a reference to the service: the
+    # service's environment carries this backend service's id (IAP's audience), so the service
+    # depends on the load balancer, never the other way round. A serverless NEG may name a service
+    # that does not exist yet.
     cloud_run_service: str
     # Who may use MLflow, granted on this backend service only (never project-wide), each grant
     # keyed by its member.
@@ -68,6 +72,11 @@ class FrontDoorProps:
         for name in ("project", "name", "domain"):
             if not getattr(self, name):
                 raise ValueError(f"FrontDoorProps.{name}: is empty; give the load balancer's {name}")
+        if not self.cloud_run_service or "${" in self.cloud_run_service:
+            raise ValueError(
+                f"FrontDoorProps.cloud_run_service: {self.cloud_run_service!r} must be the service's name as a plain "
+                "string, not a reference to the service (which depends on this backend service for IAP's audience)"
+            )
         if not self.iap_members and not self.iap_accounts:
             raise ValueError("FrontDoorProps.iap_members: is empty; IAP would admit nobody, list who may use MLflow")
         keys = keyed_members("FrontDoorProps.iap_members", self.iap_members)
@@ -91,6 +100,7 @@ class FrontDoor(Construct):
     def __init__(self, scope: Construct, id: str, props: FrontDoorProps) -> None:
         super().__init__(scope, id)
         n = props.name
+        self._project_number = props.project_number
         self._address = ComputeGlobalAddress(
             self, "address", project=props.project, name=f"{n}-ip", address_type="EXTERNAL", ip_version="IPV4"
         )
@@ -195,3 +205,10 @@ class FrontDoor(Construct):
     @property
     def backend_service_name(self) -> str:
         return self._backend.name
+
+    @property
+    def iap_audience(self) -> str:
+        """The audience of the JWT IAP signs each request with (`x-goog-iap-jwt-assertion`):
+        this backend service, by project number and the id Google assigns it at creation."""
+        backend_id = Token.as_string(self._backend.generated_id)
+        return f"/projects/{self._project_number}/global/backendServices/{backend_id}"

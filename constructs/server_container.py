@@ -8,6 +8,7 @@ and jsii silently drops its snake_case keys).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -50,8 +51,6 @@ class RunPlacement:
 @dataclass(frozen=True)
 class ServerContainerProps:
     image: str
-    backend_store_secret_id: str
-    backend_store_secret_version: str
     sql_connection_name: str
     artifact_bucket: str
     artifact_mount_path: str
@@ -59,10 +58,20 @@ class ServerContainerProps:
     workers: int
     pool_size: int
     max_overflow: int
+    # Password login: the backend store URI is a Secret Manager secret, pinned to a version.
+    backend_store_secret_id: str = ""
+    backend_store_secret_version: str = ""
+    # IAM login: the URI names the IAM database user and holds no credential, so it is a plain value.
+    iam_backend_store_uri: str = ""
 
     def __post_init__(self) -> None:
         if not self.image:
             raise ValueError("ServerContainerProps.image: is empty; give the server image reference")
+        if bool(self.iam_backend_store_uri) == bool(self.backend_store_secret_id and self.backend_store_secret_version):
+            raise ValueError(
+                "ServerContainerProps: give either iam_backend_store_uri (IAM login) or backend_store_secret_id "
+                "and backend_store_secret_version (password login), not both or neither"
+            )
         for name in ("workers", "pool_size", "max_overflow"):
             if getattr(self, name) < 1:
                 # start.sh refuses 0 as well: MLflow ignores a 0 pool size or overflow.
@@ -76,7 +85,8 @@ class ServerContainerProps:
 
 
 def server_env(props: ServerContainerProps, s: RunStructs) -> list[Any]:
-    """The backend store URI only ever comes from Secret Manager, pinned to a version."""
+    """A URI with a password only ever comes from Secret Manager, pinned to a version; with IAM
+    login the URI has none, and each connection's access token is fetched by the image."""
     plain = {
         "MLFLOW_ARTIFACTS_DESTINATION": props.artifact_mount_path,
         "MLFLOW_ALLOWED_HOSTS": props.domain,
@@ -85,6 +95,9 @@ def server_env(props: ServerContainerProps, s: RunStructs) -> list[Any]:
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(props.pool_size),
         "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(props.max_overflow),
     }
+    if props.iam_backend_store_uri:
+        plain |= {"MLFLOW_BACKEND_STORE_AUTH": "iam", "MLFLOW_BACKEND_STORE_URI": props.iam_backend_store_uri}
+        return [s("ContainersEnv", name=name, value=value) for name, value in plain.items()]
     env = [s("ContainersEnv", name=name, value=value) for name, value in plain.items()]
     secret_ref = s(
         "ContainersEnvValueSourceSecretKeyRef",
@@ -99,6 +112,30 @@ def server_env(props: ServerContainerProps, s: RunStructs) -> list[Any]:
         )
     )
     return env
+
+
+IAP_AUDIENCE_ENV = "MLFLOW_IAP_AUDIENCE"
+"""The audience start.sh's server verifies IAP's signed header against (docker/iap_identity.py)."""
+IAP_AUDIENCE_SHAPES = (
+    re.compile(r"/projects/[0-9]+/global/backendServices/[0-9]+"),
+    re.compile(r"/projects/[0-9]+/locations/[a-z][a-z0-9-]*/services/[a-z][a-z0-9-]*"),
+)
+
+
+def iap_audience_problem(owner: str, audience: str) -> str | None:
+    """Why `audience` cannot be IAP's (None: it can, or it is only known at apply)."""
+    if not audience:
+        return f"{owner}: is empty; give IAP's audience (the front door's iap_audience), the server refuses to start without"
+    if "${" not in audience and not any(shape.fullmatch(audience) for shape in IAP_AUDIENCE_SHAPES):
+        return (
+            f"{owner}: {audience!r} must be /projects/NUMBER/global/backendServices/ID or "
+            "/projects/NUMBER/locations/REGION/services/NAME"
+        )
+    return None
+
+
+def iap_audience_env(audience: str, s: RunStructs) -> Any:
+    return s("ContainersEnv", name=IAP_AUDIENCE_ENV, value=audience)
 
 
 def cloudsql_volume(props: ServerContainerProps, s: RunStructs) -> Any:

@@ -11,6 +11,9 @@ from constructs import Construct
 # Only what cannot be granted on a single resource: connecting to Cloud SQL and writing telemetry.
 # Secret and bucket access are granted on those resources by their constructs.
 PROJECT_ROLES = ("roles/cloudsql.client", "roles/logging.logWriter", "roles/monitoring.metricWriter")
+# Logging in to Cloud SQL as the account's IAM database user (cloudsql.instances.login); Cloud SQL
+# has no instance-level IAM, so it is a project role too.
+DATABASE_LOGIN_ROLE = "roles/cloudsql.instanceUser"
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,9 @@ class ServerIdentityProps:
     project: str
     account_id: str
     display_name: str = "MLflow tracking server"
+    # default: False, the account connects to Cloud SQL but logs in with a password. True: it logs in
+    # as its IAM database user (DATABASE_LOGIN_ROLE).
+    database_login: bool = False
 
     def __post_init__(self) -> None:
         if not self.account_id:
@@ -39,7 +45,7 @@ class ServerIdentity(Construct):
         )
         self._roles = [
             ProjectIamMember(self, role.split("/")[-1], project=props.project, role=role, member=self.member)
-            for role in PROJECT_ROLES
+            for role in PROJECT_ROLES + ((DATABASE_LOGIN_ROLE,) if props.database_login else ())
         ]
 
     @property

@@ -1,10 +1,10 @@
-"""Cloud SQL for PostgreSQL with a private IP only, its database and its user."""
+"""Cloud SQL for PostgreSQL with a private IP only, its database and its user (IAM or password)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from constructs.cdk import ITerraformDependable, TerraformResourceLifecycle
+from constructs.cdk import Fn, ITerraformDependable, TerraformResourceLifecycle, Token, set_newer_provider_attribute
 from constructs.cdk.google.sql_database import SqlDatabase as SqlDatabaseResource
 from constructs.cdk.google.sql_database_instance import (
     SqlDatabaseInstance,
@@ -35,6 +35,13 @@ CIS_LOGGING_FLAGS = {
     "log_temp_files": "0",
     "cloudsql.enable_pgaudit": "on",
 }
+IAM_AUTHENTICATION_FLAG = "cloudsql.iam_authentication"
+SERVICE_ACCOUNT_SUFFIX = ".gserviceaccount.com"
+# Every database the Cloud SQL API creates is owned by `cloudsqlsuperuser`; on PostgreSQL 15+ only
+# the database owner (pg_database_owner) may create in `public`, so MLflow's schema owner needs this
+# membership, which built-in users get by default and IAM users do not. Roles of our own cannot be
+# named here: `database_roles` only grants roles that exist, and no SQL runs at apply.
+IAM_USER_DATABASE_ROLES = ("cloudsqlsuperuser",)
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,21 @@ class SqlDatabaseProps:
     password_revision: int = 1
     # default: Terraform and the Cloud SQL API both refuse to delete the instance.
     protect_from_destroy: bool = True
+    # default: "", a built-in user with a generated password. A service account's e-mail: IAM
+    # database authentication on, that account's IAM database user instead, and no password at all.
+    iam_service_account_email: str = ""
 
     def __post_init__(self) -> None:
         if not self.instance_name or not self.database_name or not self.user_name:
             raise ValueError(
                 f"SqlDatabaseProps: instance_name {self.instance_name!r}, database_name {self.database_name!r} and "
                 f"user_name {self.user_name!r} must all be given"
+            )
+        email = self.iam_service_account_email
+        if email and not Token.is_unresolved(email) and not email.endswith(SERVICE_ACCOUNT_SUFFIX):
+            raise ValueError(
+                f"SqlDatabaseProps.iam_service_account_email: {email!r} is not a service account's e-mail "
+                f"(NAME@PROJECT.iam{SERVICE_ACCOUNT_SUFFIX})"
             )
         if self.password_revision < 1:
             raise ValueError(f"SqlDatabaseProps.password_revision: {self.password_revision} must be 1 or more; bump it to rotate")
@@ -72,9 +88,11 @@ class SqlDatabaseProps:
 class SqlDatabase(Construct):
     """No public IP, TLS required, daily backups with point-in-time recovery, deletion protected.
 
-    The user's password comes from `random_password`: it exists only in that resource's state (kept in
-    the private, versioned state bucket) and in Secret Manager, never in code, config or plan output;
-    the user and the secret take it as write-only arguments.
+    IAM login (`iam_service_account_email`): the user is the service account's IAM database user
+    (its e-mail without `.gserviceaccount.com`) and logs in with short-lived access tokens; nothing
+    secret exists. Password login: the password comes from `random_password`, so it exists only in
+    that resource's state (kept in the private, versioned state bucket) and in Secret Manager, never
+    in code, config or plan output; the user and the secret take it as write-only arguments.
     """
 
     def __init__(self, scope: Construct, id: str, props: SqlDatabaseProps) -> None:
@@ -121,7 +139,7 @@ class SqlDatabase(Construct):
                 maintenance_window=SqlDatabaseInstanceSettingsMaintenanceWindow(day=7, hour=3),
                 database_flags=[
                     SqlDatabaseInstanceSettingsDatabaseFlags(name=name, value=value)
-                    for name, value in CIS_LOGGING_FLAGS.items()
+                    for name, value in self._flags(props).items()
                 ],
             ),
             depends_on=[props.private_services_access],
@@ -135,6 +153,19 @@ class SqlDatabase(Construct):
             name=props.database_name,
             deletion_policy="ABANDON",
         )
+        self._password: Password | None = None
+        if props.iam_service_account_email:
+            self._user = SqlUser(
+                self,
+                "iam-user",
+                project=props.project,
+                instance=self._instance.name,
+                name=Fn.trimsuffix(props.iam_service_account_email, SERVICE_ACCOUNT_SUFFIX),
+                type="CLOUD_IAM_SERVICE_ACCOUNT",
+                deletion_policy="ABANDON",
+            )
+            set_newer_provider_attribute(self._user, "database_roles", list(IAM_USER_DATABASE_ROLES))
+            return
         self._password = Password(
             self,
             "password",
@@ -154,6 +185,12 @@ class SqlDatabase(Construct):
             deletion_policy="ABANDON",
         )
 
+    @staticmethod
+    def _flags(props: SqlDatabaseProps) -> dict[str, str]:
+        if props.iam_service_account_email:
+            return {**CIS_LOGGING_FLAGS, IAM_AUTHENTICATION_FLAG: "on"}
+        return CIS_LOGGING_FLAGS
+
     @property
     def connection_name(self) -> str:
         """PROJECT:REGION:INSTANCE, the name of the socket Cloud Run mounts under /cloudsql."""
@@ -172,6 +209,12 @@ class SqlDatabase(Construct):
         return self._user.name
 
     @property
+    def iam_authentication(self) -> bool:
+        return self._password is None
+
+    @property
     def password(self) -> str:
-        """Sensitive: only ever written into Secret Manager."""
+        """Sensitive: only ever written into Secret Manager. There is none with IAM login."""
+        if self._password is None:
+            raise ValueError("SqlDatabase.password: this database uses IAM login and has no password")
         return self._password.result

@@ -29,6 +29,8 @@ from constructs.server_container import (
     artifact_volume,
     cloudsql_mount,
     cloudsql_volume,
+    iap_audience_env,
+    iap_audience_problem,
     mount_as_image_user,
     private_egress,
     server_env,
@@ -49,6 +51,9 @@ class TrackingServiceProps:
     min_instances: int
     max_instances: int
     concurrency: int
+    # Who the server believes: only requests IAP signed for this audience (the front door's
+    # iap_audience); only the service gets it, the migration job serves no requests.
+    iap_audience: str
     # default: 2 minutes for MLflow to start (imports, DB connection through the socket) before restart.
     startup_allowance_seconds: int = 120
     # default: False, reachable only through the load balancer (ingress internal and load balancing).
@@ -72,6 +77,8 @@ class TrackingServiceProps:
             )
         if self.concurrency < 1:
             raise ValueError(f"TrackingServiceProps.concurrency: {self.concurrency} must be 1 or more")
+        if problem := iap_audience_problem("TrackingServiceProps.iap_audience", self.iap_audience):
+            raise ValueError(problem)
 
 
 class TrackingService(Construct):
@@ -117,7 +124,7 @@ class TrackingService(Construct):
                         # h2c: end-to-end HTTP/2 lifts Cloud Run's 32 MiB HTTP/1 request limit, so
                         # large models upload in MLflow's single PUT (the server speaks h2c and HTTP/1).
                         ports=CloudRunV2ServiceTemplateContainersPorts(container_port=CONTAINER_PORT, name="h2c"),
-                        env=server_env(c, s),
+                        env=[*server_env(c, s), iap_audience_env(props.iap_audience, s)],
                         resources=CloudRunV2ServiceTemplateContainersResources(
                             limits={"cpu": props.cpu, "memory": props.memory},
                             cpu_idle=True,

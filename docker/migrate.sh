@@ -5,6 +5,7 @@
 # The server (start.sh) refuses to start until this has run.
 #
 #   MLFLOW_BACKEND_STORE_URI   required, the same URI the server gets.
+#   MLFLOW_BACKEND_STORE_AUTH  password (the URI's) or iam (IAM access tokens), as the server.
 set -eu
 
 [ -n "${MLFLOW_BACKEND_STORE_URI:-}" ] || {
@@ -20,8 +21,15 @@ esac
 
 export MLFLOW_DISABLE_TELEMETRY=true
 # `mlflow db upgrade URI`, run in-process so the URI (and its password) never appears in the
-# process's command line, where any process listing would show it.
+# process's command line, where any process listing would show it. With
+# MLFLOW_BACKEND_STORE_AUTH=iam each connection logs in with an IAM access token (cloudsql_iam.py).
 exec python -c 'import os, sys
+sys.path.insert(0, sys.argv[1])
+import cloudsql_iam
+cloudsql_iam.install()
 from mlflow.cli import cli
-sys.exit(cli.main(args=["db", "upgrade", os.environ["MLFLOW_BACKEND_STORE_URI"]], prog_name="mlflow"))'
+try:
+    sys.exit(cli.main(args=["db", "upgrade", os.environ["MLFLOW_BACKEND_STORE_URI"]], prog_name="mlflow"))
+except cloudsql_iam.TokenUnavailable as e:
+    sys.exit(f"migrate.sh: cannot log in to the backend store with IAM: {e}")' "$(dirname "$0")"
 

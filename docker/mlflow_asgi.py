@@ -1,4 +1,5 @@
-"""The ASGI application the server runs: MLflow's own (`mlflow.server.fastapi_app:app`), with two
+"""The ASGI application the server runs: MLflow's own (`mlflow.server.fastapi_app:app`) behind IAP
+verification (iap_identity.py: who is calling, recorded on runs and model versions), with two
 defects of uvicorn's HTTP/2 support mended first. serve.py has uvicorn load it in MLflow's place.
 Both are in uvicorn 0.54.0's HTTP/2 protocol (`--http zttp --http2`: zttp_h2_impl), with zttp 0.0.35;
 its HTTP/1.1 protocol (zttp_impl), which Cloud Run's probes and local clients use, has neither.
@@ -122,6 +123,13 @@ def _connection_lost(original, self: ZttpH2Protocol, exc: Exception | None) -> N
     _wake_credit_waiters(self)
 
 
-from mlflow.server.fastapi_app import app  # noqa: E402
+import cloudsql_iam  # noqa: E402  (IAM database login, in every worker, before MLflow's engines exist)
+
+cloudsql_iam.install()
+
+import iap_identity  # noqa: E402
+from mlflow.server.fastapi_app import app as mlflow_app  # noqa: E402
+
+app = iap_identity.wrap(mlflow_app)
 
 __all__ = ["app"]

@@ -1,4 +1,4 @@
-"""`mlflow server`, minus the two things a Cloud Run instance cannot afford. Run by start.sh only.
+"""`mlflow server`, minus the three things a Cloud Run instance cannot afford. Run by start.sh only.
 
 The arguments are `mlflow server`'s own and go through its CLI unchanged (all of its validation
 included). What this adds, checked against MLflow 3.17.2's source:
@@ -12,25 +12,47 @@ included). What this adds, checked against MLflow 3.17.2's source:
 
 2. No idle parent process. `mlflow server` starts uvicorn as a child and then only waits for it,
    keeping ~265 MB of RSS (all of MLflow imported) and one pooled database connection per store
-   for the life of the container. Here uvicorn replaces it instead (exec), so uvicorn gets
-   Cloud Run's SIGTERM itself, and with one worker the container is a single process.
-   This stands in for `mlflow.server._exec_cmd`, the one call `_run_server` makes to start uvicorn;
-   start.sh turns job execution off, so nothing in `_run_server` is meant to run after that call.
+   for the life of the container. Here the command MLflow built is run in this process instead,
+   so uvicorn gets Cloud Run's SIGTERM itself, and with one worker the container is a single
+   process. This stands in for `mlflow.server._exec_cmd`, the one call `_run_server` makes to
+   start uvicorn; start.sh turns job execution off, so nothing in `_run_server` is meant to run
+   after that call.
 
-3. uvicorn serves mlflow_asgi.py's app (next to this file), which is MLflow's app with uvicorn's
-   HTTP/2 protocol mended (see there): the command MLflow built is otherwise run as it is.
+3. MLflow is imported once per start. With one worker uvicorn runs in this process (its own CLI,
+   given the options MLflow built), so the app it loads finds MLflow's modules already imported by
+   MLflow's CLI: half the cold start of a second interpreter importing them again. With more
+   workers uvicorn replaces this process (exec) as before: its supervisor then holds no MLflow,
+   and each worker imports it once, as it must.
+
+4. No cyclic garbage collection while MLflow is imported (the collector would walk the hundreds
+   of thousands of objects the imports create, again and again: ~15% of the start); what the
+   imports built is then frozen out of the collector's generations for the process's life, and it
+   is back on before uvicorn serves.
+
+5. uvicorn serves mlflow_asgi.py's app (next to this file), which is MLflow's app behind IAP
+   verification, with uvicorn's HTTP/2 protocol mended (see there): the command MLflow built is
+   otherwise run as it is. The IAP settings are checked first (iap_identity.py), before the database.
+
+6. With MLFLOW_BACKEND_STORE_AUTH=iam, every database connection here and in uvicorn logs in with
+   an IAM access token (cloudsql_iam.py, next to this file); a token that cannot be had or that the
+   database refuses stops the start with one line.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 import sys
 import time
+
+import iap_identity
 
 PROG = "start.sh"
 MLFLOW_APP = "mlflow.server.fastapi_app:app"
 APP = "mlflow_asgi:app"
 """What uvicorn serves instead of MLFLOW_APP; mlflow_asgi.py is in this file's directory."""
+APP_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def fail(message: str) -> None:
@@ -49,6 +71,8 @@ def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECOND
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy.pool import NullPool
 
+    from cloudsql_iam import TokenUnavailable, enabled
+
     engine = sqlalchemy.create_engine(backend_store_uri, poolclass=NullPool)
     deadline = time.monotonic() + wait_seconds
     try:
@@ -56,10 +80,17 @@ def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECOND
             try:
                 with engine.connect() as connection:
                     return MigrationContext.configure(connection).get_current_revision()
+            except TokenUnavailable as e:
+                fail(f"cannot log in to the backend store with IAM: {e}")
             except sqlalchemy.exc.OperationalError as e:
                 # The driver's message runs over several lines; the first names the cause.
                 cause = str(e.orig).strip().splitlines()[0]
                 if not any(t in cause.lower() for t in TRANSIENT) or time.monotonic() >= deadline:
+                    if enabled() and "authentication failed" in cause:
+                        cause += (
+                            f" (IAM login as {engine.url.username}: the service account needs "
+                            "roles/cloudsql.instanceUser and a CLOUD_IAM_SERVICE_ACCOUNT database user)"
+                        )
                     fail(f"cannot reach the backend store: {cause}")
                 time.sleep(min(0.25 * 2**attempt, 5.0))
     finally:
@@ -81,7 +112,8 @@ def require_migrated_schema(backend_store_uri: str) -> None:
 
 
 def dispose_store_engines() -> None:
-    """Close the connections the CLI's stores pooled, so none outlive the exec."""
+    """Close the connections the CLI's stores pooled: the server starts holding none (a store reopens
+    its pool on first use), and none outlive an exec."""
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
 
@@ -90,29 +122,71 @@ def dispose_store_engines() -> None:
             engine.dispose()
 
 
-def exec_in_place(cmd, *, extra_env=None, **_kwargs):
-    """Replaces `mlflow.server._exec_cmd(full_command, extra_env=..., synchronous=False)`."""
+def uvicorn_argv(cmd) -> list[str]:
+    """`python -m uvicorn OPTIONS... APP`, as MLflow built it, serving APP from this directory."""
     argv = [str(part) for part in cmd]
-    # `python -m uvicorn OPTIONS... APP`: APP is always the last argument.
+    if argv[1:3] != ["-m", "uvicorn"]:
+        fail(f"mlflow server would start {' '.join(argv[:3])}, not python -m uvicorn")
+    # APP is always the last argument.
     if argv[-1] != MLFLOW_APP:
         fail(f"mlflow server would have uvicorn serve {argv[-1]}, not {MLFLOW_APP}")
-    argv[-1:] = ["--app-dir", os.path.dirname(os.path.abspath(__file__)), APP]
+    argv[-1:] = ["--app-dir", APP_DIR, APP]
+    return argv
+
+
+def import_app() -> None:
+    """Imports APP's module as uvicorn would (it then finds it imported), with the collector still off."""
+    sys.path.insert(0, APP_DIR)
+    importlib.import_module(APP.split(":")[0])
+
+
+def worker_count(argv: list[str]) -> int:
+    """MLflow puts `--workers N` after the user's uvicorn options, so the last one is what uvicorn uses."""
+    last = max(i for i, arg in enumerate(argv) if arg == "--workers")
+    return int(argv[last + 1])
+
+
+def serve_in_place(cmd, *, extra_env=None, **_kwargs):
+    """Replaces `mlflow.server._exec_cmd(full_command, extra_env=..., synchronous=False)`; never returns."""
+    argv = uvicorn_argv(cmd)
     dispose_store_engines()
+    # What MLflow meant for the child's environment (store URIs, artifact settings) the app reads here.
+    os.environ.update(extra_env or {})
+    # The command line uvicorn runs with (no secret is on it), for the logs: with one worker no
+    # process shows it.
+    print(f"{PROG}: uvicorn {' '.join(argv[3:])}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(argv[0], argv, {**os.environ, **(extra_env or {})})
+    if worker_count(argv) == 1:
+        from uvicorn.main import main as uvicorn_cli
+
+        import_app()
+        # What the imports built stays; the collector only watches what serving creates.
+        gc.freeze()
+        gc.enable()
+        uvicorn_cli.main(args=argv[3:], prog_name="uvicorn")
+        sys.exit(0)
+    os.execve(argv[0], argv, dict(os.environ))
 
 
 def main() -> None:
+    try:
+        iap_identity.settings_from_environ()
+    except ValueError as e:
+        fail(str(e))
+    gc.disable()
     backend_store_uri = os.environ.get("MLFLOW_BACKEND_STORE_URI", "")
     if not backend_store_uri:
         fail("MLFLOW_BACKEND_STORE_URI is not set")
+    import cloudsql_iam
+
+    cloudsql_iam.install()
     require_migrated_schema(backend_store_uri)
 
     import mlflow.server
     from mlflow.cli import cli
 
-    mlflow.server._exec_cmd = exec_in_place
+    mlflow.server._exec_cmd = serve_in_place
     # The URI stays in the environment (`--backend-store-uri` reads MLFLOW_BACKEND_STORE_URI), out
     # of every process's argv.
     cli.main(args=["server", *sys.argv[1:]], prog_name="mlflow")

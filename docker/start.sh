@@ -4,6 +4,10 @@
 #
 #   MLFLOW_BACKEND_STORE_URI    required. postgresql+psycopg2://USER:PASSWORD@/DB?host=/cloudsql/P:R:I
 #                               (password URL-encoded). Never put on a command line.
+#   MLFLOW_BACKEND_STORE_AUTH   password   password: the URI's. iam: the URI names the service
+#                                          account's IAM database user (USER%40PROJECT.iam@) and
+#                                          has no password; each new connection logs in with an
+#                                          access token from Application Default Credentials.
 #   PORT                        8080       listen on 0.0.0.0:$PORT (Cloud Run sets it)
 #   MLFLOW_ARTIFACTS_DESTINATION /mnt/gcs  where proxied artifacts go (the GCS volume mount)
 #   MLFLOW_ALLOWED_HOSTS        unset      comma list of accepted Host headers; others get 403
@@ -11,6 +15,12 @@
 #                                          localhost and private addresses only.
 #   MLFLOW_CORS_ALLOWED_ORIGINS unset      comma list of origins allowed to send state-changing
 #                                          API requests (MLflow's default: localhost only)
+#   MLFLOW_IAP_VERIFICATION     on         on: every request but /health needs IAP's signed header
+#                                          (x-goog-iap-jwt-assertion) for MLFLOW_IAP_AUDIENCE, and runs
+#                                          and model versions record its e-mail as their user (see
+#                                          iap_identity.py); off: neither (a local server, no IAP)
+#   MLFLOW_IAP_AUDIENCE         unset      required when on: /projects/NUMBER/global/backendServices/ID
+#                                          (or .../locations/REGION/services/NAME, IAP on Cloud Run)
 #   MLFLOW_WORKERS              1          uvicorn worker processes
 #   MLFLOW_SQLALCHEMYSTORE_POOL_SIZE    2  per engine; each worker has 2 engines (tracking, registry)
 #   MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW 1  per engine, >= 1 (MLflow ignores 0)
@@ -48,10 +58,25 @@ case $MLFLOW_BACKEND_STORE_URI in
         fail "MLFLOW_BACKEND_STORE_URI must start with postgresql+psycopg2:// (the only PostgreSQL driver installed)" ;;
 esac
 
+MLFLOW_BACKEND_STORE_AUTH=${MLFLOW_BACKEND_STORE_AUTH:-password}
+case $MLFLOW_BACKEND_STORE_AUTH in
+    password) ;;
+    iam)
+        # A colon in the userinfo (before the @) starts a password, which IAM login would ignore.
+        authority=${MLFLOW_BACKEND_STORE_URI#*://}
+        authority=${authority%%/*}
+        case $authority in
+            *:*@*) fail "MLFLOW_BACKEND_STORE_URI has a password, but MLFLOW_BACKEND_STORE_AUTH=iam logs in with access tokens; remove the password from the URI" ;;
+        esac ;;
+    *) fail "MLFLOW_BACKEND_STORE_AUTH must be password or iam, got '$MLFLOW_BACKEND_STORE_AUTH'" ;;
+esac
+
 PORT=${PORT:-8080}
 MLFLOW_ARTIFACTS_DESTINATION=${MLFLOW_ARTIFACTS_DESTINATION:-/mnt/gcs}
 MLFLOW_ALLOWED_HOSTS=${MLFLOW_ALLOWED_HOSTS:-}
 MLFLOW_CORS_ALLOWED_ORIGINS=${MLFLOW_CORS_ALLOWED_ORIGINS:-}
+MLFLOW_IAP_VERIFICATION=${MLFLOW_IAP_VERIFICATION:-on}
+MLFLOW_IAP_AUDIENCE=${MLFLOW_IAP_AUDIENCE:-}
 MLFLOW_WORKERS=${MLFLOW_WORKERS:-1}
 MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=${MLFLOW_SQLALCHEMYSTORE_POOL_SIZE:-2}
 MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=${MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW:-1}
@@ -74,8 +99,10 @@ artifacts_writable() {
 artifacts_writable ||
     fail "cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION=$MLFLOW_ARTIFACTS_DESTINATION as uid $(id -u); mount it read-write for this user (Cloud Run GCS volume: read_only false, mount options uid=$(id -u),gid=$(id -g)) or point MLFLOW_ARTIFACTS_DESTINATION at a writable directory"
 
-# MLflow reads these itself, in every worker.
-export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW
+# MLflow reads the pool settings itself, in every worker; iap_identity.py reads the IAP ones (serve.py
+# checks them first, before the database); cloudsql_iam.py reads MLFLOW_BACKEND_STORE_AUTH.
+export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW MLFLOW_IAP_VERIFICATION MLFLOW_IAP_AUDIENCE \
+    MLFLOW_BACKEND_STORE_AUTH
 # No huey job runner and consumers (7 extra processes, ~1 GB): nothing here uses MLflow jobs.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 # No usage reporting to MLflow's telemetry endpoint from a private server.

@@ -25,12 +25,12 @@ class BootstrapStack(TerraformStack):
         else:
             # Terraform runs in cdktf.out/stacks/bootstrap; keep the state beside cdktf.json, not in build output.
             LocalBackend(self, path=f"../../../{BOOTSTRAP_STATE_FILE}")
-        use_google(self, cfg.project_id, cfg.region)
+        use_google(self, cfg.state.project, cfg.region)
         state = PrivateBucket(
             self,
             "state",
             PrivateBucketProps(
-                project=cfg.project_id,
+                project=cfg.state.project,
                 name=cfg.state.bucket,
                 location=cfg.state.location,
                 # Old state versions are the undo history of every apply: keep them a year.

@@ -1,25 +1,35 @@
 """The one typed configuration object, loaded from TOML and validated once, at the edge.
 
-Every problem in a file is collected and reported on one line that names the field, the value and
-the fix, so a user fixes a config in one pass. The rest of the code trusts a `Config` it is given.
+A pydantic model: types, defaults, unknown and missing keys are the library's; our domain checks sit
+next to their fields. Checks of one field always run; checks across fields (model validators) run once
+the fields they read are valid. Every problem of a file is reported at once, on one line of
+"field: what is wrong; the fix". Nothing here imports a CDK runtime, so refusing is instant.
+To add a key: one line in its section, `name: checked(test, "{value!r} is ...; fix") = Field(default,
+description=...)` (or `within(low, high)`, `listed(Item)`), a model validator only for a check across
+fields; then `python -m stacks.config_docs` regenerates the schema and the README's table.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
+import runpy
 import tomllib
-from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable
 
-from constructs.cloud_run_iap import run_app_host
-from constructs.cloudsql_socket import CLOUDSQL_MOUNT
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO_ROOT / "config" / "example.toml"
 CONFIG_ENV_VAR = "MLFLOW_CONFIG"
+
+
+# The one definition of the Cloud SQL socket path, read as a file: importing `constructs.` anything starts Node.
+CLOUDSQL_MOUNT = runpy.run_path(str(REPO_ROOT / "constructs" / "cloudsql_socket.py"))["CLOUDSQL_MOUNT"]
+run_app_host = runpy.run_path(str(REPO_ROOT / "constructs" / "run_url.py"))["run_app_host"]
 
 GCP_REGIONS = frozenset(
     """
@@ -32,7 +42,6 @@ GCP_REGIONS = frozenset(
     us-south1 us-west1 us-west2 us-west3 us-west4
     """.split()
 )
-
 BUCKET_MULTI_REGIONS = frozenset({"EU", "US", "ASIA"})
 
 # Cloud SQL for PostgreSQL default max_connections by tier memory (cloud.google.com/sql/docs/postgres/flags).
@@ -46,6 +55,10 @@ CLOUD_RUN_MEMORY_PER_CPU = {"1": (512, 4096), "2": (512, 8192), "4": (2048, 1638
 SQL_RESERVED_CONNECTIONS = 3
 # Stores MLflow opens per server worker, each with its own SQLAlchemy pool (tracking, model registry).
 MLFLOW_STORES_PER_WORKER = 2
+# Fraction of the SQL tier's max_connections at which the connection alert fires, by default.
+DEFAULT_CONNECTIONS_PERCENT = 80
+# The tag docker/ is built and pushed with (README: gcloud builds submit); bump it with the image.
+SERVER_IMAGE_TAG = "mlflow-3.17.2"
 
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 PROJECT_NUMBER = re.compile(r"^[0-9]{6,19}$")
@@ -58,237 +71,413 @@ SQL_TIER = re.compile(r"^(db-f1-micro|db-g1-small|db-custom-(\d+)-(\d+))$")
 SQL_VERSION = re.compile(r"^POSTGRES_(1[4-8])$")
 MEMORY = re.compile(r"^([1-9][0-9]*)(Mi|Gi)$")
 IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$")
+SQL_INSTANCE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 ZONE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 OAUTH_CLIENT_ID = re.compile(r"^[0-9]+-[a-z0-9]+\.apps\.googleusercontent\.com$")
 GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-MEMBER_PREFIXES = ("user:", "group:", "serviceAccount:", "domain:")
-# The tag docker/ is built and pushed with (README: gcloud builds submit); bump it with the image.
-SERVER_IMAGE_TAG = "mlflow-3.17.2"
+BILLING_ACCOUNT = re.compile(r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$")
 
 
 class ConfigError(Exception):
     """Raised with a one-line message listing every problem found in a configuration."""
 
 
-@dataclass(frozen=True)
-class StateConfig:
-    bucket: str
-    location: str = "EU"
-    # default: "local", the bootstrap stack's own state is a file beside cdktf.json until the bucket
-    # exists; "bucket" keeps it in that bucket under `bootstrap/` (README: moving the bootstrap state).
-    bootstrap_state: str = "local"
+class Problems(ValueError):
+    """Raised by a model validator: each item is a whole "section.field: what is wrong; the fix"."""
+
+    def __init__(self, items: list[str]) -> None:
+        super().__init__("; ".join(items))
+        self.items = items
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
-    subnet_cidr: str = "10.10.0.0/24"
-    private_services_cidr: str = "10.20.0.0/20"
+def _raise(problems: list[str]) -> None:
+    if problems:
+        raise Problems(problems)
 
 
-@dataclass(frozen=True)
-class DatabaseConfig:
-    tier: str = "db-f1-micro"
-    disk_size_gb: int = 10
-    version: str = "POSTGRES_18"
-    backup_retention_days: int = 7
-    password_revision: int = 1
+# --- Checked types: a type, its check and its one-line refusal ("{value!r}" is the value given) -------
+
+
+def checked(ok: Callable[[Any], Any], problem: str, kind: type = str, empty_ok: bool = False, **schema: Any) -> Any:
+    """`kind`, refused with `problem` unless `ok(value)` (or it is "" and `empty_ok`); `schema`: JSON Schema keywords."""
+
+    def check(value: Any) -> Any:
+        if not (empty_ok and value == "") and not ok(value):
+            raise ValueError(problem.format(value=value))
+        return value
+
+    return Annotated[kind, AfterValidator(check), Field(json_schema_extra=schema or None)]
+
+
+def within(low: int, high: int | None = None, why: str = "") -> Any:
+    """A whole number from `low` to `high` (None: no upper bound)."""
+    bounds = f"between {low} and {high}" if high is not None else f"{low} or more"
+    schema = {"minimum": low} | ({"maximum": high} if high is not None else {})
+    return checked(lambda v: v >= low and (high is None or v <= high), f"{{value}} must be {bounds}{why}", int, **schema)
+
+
+def listed(item: Any, name: str = "member") -> Any:
+    """A TOML array of `item`, each listed once (IAM grants are keyed by member; emails ignore case)."""
+
+    def unique(values: tuple[str, ...]) -> tuple[str, ...]:
+        lowered = [v.lower() for v in values]
+        if twice := sorted({v for v in lowered if lowered.count(v) > 1}):
+            raise ValueError(f"{', '.join(map(repr, twice))} is listed more than once (emails ignore case); list each {name} once")
+        return values
+
+    return Annotated[tuple[item, ...], AfterValidator(unique), Field(strict=False)]
+
+
+def is_domain(value: str) -> bool:
+    return "." in value and all(HOST_LABEL.match(label) for label in value.split("."))
+
+
+def is_hostname(value: str) -> bool:
+    return len(value) <= 253 and is_domain(value) and not value.rpartition(".")[2].isdigit()
+
+
+def is_member(value: str, kinds: tuple[str, ...] = ("user", "group", "serviceAccount")) -> bool:
+    kind, _, identity = value.partition(":")
+    return kind in kinds and bool(is_domain(identity) if kind == "domain" else EMAIL.match(identity))
+
+
+def nearest(value: str, names: Any) -> str:
+    match = difflib.get_close_matches(value, sorted(names), n=1, cutoff=0.5)
+    return f"did you mean `{match[0]}`?" if match else ""
+
+
+def check_region(value: str) -> str:
+    if value not in GCP_REGIONS:
+        hint = nearest(value, GCP_REGIONS) or "use one such as `europe-west1`"
+        raise ValueError(f"{value!r} is not a Google Cloud region; {hint}")
+    return value
+
+
+def check_private_cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CIDR range; write it like \"10.10.0.0/24\"") from None
+    if network.version != 4 or not network.is_private:
+        raise ValueError(f"{value!r} must be a private IPv4 range (10/8, 172.16/12, 192.168/16)")
+    return value
+
+
+def check_tier(tier: str) -> str:
+    if not (match := SQL_TIER.match(tier)):
+        raise ValueError(f"{tier!r} is not a Cloud SQL for PostgreSQL tier; use db-f1-micro, db-g1-small or "
+                         "db-custom-CPUS-MEMORY_MB (e.g. db-custom-1-3840)")
+    cpus, memory = int(match.group(2) or 1), int(match.group(3) or MIN_CUSTOM_MEMORY_MB)
+    shape = (cpus == 1 or cpus % 2 == 0) and cpus <= 96 and not memory % 256 and memory >= MIN_CUSTOM_MEMORY_MB
+    if not (shape and 0.9 * 1024 * cpus <= memory <= 6.5 * 1024 * cpus):
+        raise ValueError(f"{tier!r} has no valid CPU/memory shape; use 1 or an even number of CPUs, 0.9-6.5 GB per CPU "
+                         "and at least 3840 MB, in multiples of 256 MB (e.g. db-custom-2-7680)")
+    return tier
+
+
+def mebibytes(memory: str) -> int:
+    number, unit = MEMORY.match(memory).groups()
+    return int(number) * (1024 if unit == "Gi" else 1)
+
+
+def is_location(value: str) -> bool:
+    return value in BUCKET_MULTI_REGIONS | GCP_REGIONS
+
+
+Region = Annotated[str, AfterValidator(check_region), Field(json_schema_extra={"enum": sorted(GCP_REGIONS)})]
+PrivateCidr = Annotated[str, AfterValidator(check_private_cidr)]
+Percent = within(1, 100)
+PROJECT_ID_PROBLEM = (
+    "{value!r} is not a Google Cloud project id; use 6-30 lowercase letters, digits or hyphens, starting with a letter "
+    "(e.g. \"acme-mlflow-dev\")"
+)
+Email = checked(EMAIL.match, "{value!r} is not an e-mail address; write e.g. \"ml-platform@example.com\"")
+IamMember = checked(is_member, "{value!r} is not an IAM member; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL")
+OAuthClientId = checked(OAUTH_CLIENT_ID.match, "{value!r} is not an OAuth client id; write NUMBER-ID.apps.googleusercontent.com")
+IapMember = checked(
+    lambda v: is_member(v, ("user", "group", "serviceAccount", "domain")), "{value!r} is not an IAM member; write "
+    "user:EMAIL, group:EMAIL, serviceAccount:EMAIL or domain:DOMAIN (allUsers and allAuthenticatedUsers are refused)",
+)
+
+
+class Section(BaseModel):
+    """A TOML table: exact TOML types (no "2" for 2), no unknown keys, immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+PLACES = ["local", "bucket"]
+AUTHS = ["iam", "password"]
+
+
+class StateConfig(Section):
+    """The Terraform state bucket the bootstrap stack makes: one for all environments, the same table in every file."""
+
+    bucket: checked(
+        lambda v: BUCKET.match(v) and ".." not in v and not v.startswith("goog"), "{value!r} is not a valid bucket name; "
+        "use 3-63 lowercase letters, digits, hyphens, dots or underscores, e.g. \"acme-mlflow-tfstate\"",
+    ) = Field(description="the bucket the bootstrap stack creates; one for all environments")
+    project: checked(PROJECT_ID.match, PROJECT_ID_PROBLEM, empty_ok=True) = Field(
+        "", description="the project that holds it; set it in every file when environments are in several projects"
+    )
+    location: checked(is_location, "{value!r} is not a bucket location; use a region or EU, US or ASIA", empty_ok=True) = Field(
+        "", description="a region or EU, US, ASIA; fixed once the bucket exists"
+    )
+    bootstrap_state: checked(lambda v: v in PLACES, "{value!r} is not a place; use \"local\" or \"bucket\"", enum=PLACES) = Field(
+        "local", description="where the bootstrap stack keeps its own state: `local` (a file beside `cdktf.json`) until the "
+        "bucket exists, then `bucket` (see *Moving the bootstrap state*)",
+    )
+
+
+class NetworkConfig(Section):
+    subnet_cidr: PrivateCidr = Field("10.10.0.0/24", description="the subnet of Cloud Run's direct VPC egress; /26 or larger")
+    private_services_cidr: PrivateCidr = Field("10.20.0.0/20", description="peered to Google's services; /24 or larger")
+
+    @model_validator(mode="after")
+    def ranges_fit(self) -> NetworkConfig:
+        subnet, services = ipaddress.ip_network(self.subnet_cidr), ipaddress.ip_network(self.private_services_cidr)
+        _raise([problem for wrong, problem in (
+            (services.prefixlen > 24, f"network.private_services_cidr: {services} is smaller than the /24 Google requires; "
+             "use /24 or larger (e.g. /20)"),
+            (subnet.overlaps(services), f"network: subnet_cidr {subnet} overlaps private_services_cidr {services}; "
+             "pick ranges that do not overlap"),
+            (subnet.prefixlen > 26, f"network.subnet_cidr: {subnet} is too small for Cloud Run direct VPC egress; "
+             "use /26 or larger"),
+        ) if wrong])
+        return self
+
+
+class DatabaseConfig(Section):
+    tier: Annotated[str, AfterValidator(check_tier)] = Field(
+        "db-f1-micro", description="Cloud SQL tier; sets `max_connections` (see *Connection budget*)"
+    )
+    disk_size_gb: within(10, 65536) = Field(10, description="SSD size in GB")
+    version: checked(SQL_VERSION.match, "{value!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)",
+                     enum=[f"POSTGRES_{v}" for v in range(14, 19)]) = Field(
+        "POSTGRES_18", description="PostgreSQL major version; Enterprise edition, PITR on"
+    )
+    backup_retention_days: within(1, 365) = Field(7, description="days of automated backups kept")
+    password_revision: within(1, why="; bump it to rotate") = Field(
+        1, description="`auth = \"password\"` only: bump to rotate the generated password (user and secret follow)"
+    )
+    instance_name: checked(SQL_INSTANCE.match, "{value!r} is not a Cloud SQL instance name; use lowercase letters, digits and "
+                           "hyphens, starting with a letter, or remove it for <name_prefix>-db", empty_ok=True) = Field(
+        "", description="the Cloud SQL instance's name; set it only to adopt a restored clone (see *Restore*)"
+    )
+    auth: checked(lambda v: v in AUTHS, "{value!r} is not a login method; use \"iam\" (no password, the default) or \"password\"",
+                  enum=AUTHS) = Field(
+        "iam", description="`iam`: the server and the migration job log in as their service account's IAM database user, "
+        "no password exists anywhere; `password`: a generated password in state and in Secret Manager (see *Security posture*)",
+    )
 
     @property
     def max_connections(self) -> int:
         if self.tier in SHARED_CORE_MAX_CONNECTIONS:
             return SHARED_CORE_MAX_CONNECTIONS[self.tier]
         memory_mb = int(SQL_TIER.match(self.tier).group(3))
-        for below_mb, connections in MEMORY_MAX_CONNECTIONS:
-            if memory_mb < below_mb:
-                return connections
-        return 1000
+        return next((c for below_mb, c in MEMORY_MAX_CONNECTIONS if memory_mb < below_mb), 1000)
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    image: str = ""
-    cpu: str = "1"
-    memory: str = "1Gi"
-    min_instances: int = 0
-    max_instances: int = 2
-    concurrency: int = 20
-    workers: int = 1
-    pool_size: int = 2
-    max_overflow: int = 1
-    artifact_mount_path: str = "/mnt/gcs"
+class ServerConfig(Section):
+    image: checked(
+        IMAGE.match, "{value!r} is not a pinned image reference; write REGISTRY/PATH:TAG or REGISTRY/PATH@sha256:DIGEST, "
+        "or remove it to use this environment's Artifact Registry", empty_ok=True,
+    ) = Field("", description="pinned tag or digest; tags are immutable in the registry")
+    cpu: checked(lambda v: v in CLOUD_RUN_MEMORY_PER_CPU, "{value!r} must be \"1\", \"2\", \"4\" or \"8\"",
+                 enum=list(CLOUD_RUN_MEMORY_PER_CPU)) = Field(
+        "1", description="CPUs per instance (see *The server image and its sizing*)"
+    )
+    memory: checked(lambda v: MEMORY.match(v) and 512 <= mebibytes(v) <= 32768, "{value!r} must look like \"1Gi\" or \"768Mi\", "
+                    "from 512Mi to 32Gi") = Field("1Gi", description="memory per instance; must fit the CPUs")
+    min_instances: within(0) = Field(0, description="instances kept warm; 0 scales to zero when idle")
+    max_instances: within(1, 100) = Field(2, description="most instances; part of the connection budget")
+    concurrency: within(1, 1000) = Field(20, description="requests one instance serves at once")
+    workers: within(1, 8) = Field(1, description="MLflow server workers per instance (see *Connection budget*)")
+    pool_size: within(1) = Field(2, description="SQLAlchemy pool of each store (see *Connection budget*)")
+    max_overflow: within(1, why="; MLflow ignores 0 and falls back to its default of 10") = Field(
+        1, description="SQLAlchemy overflow of each store"
+    )
+    artifact_mount_path: checked(lambda v: v.startswith("/") and v not in {"/", CLOUDSQL_MOUNT}, "{value!r} must be an absolute "
+                                 "path such as \"/mnt/gcs\"") = Field(
+        "/mnt/gcs", description="where the GCS volume is mounted and MLflow writes artifacts"
+    )
+
+    @model_validator(mode="after")
+    def fits_cloud_run(self) -> ServerConfig:
+        low, high = CLOUD_RUN_MEMORY_PER_CPU[self.cpu]
+        _raise([problem for wrong, problem in (
+            (not low <= mebibytes(self.memory) <= high, f"server.memory: {self.memory} does not fit {self.cpu} CPU on Cloud Run; "
+             f"use {low}Mi to {high // 1024}Gi or change server.cpu"),
+            (self.max_instances < self.min_instances, f"server.max_instances: {self.max_instances} must be at least min_instances "
+             f"({self.min_instances})"),
+        ) if wrong])
+        return self
 
     @property
     def connections_per_instance(self) -> int:
         return self.workers * MLFLOW_STORES_PER_WORKER * (self.pool_size + self.max_overflow)
 
 
-@dataclass(frozen=True)
-class DnsConfig:
-    existing_zone: str = ""
+class DnsConfig(Section):
+    existing_zone: checked(ZONE_NAME.match, "{value!r} is not a Cloud DNS zone name; leave it empty to create a zone",
+                           empty_ok=True) = Field(
+        "", description="name of an existing Cloud DNS zone to add the record to; empty creates a zone for `domain`"
+    )
 
 
-@dataclass(frozen=True)
-class CiConfig:
-    github_repository: str = ""
+class CiConfig(Section):
+    github_repository: checked(GITHUB_REPO.match, "{value!r} must be OWNER/REPO", empty_ok=True) = Field(
+        "", description="`OWNER/REPO`: creates the Workload Identity Federation pool and the planner/deployer accounts"
+    )
 
 
-# --- Front door mode (issue 16): a separate block so the pydantic port (#19) can lift it. ---------
-FRONT_DOOR_MODES = ("load_balancer", "direct_iap")
+class IapOauthClientConfig(Section):
+    """A custom OAuth client for IAP; its secret is never in a file (TF_VAR_iap_oauth_client_secret)."""
+
+    client_id: checked(OAUTH_CLIENT_ID.match, "{value!r} is not an OAuth client id; write NUMBER-ID.apps.googleusercontent.com, "
+                       "or leave it empty for the Google-managed client", empty_ok=True) = Field(
+        "", description="a custom OAuth client for IAP (see *Custom OAuth client*); empty: the Google-managed client"
+    )
+    secret_version: within(1, why="; bump it to send a new secret") = Field(
+        1, description="bump after changing `TF_VAR_iap_oauth_client_secret`, so the apply sends it again"
+    )
 
 
-@dataclass(frozen=True)
-class FrontDoorConfig:
-    """How users reach MLflow. "load_balancer": the global external Application Load Balancer with
-    IAP on its backend service, a managed certificate for `domain` and DNS. "direct_iap": IAP on the
-    Cloud Run service itself, reached at its run.app URL; no load balancer, certificate or DNS."""
-
-    mode: str = "load_balancer"
+FRONT_DOOR_MODES = ["load_balancer", "direct_iap"]
 
 
-def _validate_front_door(cfg: "Config", problems: list[str]) -> None:
-    mode = cfg.front_door.mode
-    if mode not in FRONT_DOOR_MODES:
-        problems.append(f"front_door.mode: {mode!r} is not a mode; use \"load_balancer\" (default) or \"direct_iap\"")
-        return
-    if mode != "direct_iap":
-        return
-    host = cfg.direct_iap_host
-    if cfg.domain != host:
-        problems.append(
-            f"domain: {cfg.domain!r} is a custom domain, which direct_iap cannot serve (no load balancer, no "
-            f"certificate); write domain = \"{host}\" (the service's run.app host) or use mode = \"load_balancer\""
-        )
-    if cfg.dns != DnsConfig():
-        problems.append(
-            "dns.existing_zone: direct_iap creates no DNS record (users open the run.app URL); remove the [dns] "
-            "table or use front_door.mode = \"load_balancer\""
-        )
-    if cfg.iap_programmatic_clients:
-        problems.append(
-            "iap_programmatic_clients: only the load balancer's IAP settings are managed here; remove them in "
-            "direct_iap (the client plugin needs none) or use front_door.mode = \"load_balancer\""
-        )
-    if cfg.iap_oauth_client != IapOauthClientConfig():
-        problems.append(
-            "iap_oauth_client.client_id: direct_iap is built here for the Google-managed OAuth client only (project in an "
-            "organization, members from it); remove [iap_oauth_client] or use front_door.mode = \"load_balancer\""
-        )
-# --- end of the front door block ---
+class FrontDoorConfig(Section):
+    """How users reach MLflow: the load balancer with IAP on its backend, or IAP on the Cloud Run service itself."""
+
+    mode: checked(lambda v: v in FRONT_DOOR_MODES, "{value!r} is not a mode; use \"load_balancer\" (default) or \"direct_iap\"",
+                  enum=FRONT_DOOR_MODES) = Field(
+        "load_balancer", description="`load_balancer`: the global external Application Load Balancer, a managed certificate "
+        "for `domain`, DNS, IAP on the backend service; `direct_iap`: IAP on the Cloud Run service, reached at its run.app "
+        "URL (`domain` must be that host), no load balancer, certificate or DNS, about a third of the idle cost (see *Two front doors*)",
+    )
 
 
-# --- First deploy in an organization with secure-by-default policies (issue 14) ----------------------
-@dataclass(frozen=True)
-class IapOauthClientConfig:
-    """A custom OAuth client for IAP, for projects outside an organization or members outside it.
-
-    Empty `client_id`: IAP uses the Google-managed client, which admits only the organization's users.
-    The secret is never in a file: Terraform reads it from TF_VAR_iap_oauth_client_secret at plan
-    and apply (an ephemeral variable) and sends it as a write-only argument.
-    """
-
-    client_id: str = ""
-    # Bump after changing the secret in TF_VAR_iap_oauth_client_secret, so the apply sends it again.
-    secret_version: int = 1
-
-
-# --- Operations (#18): alerts and budget. A separate block so the pydantic port (#19) can lift it. ---
-BILLING_ACCOUNT = re.compile(r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$")
-# Fraction of the SQL tier's max_connections at which the connection alert fires, by default.
-DEFAULT_CONNECTIONS_PERCENT = 80
-
-
-@dataclass(frozen=True)
-class AlertsConfig:
+class AlertsConfig(Section):
     """No `[alerts]` table (no e-mails) means no channels, no policies and no dashboard."""
 
-    emails: tuple[str, ...] = ()
-    error_ratio_percent: int = 5
-    latency_p95_ms: int = 2000
-    sql_cpu_percent: int = 80
-    sql_disk_percent: int = 80
-    connections_percent: int = DEFAULT_CONNECTIONS_PERCENT
+    emails: listed(Email, "address") = Field((), description="who gets the alerts; empty: no alerts (see *Operations*)")
+    error_ratio_percent: Percent = Field(5, description="5xx responses, % of requests over 5 minutes")
+    latency_p95_ms: within(1, 900_000, " (the request timeout)") = Field(2000, description="p95 request latency over 5 minutes")
+    sql_cpu_percent: Percent = Field(80, description="Cloud SQL CPU utilization")
+    sql_disk_percent: Percent = Field(80, description="Cloud SQL disk utilization")
+    connections_percent: Percent = Field(DEFAULT_CONNECTIONS_PERCENT, description="% of the tier's `max_connections`")
+
+    @model_validator(mode="after")
+    def someone_is_notified(self) -> AlertsConfig:
+        if not self.emails and self.model_fields_set - {"emails"}:
+            raise Problems(["alerts.emails: is empty; thresholds alone notify nobody, so list who gets the alerts"])
+        return self
 
     @property
     def enabled(self) -> bool:
         return bool(self.emails)
 
 
-@dataclass(frozen=True)
-class BudgetConfig:
+class BudgetConfig(Section):
     """No `[budget]` table means no budget; `billing_account` is what turns it on."""
 
-    billing_account: str = ""
-    monthly_usd: int = 0
+    billing_account: checked(BILLING_ACCOUNT.match, "{value!r} is not a billing account id; write the XXXXXX-XXXXXX-XXXXXX that "
+                             "`gcloud billing projects describe PROJECT_ID` prints after billingAccounts/", empty_ok=True) = Field(
+        "", description="the billing account that pays for the project; turns the budget on"
+    )
+    monthly_usd: within(0) = Field(0, description="whole US dollars a month; e-mails at 50%, 90%, 100% and a 100% forecast")
+
+    @model_validator(mode="after")
+    def complete(self) -> BudgetConfig:
+        if self.billing_account and self.monthly_usd < 1:
+            raise Problems([f"budget.monthly_usd: {self.monthly_usd} must be 1 or more; set the amount in whole US dollars"])
+        if self.monthly_usd and not self.billing_account:
+            raise Problems(["budget.billing_account: missing; a budget needs the billing account that pays for the project"])
+        return self
 
 
-def _validate_operations(cfg: "Config", problems: list[str]) -> None:
-    a, b = cfg.alerts, cfg.budget
-    if not a.emails and a != AlertsConfig():
-        problems.append("alerts.emails: is empty; thresholds alone notify nobody, so list who gets the alerts")
-    for email in a.emails:
-        if not EMAIL.match(email):
-            problems.append(f"alerts.emails: {email!r} is not an e-mail address; write e.g. \"ml-platform@example.com\"")
-    if len(set(a.emails)) != len(a.emails):
-        problems.append("alerts.emails: lists an address twice; list each address once")
-    for name in ("error_ratio_percent", "sql_cpu_percent", "sql_disk_percent", "connections_percent"):
-        value = getattr(a, name)
-        if not 1 <= value <= 100:
-            problems.append(f"alerts.{name}: {value} must be a percentage between 1 and 100")
-    if not 1 <= a.latency_p95_ms <= 900_000:
-        problems.append(f"alerts.latency_p95_ms: {a.latency_p95_ms} must be between 1 and 900000 (the request timeout)")
-    if b.billing_account and not BILLING_ACCOUNT.match(b.billing_account):
-        problems.append(
-            f"budget.billing_account: {b.billing_account!r} is not a billing account id; write the XXXXXX-XXXXXX-XXXXXX "
-            "that `gcloud billing projects describe PROJECT_ID` prints after billingAccounts/"
-        )
-    if b.billing_account and b.monthly_usd < 1:
-        problems.append(f"budget.monthly_usd: {b.monthly_usd} must be 1 or more; set the monthly amount in whole US dollars")
-    if b.monthly_usd and not b.billing_account:
-        problems.append("budget.billing_account: missing; a budget needs the billing account that pays for the project")
+# The shipped examples' own values (config/example.toml, config/direct-iap.toml): copied into another
+# environment they would deploy into someone else's project.
+EXAMPLE_ENVIRONMENT = "example"
+EXAMPLE_ENVIRONMENTS = (EXAMPLE_ENVIRONMENT, "small")
+EXAMPLE_PLACEHOLDERS = {
+    "project_id": ("example-mlflow-project", "example-mlflow-small"),
+    "project_number": ("123456789012",),
+    "domain": ("mlflow.example.com",),
+}
+EXAMPLE_STATE_BUCKET = "example-mlflow-project-tfstate"
+INIT_HINT = "python -m stacks.init ENV --project ID --region REGION --domain DOMAIN"
 
 
-def alert_thresholds(cfg: "Config") -> dict[str, float]:
-    """Thresholds derived from the config: what the monitoring construct is given."""
-    return {
-        "error_ratio": cfg.alerts.error_ratio_percent / 100,
-        "latency_p95_ms": cfg.alerts.latency_p95_ms,
-        "max_instances": cfg.server.max_instances,
-        "sql_cpu": cfg.alerts.sql_cpu_percent / 100,
-        "sql_disk": cfg.alerts.sql_disk_percent / 100,
-        # The tier's limit, not the deployment's planned peak: running out of it is what breaks MLflow.
-        "sql_connections": max(1, cfg.database.max_connections * cfg.alerts.connections_percent // 100),
-    }
-# --- end of the operations block ---
-
-
-@dataclass(frozen=True)
-class Config:
-    environment: str
-    project_id: str
-    project_number: str
-    region: str
-    domain: str
-    iap_members: tuple[str, ...]
-    state: StateConfig
-    name_prefix: str = "mlflow"
-    artifact_location: str = ""
-    iap_programmatic_clients: tuple[str, ...] = ()
-    client_impersonators: tuple[str, ...] = ()
+class Config(Section):
+    environment: checked(ENVIRONMENT.match, "{value!r} is not 1-10 lowercase letters/digits starting with a letter; use e.g. "
+                         "\"dev\" or \"prod\"", pattern=ENVIRONMENT.pattern) = Field(
+        description="1-10 lowercase letters/digits; names the stacks (`mlflow-<environment>`)"
+    )
+    project_id: checked(PROJECT_ID.match, PROJECT_ID_PROBLEM, pattern=PROJECT_ID.pattern) = Field(
+        description="the Google Cloud project to deploy into"
+    )
+    project_number: checked(PROJECT_NUMBER.match, "{value!r} is not a project number; quote the digits that `gcloud projects "
+                            "describe PROJECT_ID --format='value(projectNumber)'` prints", pattern=PROJECT_NUMBER.pattern) = Field(
+        description="quoted: `gcloud projects describe PROJECT_ID --format='value(projectNumber)'`"
+    )
+    region: Region = Field(description="a Google Cloud region")
+    domain: checked(is_hostname, "{value!r} is not a lowercase hostname; use the name users will open, e.g. "
+                    "\"mlflow.example.com\"") = Field(
+        description="the hostname users open; allowed host and CORS origin of the server"
+    )
+    iap_members: listed(IapMember) = Field(
+        min_length=1, description="who may use MLflow (`roles/iap.httpsResourceAccessor` on the backend service only). With the "
+        "default Google-managed OAuth client IAP admits **only users of the project's organization**: for a project outside an "
+        "organization, or members outside it, configure `[iap_oauth_client]`",
+    )
+    state: StateConfig = Field(description="the Terraform state bucket")
+    name_prefix: checked(NAME_PREFIX.match, "{value!r} must be 2-15 lowercase letters, digits or hyphens, starting with a letter "
+                         "and not ending with a hyphen", pattern=NAME_PREFIX.pattern) = Field(
+        "mlflow", description="prefix of every resource name"
+    )
+    artifact_location: checked(is_location, "{value!r} is not a bucket location; use a region or EU/US/ASIA, or remove it to use "
+                               "the region", empty_ok=True) = Field("", description="location of the artifact bucket")
+    iap_programmatic_clients: listed(OAuthClientId, "client") = Field(
+        (), description="OAuth client ids allowed to send ID tokens; not needed for the plugin"
+    )
+    client_impersonators: listed(IamMember) = Field(
+        (), description="people/groups whose scripts act as the keyless `<prefix>-client` account (see *Using the tracking server*)"
+    )
     network: NetworkConfig = NetworkConfig()
     database: DatabaseConfig = DatabaseConfig()
     server: ServerConfig = ServerConfig()
     dns: DnsConfig = DnsConfig()
     ci: CiConfig = CiConfig()
-    # --- issue 14 ---
-    # Domains of the organization's directory (domain-restricted sharing): user:/group:/domain: members
-    # elsewhere are refused at synth instead of at apply. Empty: not checked.
-    allowed_domains: tuple[str, ...] = ()
-    # Who may run the `image_build_command` output (iam.serviceAccountUser on the build account).
-    image_builders: tuple[str, ...] = ()
+    allowed_domains: listed(checked(is_domain, "{value!r} is not a domain; write e.g. \"example.com\""), "domain") = Field(
+        (), description="your directory's domains (domain-restricted sharing): synth refuses a `user:`/`group:`/`domain:` "
+        "member of `iap_members`, `client_impersonators` or `image_builders` outside them, instead of the apply failing halfway",
+    )
+    image_builders: listed(IamMember) = Field(
+        (), description="who may run the `image_build_command` output besides owners/editors: `iam.serviceAccountUser` on the "
+        "build account, `cloudbuild.builds.editor`, objects of the build bucket",
+    )
     iap_oauth_client: IapOauthClientConfig = IapOauthClientConfig()
     alerts: AlertsConfig = AlertsConfig()
     budget: BudgetConfig = BudgetConfig()
     front_door: FrontDoorConfig = FrontDoorConfig()
+    protect_data: bool = Field(
+        True, description="Cloud SQL deletion protection and `prevent_destroy` on the database, the artifact bucket and the "
+        "secret; `false` only to tear the environment down (see *Tear-down*; synth warns while it is off)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def state_defaults_to_this_environment(cls, data: Any) -> Any:
+        """The state bucket is in this environment's project and region unless [state] says otherwise."""
+        if isinstance(data, dict) and isinstance(data.get("state"), dict):
+            state = dict(data["state"])
+            if not state.get("project") and isinstance(data.get("project_id"), str) and PROJECT_ID.match(data["project_id"]):
+                state["project"] = data["project_id"]
+            if not state.get("location") and data.get("region") in GCP_REGIONS:
+                state["location"] = data["region"]
+            data = {**data, "state": state}
+        return data
 
     @property
     def server_service_name(self) -> str:
@@ -297,6 +486,59 @@ class Config:
     @property
     def direct_iap_host(self) -> str:
         return run_app_host(self.server_service_name, self.project_number, self.region)
+
+    @model_validator(mode="after")
+    def fits_direct_iap(self) -> Config:
+        """direct_iap has no load balancer, certificate, DNS or custom OAuth client: settings for them are mistakes."""
+        if self.front_door.mode != "direct_iap":
+            return self
+        fix = "or use front_door.mode = \"load_balancer\""
+        _raise([problem for wrong, problem in (
+            (self.domain != self.direct_iap_host, f"domain: {self.domain!r} is a custom domain, which direct_iap cannot serve "
+             f"(no load balancer, no certificate); write domain = \"{self.direct_iap_host}\" (the service's run.app host) {fix}"),
+            (self.dns != DnsConfig(), f"dns.existing_zone: direct_iap creates no DNS record (users open the run.app URL); "
+             f"remove the [dns] table {fix}"),
+            (bool(self.iap_programmatic_clients), "iap_programmatic_clients: only the load balancer's IAP settings are managed "
+             f"here; remove them in direct_iap (the client plugin needs none) {fix}"),
+            (self.iap_oauth_client != IapOauthClientConfig(), "iap_oauth_client.client_id: direct_iap is built here for the "
+             "Google-managed OAuth client only (project in an organization, members from it); remove [iap_oauth_client] " + fix),
+        ) if wrong])
+        return self
+
+    @model_validator(mode="after")
+    def fits_the_organization(self) -> Config:
+        """What an organization's policies would reject at apply, refused at synth."""
+        allowed = {d.lower() for d in self.allowed_domains}
+        members = [(key, m) for key in ("iap_members", "client_impersonators", "image_builders") for m in getattr(self, key)]
+        _raise([
+            f"{key}: {member!r} is outside allowed_domains ({', '.join(sorted(allowed))}), so domain-restricted sharing would "
+            "refuse the grant; remove it, or add its domain to allowed_domains if your organization allows it"
+            for key, member in members
+            # A service account's email names its project, not a directory domain: not judged here.
+            if allowed and not member.startswith("serviceAccount:") and member_domain(member) not in allowed
+        ])
+        return self
+
+    @model_validator(mode="after")
+    def not_the_examples_placeholders(self) -> Config:
+        if self.environment not in EXAMPLE_ENVIRONMENTS:
+            copied = [f"{key}: {getattr(self, key)!r} is the example's placeholder; write this environment's own"
+                      for key, values in EXAMPLE_PLACEHOLDERS.items() if getattr(self, key) in values]
+            _raise(copied[:-1] + [f"{p} (`{INIT_HINT}` starts an environment without them)" for p in copied[-1:]])
+        return self
+
+    @model_validator(mode="after")
+    def within_the_connection_budget(self) -> Config:
+        (peak, allowed), s = self.connection_budget, self.server
+        if peak > allowed:
+            raise Problems([
+                f"server: connection budget exceeded: {s.max_instances} instances x {s.workers} workers x "
+                f"{MLFLOW_STORES_PER_WORKER} stores x ({s.pool_size} pool + {s.max_overflow} overflow) + "
+                f"{self.migration_connections} migration + {SQL_RESERVED_CONNECTIONS} reserved = {peak} > {allowed} "
+                f"max_connections of {self.database.tier}; "
+                "lower server.max_instances, workers or pool_size, or pick a larger database.tier"
+            ])
+        return self
 
     @property
     def registry_repository(self) -> str:
@@ -316,316 +558,77 @@ class Config:
     @property
     def connection_budget(self) -> tuple[int, int]:
         """(connections the deployment may open at peak, connections the SQL tier allows)."""
-        peak = (
-            self.server.max_instances * self.server.connections_per_instance
-            + self.migration_connections
-            + SQL_RESERVED_CONNECTIONS
-        )
-        return peak, self.database.max_connections
+        peak = self.server.max_instances * self.server.connections_per_instance + self.migration_connections
+        return peak + SQL_RESERVED_CONNECTIONS, self.database.max_connections
 
 
-_SECTIONS = {
-    "state": StateConfig,
-    "network": NetworkConfig,
-    "database": DatabaseConfig,
-    "server": ServerConfig,
-    "dns": DnsConfig,
-    "ci": CiConfig,
-    "iap_oauth_client": IapOauthClientConfig,
-    "alerts": AlertsConfig,
-    "budget": BudgetConfig,
-    "front_door": FrontDoorConfig,
-}
-
-
-def _check_types(raw: dict[str, Any], cls: type, prefix: str, problems: list[str]) -> dict[str, Any]:
-    """Keep the keys `cls` knows with the right TOML type; report unknown, missing and mistyped keys."""
-    known = {f.name: f for f in fields(cls)}
-    kept: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = f"{prefix}{key}"
-        kind = known[key].type if key in known else None
-        if kind is None:
-            problems.append(f"{name}: unknown key; remove it (known: {', '.join(sorted(known))})")
-        elif key in _SECTIONS and not prefix:
-            if isinstance(value, dict):
-                before = len(problems)
-                section = _check_types(value, _SECTIONS[key], f"{key}.", problems)
-                if len(problems) == before:
-                    kept[key] = _SECTIONS[key](**section)
-            else:
-                problems.append(f"{name}: must be a [{key}] table")
-        elif kind == "tuple[str, ...]":
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                kept[key] = tuple(value)
-            else:
-                problems.append(f"{name}: must be a list of quoted strings")
-        elif kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-            problems.append(f"{name}: must be a whole number, got {value!r}")
-        elif kind == "str" and not isinstance(value, str):
-            problems.append(f"{name}: must be a quoted string, got {value!r}")
-        else:
-            kept[key] = value
-    for key, field in known.items():
-        if field.default is MISSING and field.default_factory is MISSING and key not in raw:
-            hint = f"a [{key}] table" if key in _SECTIONS and not prefix else f"{prefix}{key} = ..."
-            problems.append(f"{prefix}{key}: missing; add {hint} to the file")
-    return kept
-
-
-def _validate(cfg: Config, problems: list[str]) -> None:
-    if not ENVIRONMENT.match(cfg.environment):
-        problems.append(
-            f"environment: {cfg.environment!r} is not 1-10 lowercase letters/digits starting with a letter; "
-            "use e.g. \"dev\" or \"prod\""
-        )
-    if not PROJECT_ID.match(cfg.project_id):
-        problems.append(
-            f"project_id: {cfg.project_id!r} is not a Google Cloud project id; use 6-30 lowercase letters, "
-            "digits or hyphens, starting with a letter (e.g. \"acme-mlflow-dev\")"
-        )
-    if not PROJECT_NUMBER.match(cfg.project_number):
-        problems.append(
-            f"project_number: {cfg.project_number!r} is not a project number; quote the digits that "
-            "`gcloud projects describe PROJECT_ID --format='value(projectNumber)'` prints"
-        )
-    if cfg.region not in GCP_REGIONS:
-        problems.append(f"region: {cfg.region!r} is not a Google Cloud region; use one such as \"europe-west1\"")
-    if not NAME_PREFIX.match(cfg.name_prefix):
-        problems.append(
-            f"name_prefix: {cfg.name_prefix!r} must be 2-15 lowercase letters, digits or hyphens, starting "
-            "with a letter and not ending with a hyphen"
-        )
-    labels = cfg.domain.split(".")
-    if len(cfg.domain) > 253 or len(labels) < 2 or not all(HOST_LABEL.match(l) for l in labels) or labels[-1].isdigit():
-        problems.append(
-            f"domain: {cfg.domain!r} is not a lowercase hostname; use the name users will open, e.g. "
-            "\"mlflow.example.com\""
-        )
-    if not cfg.iap_members:
-        problems.append("iap_members: is empty; list who may use MLflow, e.g. [\"group:ml-team@example.com\"]")
-    for member in cfg.iap_members:
-        kind, _, value = member.partition(":")
-        valid = (
-            member.startswith(MEMBER_PREFIXES)
-            and (EMAIL.match(value) if kind != "domain" else all(HOST_LABEL.match(l) for l in value.split(".")) and "." in value)
-        )
-        if not valid:
-            problems.append(
-                f"iap_members: {member!r} is not an IAM member; write user:EMAIL, group:EMAIL, "
-                "serviceAccount:EMAIL or domain:DOMAIN (allUsers and allAuthenticatedUsers are refused)"
-            )
-    for member in cfg.client_impersonators:
-        kind, _, value = member.partition(":")
-        if kind not in ("user", "group", "serviceAccount") or not EMAIL.match(value):
-            problems.append(
-                f"client_impersonators: {member!r} is not an IAM member; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL"
-            )
-    for client in cfg.iap_programmatic_clients:
-        if not OAUTH_CLIENT_ID.match(client):
-            problems.append(
-                f"iap_programmatic_clients: {client!r} is not an OAuth client id; write NUMBER-ID.apps.googleusercontent.com"
-            )
-    if (
-        not BUCKET.match(cfg.state.bucket)
-        or ".." in cfg.state.bucket
-        or cfg.state.bucket.startswith("goog")
-    ):
-        problems.append(
-            f"state.bucket: {cfg.state.bucket!r} is not a valid bucket name; use 3-63 lowercase letters, "
-            "digits, hyphens, dots or underscores, e.g. \"acme-mlflow-tfstate\""
-        )
-    if cfg.state.bootstrap_state not in ("local", "bucket"):
-        problems.append(f"state.bootstrap_state: {cfg.state.bootstrap_state!r} is not a place; use \"local\" or \"bucket\"")
-    if cfg.state.location not in BUCKET_MULTI_REGIONS | GCP_REGIONS:
-        problems.append(f"state.location: {cfg.state.location!r} is not a bucket location; use a region or EU, US or ASIA")
-    _validate_network(cfg.network, problems)
-    _validate_database(cfg.database, problems)
-    _validate_server(cfg.server, problems)
-    if cfg.dns.existing_zone and not ZONE_NAME.match(cfg.dns.existing_zone):
-        problems.append(f"dns.existing_zone: {cfg.dns.existing_zone!r} is not a Cloud DNS zone name; leave it empty to create a zone")
-    if cfg.ci.github_repository and not GITHUB_REPO.match(cfg.ci.github_repository):
-        problems.append(f"ci.github_repository: {cfg.ci.github_repository!r} must be OWNER/REPO")
-    _validate_organization_fit(cfg, problems)
-    _validate_operations(cfg, problems)
-    _validate_front_door(cfg, problems)
-    if cfg.artifact_location and cfg.artifact_location not in BUCKET_MULTI_REGIONS | GCP_REGIONS:
-        problems.append(
-            f"artifact_location: {cfg.artifact_location!r} is not a bucket location; use a region or EU/US/ASIA, "
-            "or remove it to use the region"
-        )
-    if not problems:
-        peak, allowed = cfg.connection_budget
-        if peak > allowed:
-            s = cfg.server
-            problems.append(
-                f"server: connection budget exceeded: {s.max_instances} instances x {s.workers} workers x "
-                f"{MLFLOW_STORES_PER_WORKER} stores x ({s.pool_size} pool + {s.max_overflow} overflow) "
-                f"+ {cfg.migration_connections} migration + {SQL_RESERVED_CONNECTIONS} reserved = {peak} > "
-                f"{allowed} max_connections of {cfg.database.tier}; lower server.max_instances, workers or "
-                "pool_size, or pick a larger database.tier"
-            )
-
-
-def _member_domain(member: str) -> str:
+def member_domain(member: str) -> str:
     kind, _, value = member.partition(":")
     return value.lower() if kind == "domain" else value.rpartition("@")[2].lower()
 
 
-def _validate_organization_fit(cfg: Config, problems: list[str]) -> None:
-    """Issue 14: what an organization's policies would reject at apply, refused at synth."""
-    for domain in cfg.allowed_domains:
-        if "." not in domain or not all(HOST_LABEL.match(l) for l in domain.split(".")):
-            problems.append(f"allowed_domains: {domain!r} is not a domain; write e.g. \"example.com\"")
-    if cfg.allowed_domains:
-        allowed = {d.lower() for d in cfg.allowed_domains}
-        listed = [("iap_members", m) for m in cfg.iap_members] + [("client_impersonators", m) for m in cfg.client_impersonators]
-        listed += [("image_builders", m) for m in cfg.image_builders]
-        for key, member in listed:
-            # A service account's email names its project, not a directory domain: not judged here.
-            if not member.startswith("serviceAccount:") and _member_domain(member) not in allowed:
-                problems.append(
-                    f"{key}: {member!r} is outside allowed_domains ({', '.join(sorted(allowed))}), so domain-restricted "
-                    "sharing would refuse the grant; remove it, or add its domain to allowed_domains if your "
-                    "organization allows it"
-                )
-    for member in cfg.image_builders:
-        kind, _, value = member.partition(":")
-        if kind not in ("user", "group", "serviceAccount") or not EMAIL.match(value):
-            problems.append(f"image_builders: {member!r} is not an IAM member; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL")
-    oauth = cfg.iap_oauth_client
-    if oauth.client_id and not OAUTH_CLIENT_ID.match(oauth.client_id):
-        problems.append(
-            f"iap_oauth_client.client_id: {oauth.client_id!r} is not an OAuth client id; write "
-            "NUMBER-ID.apps.googleusercontent.com, or leave it empty for the Google-managed client"
-        )
-    if oauth.secret_version < 1:
-        problems.append(f"iap_oauth_client.secret_version: {oauth.secret_version} must be 1 or more; bump it to send a new secret")
+def alert_thresholds(cfg: Config) -> dict[str, float]:
+    """Thresholds derived from the config: what the monitoring construct is given."""
+    return {
+        "error_ratio": cfg.alerts.error_ratio_percent / 100,
+        "latency_p95_ms": cfg.alerts.latency_p95_ms,
+        "max_instances": cfg.server.max_instances,
+        "sql_cpu": cfg.alerts.sql_cpu_percent / 100,
+        "sql_disk": cfg.alerts.sql_disk_percent / 100,
+        # The tier's limit, not the deployment's planned peak: running out of it is what breaks MLflow.
+        "sql_connections": max(1, cfg.database.max_connections * cfg.alerts.connections_percent // 100),
+    }
 
 
-def _validate_network(net: NetworkConfig, problems: list[str]) -> None:
-    parsed = {}
-    for name in ("subnet_cidr", "private_services_cidr"):
-        value = getattr(net, name)
-        try:
-            network = ipaddress.ip_network(value, strict=True)
-        except ValueError:
-            problems.append(f"network.{name}: {value!r} is not a CIDR range; write it like \"10.10.0.0/24\"")
-            continue
-        if network.version != 4 or not network.is_private:
-            problems.append(f"network.{name}: {value!r} must be a private IPv4 range (10/8, 172.16/12, 192.168/16)")
-            continue
-        parsed[name] = network
-    services = parsed.get("private_services_cidr")
-    if services is not None and services.prefixlen > 24:
-        problems.append(
-            f"network.private_services_cidr: {services} is smaller than the /24 Google requires; use /24 or larger (e.g. /20)"
-        )
-    if len(parsed) == 2 and parsed["subnet_cidr"].overlaps(services):
-        problems.append(
-            f"network: subnet_cidr {parsed['subnet_cidr']} overlaps private_services_cidr {services}; "
-            "pick ranges that do not overlap"
-        )
-    subnet = parsed.get("subnet_cidr")
-    if subnet is not None and subnet.prefixlen > 26:
-        problems.append(f"network.subnet_cidr: {subnet} is too small for Cloud Run direct VPC egress; use /26 or larger")
+# --- pydantic's errors, one line each, in our words ---------------------------------------------------
+
+KIND_PROBLEMS = {
+    "bool_type": "must be true or false, got {input!r}",
+    "int_type": "must be a whole number, got {input!r}",
+    "string_type": "must be a quoted string, got {input!r}",
+    "tuple_type": "must be a list of quoted strings",
+    "too_short": "is empty; list who may use MLflow, e.g. [\"group:ml-team@example.com\"]",
+}
 
 
-def _validate_database(db: DatabaseConfig, problems: list[str]) -> None:
-    tier = SQL_TIER.match(db.tier)
-    if not tier:
-        problems.append(
-            f"database.tier: {db.tier!r} is not a Cloud SQL for PostgreSQL tier; use db-f1-micro, db-g1-small "
-            "or db-custom-CPUS-MEMORY_MB (e.g. db-custom-1-3840)"
-        )
-    elif tier.group(2):
-        cpus, memory = int(tier.group(2)), int(tier.group(3))
-        if (
-            not (cpus == 1 or cpus % 2 == 0)
-            or cpus > 96
-            or memory % 256
-            or memory < MIN_CUSTOM_MEMORY_MB
-            or not 0.9 * 1024 * cpus <= memory <= 6.5 * 1024 * cpus
-        ):
-            problems.append(
-                f"database.tier: {db.tier!r} has no valid CPU/memory shape; use 1 or an even number of CPUs, "
-                "0.9-6.5 GB per CPU and at least 3840 MB, in multiples of 256 MB (e.g. db-custom-2-7680)"
-            )
-    if not 10 <= db.disk_size_gb <= 65536:
-        problems.append(f"database.disk_size_gb: {db.disk_size_gb} must be between 10 and 65536")
-    if not SQL_VERSION.match(db.version):
-        problems.append(f"database.version: {db.version!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)")
-    if db.password_revision < 1:
-        problems.append(f"database.password_revision: {db.password_revision} must be 1 or more; bump it to rotate")
-    if not 1 <= db.backup_retention_days <= 365:
-        problems.append(f"database.backup_retention_days: {db.backup_retention_days} must be between 1 and 365")
+def _model_at(loc: tuple) -> type[BaseModel]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model
 
 
-def _validate_server(s: ServerConfig, problems: list[str]) -> None:
-    if s.image and not IMAGE.match(s.image):
-        problems.append(
-            f"server.image: {s.image!r} is not a pinned image reference; write REGISTRY/PATH:TAG or "
-            "REGISTRY/PATH@sha256:DIGEST, or remove it to use this environment's Artifact Registry"
-        )
-    if s.cpu not in {"1", "2", "4", "8"}:
-        problems.append(f"server.cpu: {s.cpu!r} must be \"1\", \"2\", \"4\" or \"8\"")
-    memory = MEMORY.match(s.memory)
-    if not memory:
-        problems.append(f"server.memory: {s.memory!r} must look like \"1Gi\" or \"768Mi\"")
-    else:
-        mib = int(memory.group(1)) * (1024 if memory.group(2) == "Gi" else 1)
-        if not 512 <= mib <= 32768:
-            problems.append(f"server.memory: {s.memory} must be between 512Mi and 32Gi")
-        elif s.cpu in CLOUD_RUN_MEMORY_PER_CPU:
-            low, high = CLOUD_RUN_MEMORY_PER_CPU[s.cpu]
-            if not low <= mib <= high:
-                problems.append(
-                    f"server.memory: {s.memory} does not fit {s.cpu} CPU on Cloud Run; use {low}Mi to {high // 1024}Gi "
-                    "or change server.cpu"
-                )
-    if s.min_instances < 0:
-        problems.append(f"server.min_instances: {s.min_instances} must be 0 or more")
-    if not 1 <= s.max_instances <= 100 or s.max_instances < s.min_instances:
-        problems.append(f"server.max_instances: {s.max_instances} must be 1-100 and at least min_instances ({s.min_instances})")
-    if not 1 <= s.concurrency <= 1000:
-        problems.append(f"server.concurrency: {s.concurrency} must be between 1 and 1000")
-    if not 1 <= s.workers <= 8:
-        problems.append(f"server.workers: {s.workers} must be between 1 and 8")
-    if s.pool_size < 1:
-        problems.append(f"server.pool_size: {s.pool_size} must be 1 or more")
-    if s.max_overflow < 1:
-        problems.append(
-            f"server.max_overflow: {s.max_overflow} is ignored by MLflow (0 falls back to its default of 10); "
-            "use 1 or more"
-        )
-    if not s.artifact_mount_path.startswith("/") or s.artifact_mount_path in {"/", CLOUDSQL_MOUNT}:
-        problems.append(f"server.artifact_mount_path: {s.artifact_mount_path!r} must be an absolute path such as \"/mnt/gcs\"")
-
-
-# --- #21: each IAM grant is keyed by its member, so a member may be listed only once. ---
-def _validate_unique_members(cfg: Config, problems: list[str]) -> None:
-    for name in ("iap_members", "client_impersonators"):
-        members = [m.lower() for m in getattr(cfg, name)]
-        for member in sorted({m for m in members if members.count(m) > 1}):
-            problems.append(f"{name}: {member!r} is listed more than once (emails ignore case); list each member once")
+def _problem(error: dict[str, Any]) -> list[str]:
+    loc = tuple(p for p in error["loc"] if isinstance(p, str))
+    name, kind = ".".join(loc), error["type"]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, Problems):
+        return cause.items
+    if isinstance(cause, ValueError):
+        return [f"{name}: {cause}"]
+    if kind == "extra_forbidden":
+        known = sorted(_model_at(loc[:-1]).model_fields)
+        return [f"{name}: unknown key; " + (nearest(loc[-1], known) or f"remove it (known: {', '.join(known)})")]
+    if kind == "missing":
+        section = _model_at(loc) is not _model_at(loc[:-1])
+        return [f"{name}: missing; add {f'a [{name}] table' if section else f'{name} = ...'} to the file"]
+    if kind == "model_type":
+        return [f"{name}: must be a [{name}] table"]
+    return [f"{name}: " + KIND_PROBLEMS.get(kind, error["msg"].split("\n")[0]).format(input=error.get("input"))]
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Parse and validate one TOML document; raise ConfigError with every problem on one line."""
     try:
-        raw = tomllib.loads(text)
+        return Config.model_validate(tomllib.loads(text))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: not valid TOML ({error}); fix the syntax") from None
-    problems: list[str] = []
-    kept = _check_types(raw, Config, "", problems)
-    if problems:
-        raise ConfigError(f"{source}: " + "; ".join(problems))
-    cfg = Config(**kept)
-    _validate(cfg, problems)
-    _validate_unique_members(cfg, problems)
-    if problems:
-        raise ConfigError(f"{source}: " + "; ".join(problems))
-    return cfg
+    except ValidationError as error:
+        problems = [p for e in error.errors() for p in _problem(e)]
+        raise ConfigError(f"{source}: " + "; ".join(dict.fromkeys(problems))) from None
 
 
 def load_configs(selection: str | None = None) -> list[Config]:
@@ -651,19 +654,23 @@ def load_configs(selection: str | None = None) -> list[Config]:
 
 def _validate_together(configs: list[Config]) -> None:
     environments = [c.environment for c in configs]
-    duplicates = sorted({e for e in environments if environments.count(e) > 1})
-    if duplicates:
-        raise ConfigError(f"environment: {', '.join(duplicates)} appears in more than one file; give each file its own environment")
-    placements = [(c.project_id, c.name_prefix) for c in configs]
-    clashes = sorted({f"{p}/{n}" for p, n in placements if placements.count((p, n)) > 1})
-    if clashes:
-        raise ConfigError(
-            f"name_prefix: environments share project and prefix {', '.join(clashes)}, so their resource names "
-            "collide; give each environment in a project its own name_prefix"
-        )
-    buckets = {c.state.bucket for c in configs}
-    if len(buckets) > 1:
-        raise ConfigError(
-            f"state.bucket: environments use different state buckets ({', '.join(sorted(buckets))}); "
-            "the bootstrap stack makes one, so use the same bucket in every file"
-        )
+    placements = [f"{c.project_id}/{c.name_prefix}" for c in configs]
+    problems = [f"environment: {', '.join(sorted(twice))} appears in more than one file; give each file its own environment"
+                for twice in [{e for e in environments if environments.count(e) > 1}] if twice]
+    problems += [f"name_prefix: environments share project and prefix {', '.join(sorted(twice))}, so their resource names "
+                 "collide; give each environment in a project its own name_prefix"
+                 for twice in [{p for p in placements if placements.count(p) > 1}] if twice]
+    # One bucket, made by one bootstrap stack: its settings may not depend on which file comes first.
+    problems += [f"state.{key}: environments disagree on the one state bucket ({', '.join(sorted(values))}); write the same "
+                 f"[state] {key} = ... in every file"
+                 for key in StateConfig.model_fields if len(values := {getattr(c.state, key) for c in configs}) > 1]
+    if {c.state.bucket for c in configs} == {EXAMPLE_STATE_BUCKET} and not set(EXAMPLE_ENVIRONMENTS) & set(environments):
+        problems.append(f"state.bucket: {EXAMPLE_STATE_BUCKET!r} is the example's placeholder; name your own bucket "
+                        f"(e.g. \"PROJECT_ID-tfstate\"), or start the environment with `{INIT_HINT}`")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def bootstrap_owner(configs: list[Config]) -> Config:
+    """The environment the bootstrap stack is built from: their [state] tables agree, so any; the first by name."""
+    return min(configs, key=lambda c: c.environment)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from constructs.cdk import TerraformOutput, TerraformStack, TerraformVariable
+from constructs.cdk import Annotations, TerraformOutput, TerraformStack, TerraformVariable
 from constructs.cdk.google.provider import GoogleProvider
 from constructs import Construct
 
-from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps
+from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
 from constructs.billing_budget import BillingBudget, BillingBudgetProps
 from constructs.client_identity import ClientIdentity, ClientIdentityProps
 from constructs.cloud_run_iap import CloudRunIap, CloudRunIapProps, signed_header_audience
@@ -17,6 +17,7 @@ from constructs.migration_job import MigrationJob, MigrationJobProps
 from constructs.monitoring import AlertThresholds, Monitoring, MonitoringProps
 from constructs.network import Network, NetworkProps
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
+from constructs.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
 from constructs.server_container import RunPlacement, ServerContainerProps
 from constructs.server_identity import ServerIdentity, ServerIdentityProps
 from constructs.sql_database import SqlDatabase, SqlDatabaseProps
@@ -37,10 +38,16 @@ class MlflowStack(TerraformStack):
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
         use_google(self, cfg.project_id, cfg.region)
-        use_random(self)
+        if cfg.database.auth == "password":
+            use_random(self)
         p, prefix = cfg.project_id, cfg.name_prefix
         direct_iap = cfg.front_door.mode == "direct_iap"
         location = cfg.artifact_location or cfg.region
+        if not cfg.protect_data:
+            Annotations.of(self).add_warning(
+                f"protect_data = false: {name}'s database, artifact bucket and secret can be destroyed by the next "
+                "apply; set it back to true unless you are tearing this environment down (README: Tear-down)"
+            )
 
         network = Network(
             self,
@@ -53,13 +60,19 @@ class MlflowStack(TerraformStack):
                 private_services_cidr=cfg.network.private_services_cidr,
             ),
         )
+        iam_login = cfg.database.auth == "iam"
+        server = ServerIdentity(
+            self,
+            "server-identity",
+            ServerIdentityProps(project=p, account_id=f"{prefix}-server", database_login=iam_login),
+        )
         database = SqlDatabase(
             self,
             "database",
             SqlDatabaseProps(
                 project=p,
                 region=cfg.region,
-                instance_name=f"{prefix}-db",
+                instance_name=cfg.database.instance_name or f"{prefix}-db",
                 database_version=cfg.database.version,
                 tier=cfg.database.tier,
                 disk_size_gb=cfg.database.disk_size_gb,
@@ -67,6 +80,8 @@ class MlflowStack(TerraformStack):
                 private_services_access=network.private_services_access,
                 backup_retention_days=cfg.database.backup_retention_days,
                 password_revision=cfg.database.password_revision,
+                protect_from_destroy=cfg.protect_data,
+                iam_service_account_email=server.email if iam_login else "",
             ),
         )
         artifacts = PrivateBucket(
@@ -76,39 +91,38 @@ class MlflowStack(TerraformStack):
                 project=p,
                 name=f"{p}-{prefix}-artifacts",
                 location=location,
+                protect_from_destroy=cfg.protect_data,
             ),
         )
-        secret = BackendStoreSecret(
-            self,
-            "backend-store-uri",
-            BackendStoreSecretProps(
-                project=p,
-                region=cfg.region,
-                secret_id=f"{prefix}-backend-store-uri",
-                user=database.user_name,
-                password=database.password,
-                database=database.database_name,
-                connection_name=database.connection_name,
-                revision=cfg.database.password_revision,
-            ),
-        )
-        server = ServerIdentity(self, "server-identity", ServerIdentityProps(project=p, account_id=f"{prefix}-server"))
-        server_grants = [
-            secret.grant_access("server-reads-uri", server.member),
-            artifacts.grant_object_user("server-object-user", server.member),
-            *server.project_roles,
-        ]
+        server_grants = [artifacts.grant_object_user("server-object-user", server.member), *server.project_roles]
+        if iam_login:
+            # Nothing secret: the URI names the IAM user, each connection's token comes from the metadata server.
+            backend_store = {
+                "iam_backend_store_uri": iam_backend_store_uri(
+                    database.user_name, database.database_name, database.connection_name
+                )
+            }
+        else:
+            secret = BackendStoreSecret(
+                self,
+                "backend-store-uri",
+                BackendStoreSecretProps(
+                    project=p,
+                    region=cfg.region,
+                    secret_id=f"{prefix}-backend-store-uri",
+                    user=database.user_name,
+                    password=database.password,
+                    database=database.database_name,
+                    connection_name=database.connection_name,
+                    revision=cfg.database.password_revision,
+                    protect_from_destroy=cfg.protect_data,
+                ),
+            )
+            server_grants.insert(0, secret.grant_access("server-reads-uri", server.member))
+            backend_store = {"backend_store_secret_id": secret.secret_id, "backend_store_secret_version": secret.version}
 
-        # The `aud` of the signed header (x-goog-iap-jwt-assertion) IAP adds in front of the service in
-        # direct_iap, known at synth; None behind the load balancer (its backend service id is known
-        # only at apply). Meant for the server container's expected IAP audience (issue 20).
-        self.iap_signed_header_audience: str | None = (
-            signed_header_audience(cfg.server_service_name, cfg.project_number, cfg.region) if direct_iap else None
-        )
         container = ServerContainerProps(
             image=cfg.server_image,
-            backend_store_secret_id=secret.secret_id,
-            backend_store_secret_version=secret.version,
             sql_connection_name=database.connection_name,
             artifact_bucket=artifacts.bucket_name,
             artifact_mount_path=cfg.server.artifact_mount_path,
@@ -116,6 +130,7 @@ class MlflowStack(TerraformStack):
             workers=cfg.server.workers,
             pool_size=cfg.server.pool_size,
             max_overflow=cfg.server.max_overflow,
+            **backend_store,
         )
         placement = RunPlacement(
             project=p,
@@ -124,32 +139,9 @@ class MlflowStack(TerraformStack):
             network_name=network.network_name,
             subnet_name=network.subnet_name,
         )
-        service = TrackingService(
-            self,
-            "tracking-service",
-            TrackingServiceProps(
-                name=cfg.server_service_name,
-                placement=placement,
-                container=container,
-                cpu=cfg.server.cpu,
-                memory=cfg.server.memory,
-                min_instances=cfg.server.min_instances,
-                max_instances=cfg.server.max_instances,
-                concurrency=cfg.server.concurrency,
-                direct_iap=direct_iap,
-            ),
-        )
-        migration = MigrationJob(
-            self,
-            "migration-job",
-            MigrationJobProps(name=f"{prefix}-migrate", placement=placement, container=container),
-        )
-        # Cloud Run checks the secret, the bucket mount and the SQL role when a revision starts, and
-        # a new image only starts once the migration job has run with it.
-        wait_for(migration, server_grants)
-        wait_for(service, [*server_grants, migration.execution])
-        # Created by the project stack, which is applied first.
-        service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
+        # A plain name: the front door's serverless NEG names the service, and the service carries
+        # the IAP audience it verifies every request against (docker/iap_identity.py).
+        service_name = cfg.server_service_name
         iap_accounts = {}
         if cfg.client_impersonators:
             client = ClientIdentity(
@@ -180,7 +172,47 @@ class MlflowStack(TerraformStack):
             oauth_secret = secret_variable.string_value
         front_door = dns = None
         if direct_iap:
-            cloud_run_iap = CloudRunIap(
+            # The `aud` IAP signs for in front of the service itself, known at synth.
+            iap_audience = signed_header_audience(service_name, cfg.project_number, cfg.region)
+        else:
+            front_door = FrontDoor(
+                self,
+                "front-door",
+                FrontDoorProps(
+                    project=p,
+                    project_number=cfg.project_number,
+                    region=cfg.region,
+                    name=prefix,
+                    domain=cfg.domain,
+                    cloud_run_service=service_name,
+                    iap_members=cfg.iap_members,
+                    iap_accounts=iap_accounts,
+                    iap_programmatic_clients=cfg.iap_programmatic_clients,
+                    oauth_client_id=cfg.iap_oauth_client.client_id,
+                    oauth_client_secret=oauth_secret,
+                    oauth_client_secret_version=cfg.iap_oauth_client.secret_version,
+                ),
+            )
+            iap_audience = front_door.iap_audience
+        self.iap_signed_header_audience = iap_audience
+        service = TrackingService(
+            self,
+            "tracking-service",
+            TrackingServiceProps(
+                name=service_name,
+                placement=placement,
+                container=container,
+                cpu=cfg.server.cpu,
+                memory=cfg.server.memory,
+                min_instances=cfg.server.min_instances,
+                max_instances=cfg.server.max_instances,
+                concurrency=cfg.server.concurrency,
+                direct_iap=direct_iap,
+                iap_audience=iap_audience,
+            ),
+        )
+        if direct_iap:
+            CloudRunIap(
                 self,
                 "cloud-run-iap",
                 CloudRunIapProps(
@@ -192,25 +224,33 @@ class MlflowStack(TerraformStack):
                     iap_accounts=iap_accounts,
                 ),
             )
-        else:
-            front_door = FrontDoor(
-                self,
-                "front-door",
-                FrontDoorProps(
-                    project=p,
-                    project_number=cfg.project_number,
-                    region=cfg.region,
-                    name=prefix,
-                    domain=cfg.domain,
-                    cloud_run_service=service.service_name,
-                    iap_members=cfg.iap_members,
-                    iap_accounts=iap_accounts,
-                    iap_programmatic_clients=cfg.iap_programmatic_clients,
-                    oauth_client_id=cfg.iap_oauth_client.client_id,
-                    oauth_client_secret=oauth_secret,
-                    oauth_client_secret_version=cfg.iap_oauth_client.secret_version,
-                ),
-            )
+        migration = MigrationJob(
+            self,
+            "migration-job",
+            MigrationJobProps(name=f"{prefix}-migrate", placement=placement, container=container),
+        )
+        upgrade = SchemaUpgrade(
+            self,
+            "schema-upgrade",
+            SchemaUpgradeProps(
+                project=p,
+                region=cfg.region,
+                sql_instance_name=database.instance_name,
+                service_name=service_name,
+                image=cfg.server_image,
+                open_ingress="all" if direct_iap else "internal-and-cloud-load-balancing",
+            ),
+        )
+        # Cloud Run checks the secret, the bucket mount and the SQL roles when a revision starts (and
+        # the first login needs the IAM user), and a new image only starts once the migration job has
+        # run with it, behind the closed ingress.
+        wait_for(migration, server_grants)
+        wait_for(migration.execution, [upgrade.writers_stopped])
+        wait_for(service, [*server_grants, migration.execution])
+        wait_for(upgrade.reopen, [service])
+        # Created by the project stack, which is applied first.
+        service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
+        if front_door is not None:
             dns = DnsZone(
                 self,
                 "dns",
@@ -296,6 +336,12 @@ class MlflowStack(TerraformStack):
             "migration_command",
             value=migration.execute_command,
             description="Runs the migration by hand; every apply that changes the image already runs it",
+        )
+        TerraformOutput(
+            self,
+            "reopen_command",
+            value=upgrade.reopen_command,
+            description="Reopens the service after an upgrade stopped with it closed (README: Migrations and upgrades)",
         )
         TerraformOutput(
             self,

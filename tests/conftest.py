@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from stacks.config import EXAMPLE_CONFIG, REPO_ROOT, load_configs, parse_config
@@ -24,6 +22,7 @@ PROD_TOML = edited(
     EXAMPLE_CONFIG.read_text(),
     ('environment = "example"', 'environment = "prod"'),
     ('project_id = "example-mlflow-project"', 'project_id = "example-mlflow-prod"'),
+    ('project_number = "123456789012"', 'project_number = "210987654321"'),
     (
         'domain = "mlflow.example.com"',
         'domain = "mlflow.prod.example.com"\n'
@@ -32,8 +31,11 @@ PROD_TOML = edited(
         'allowed_domains = ["example.com"]\n'
         'image_builders = ["group:ml-platform@example.com"]',
     ),
-    # A rotated password: revision 2 must reach the password, the SQL user and the secret version.
-    ('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"\npassword_revision = 2'),
+    # Password login (the example uses IAM), rotated: revision 2 must reach the password, the SQL
+    # user and the secret version.
+    # One state bucket for both, in the example's project (the example's [state] gets it by default).
+    ("[state]\n", '[state]\nproject = "example-mlflow-project"\n'),
+    ('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"\nauth = "password"\npassword_revision = 2'),
 ) + (
     '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
     '\n[iap_oauth_client]\nclient_id = "123456789012-iapclient.apps.googleusercontent.com"\nsecret_version = 2\n'
@@ -102,5 +104,5 @@ def replace_config(cfg, **sections):
     """A copy of `cfg` with some fields or section fields changed: replace_config(cfg, server={...})."""
     changes = {}
     for name, value in sections.items():
-        changes[name] = dataclasses.replace(getattr(cfg, name), **value) if isinstance(value, dict) else value
-    return dataclasses.replace(cfg, **changes)
+        changes[name] = getattr(cfg, name).model_copy(update=value) if isinstance(value, dict) else value
+    return cfg.model_copy(update=changes)

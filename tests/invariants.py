@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from constructs.build_identity import BUILDER_PROJECT_ROLE
 from constructs.ci_identity import DEPLOYER_ROLES, PLANNER_ROLES
-from constructs.server_identity import PROJECT_ROLES
+from constructs.server_identity import DATABASE_LOGIN_ROLE, PROJECT_ROLES
 from tests.synth import all_resources
 
 Stack = dict[str, Any]
@@ -115,7 +115,7 @@ def data_is_protected_from_destroy(stack: Stack) -> list[str]:
 # dangerous as a project role when it lets the grantee change that resource's policy or delete it.
 ALLOWED_ROLES: dict[str, tuple[frozenset[str], str]] = {
     "google_project_iam_member": (
-        frozenset(PROJECT_ROLES + PLANNER_ROLES + DEPLOYER_ROLES + (BUILDER_PROJECT_ROLE,)),
+        frozenset(PROJECT_ROLES + (DATABASE_LOGIN_ROLE,) + PLANNER_ROLES + DEPLOYER_ROLES + (BUILDER_PROJECT_ROLE,)),
         "only the reviewed lists of server_identity.py, ci_identity.py and build_identity.py are project-wide",
     ),
     "google_storage_bucket_iam_member": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,46 @@ def synth_construct(outdir: Path, build) -> dict[str, Any]:
 def addresses_by(stack: dict[str, Any], type_: str, key: str) -> dict[str, str]:
     """{body[key]: Terraform address} for every resource of one type."""
     return {body[key]: f"{type_}.{name}" for name, body in stack.get("resource", {}).get(type_, {}).items()}
+
+
+def dependency_graph(stack: dict[str, Any]) -> dict[str, set[str]]:
+    """{address: the addresses it refers to or depends on}, as Terraform orders resources and data
+    sources (`type.name.attribute` anywhere in an expression of its body, and `depends_on`)."""
+    nodes: dict[str, Any] = {}
+    for type_, items in stack.get("resource", {}).items():
+        nodes |= {f"{type_}.{name}": body for name, body in items.items()}
+    for type_, items in stack.get("data", {}).items():
+        nodes |= {f"data.{type_}.{name}": body for name, body in items.items()}
+    graph = {}
+    for address, body in nodes.items():
+        text = json.dumps({k: v for k, v in body.items() if k != "//"})
+        expressions = " ".join(re.findall(r"\$\{.*?\}", text))
+        graph[address] = {
+            ref for ref in nodes if ref != address and re.search(rf"(?<![\w.-]){re.escape(ref)}(?![\w-])", expressions)
+        }
+        graph[address] |= {ref for ref in body.get("depends_on", []) if ref in nodes}
+    return graph
+
+
+def dependency_cycle(stack: dict[str, Any]) -> list[str]:
+    """One cycle of the stack's dependency graph (a list of addresses, first repeated last), or []."""
+    graph = dependency_graph(stack)
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []

@@ -103,3 +103,29 @@ def test_ci_outputs_are_named_like_the_workflows_repository_variables(app):
     for variable in ("WIF_PROVIDER", "PLANNER_SERVICE_ACCOUNT", "DEPLOYER_SERVICE_ACCOUNT"):
         assert f"vars.{variable}" in workflow
         assert outputs[variable.lower()]["description"] == f"GitHub repository variable {variable}"
+
+
+def test_tearing_down_lifts_every_protection_of_the_data_and_says_so(tmp_path, example_config):
+    """protect_data = false is the README's first tear-down step: afterwards nothing refuses a destroy."""
+    protected = Synth([example_config], tmp_path / "on").stacks["mlflow-example"]
+    off = Synth([replace_config(example_config, protect_data=False)], tmp_path / "off")
+    stack = off.stacks["mlflow-example"]
+
+    def guarded(s):
+        return sorted(
+            f"{t}.{k}" for t, items in s["resource"].items() for k, body in items.items() if body.get("lifecycle", {}).get("prevent_destroy")
+        )
+
+    assert guarded(protected) and not guarded(stack)
+    (instance,) = stack["resource"]["google_sql_database_instance"].values()
+    assert instance["deletion_protection"] is False
+    assert instance["settings"]["deletion_protection_enabled"] is False
+    warnings = [m for m in off.manifest["stacks"]["mlflow-example"]["annotations"] if m["level"].endswith("warn")]
+    assert any("protect_data = false" in w["message"] for w in warnings), warnings
+
+
+def test_a_restored_clone_is_adopted_by_naming_its_instance(tmp_path, example_config):
+    cfg = replace_config(example_config, database={"instance_name": "mlflow-db-restored"})
+    stack = Synth([cfg], tmp_path).stacks["mlflow-example"]
+    (instance,) = stack["resource"]["google_sql_database_instance"].values()
+    assert instance["name"] == "mlflow-db-restored"

@@ -44,7 +44,7 @@ def test_the_embedded_example_is_the_default(example_config):
     [
         ("project_id", '"My_Project"', "project_id", "6-30 lowercase"),
         ("project_number", '"12ab"', "project_number", "gcloud projects describe"),
-        ("region", '"europe-west99"', "region", "europe-west1"),
+        ("region", '"europe-west99"', "region", "did you mean `europe-west9`?"),
         ("domain", '"https://mlflow.example.com"', "domain", "mlflow.example.com"),
         ("iap_members", '["ml-team@example.com"]', "iap_members", "user:EMAIL, group:EMAIL"),
         ("iap_members", '["allUsers"]', "iap_members", "refused"),
@@ -55,7 +55,7 @@ def test_the_embedded_example_is_the_default(example_config):
         ("tier", '"db-custom-1-1024"', "database.tier", "at least 3840 MB"),
         ("bucket", '"' + "a" * 64 + '"', "state.bucket", "3-63 lowercase"),
         ("disk_size_gb", "5", "database.disk_size_gb", "between 10 and 65536"),
-        ("max_overflow", "0", "server.max_overflow", "use 1 or more"),
+        ("max_overflow", "0", "server.max_overflow", "must be 1 or more; MLflow ignores 0"),
         ("memory", '"1GB"', "server.memory", "\"1Gi\""),
         ("workers", '"2"', "server.workers", "whole number"),
     ],
@@ -64,6 +64,17 @@ def test_a_bad_value_names_the_field_and_the_fix(key, value, field, fix):
     message = rejection(with_line(key, value))
     assert message.startswith("env.toml: "), message
     assert f"{field}" in message and fix in message, message
+
+
+def test_database_login_is_iam_unless_password_is_asked_for():
+    assert parse_config(EXAMPLE, "env.toml").database.auth == "iam"
+    chosen = parse_config(EXAMPLE.replace("[database]\n", '[database]\nauth = "password"\n'), "env.toml")
+    assert chosen.database.auth == "password"
+
+
+def test_an_unknown_database_login_method_is_refused():
+    message = rejection(EXAMPLE.replace("[database]\n", '[database]\nauth = "token"\n'))
+    assert "database.auth: 'token' is not a login method; use \"iam\" (no password, the default) or \"password\"" in message
 
 
 def test_an_unknown_state_location_is_refused():
@@ -119,20 +130,97 @@ def test_cloud_run_memory_must_fit_the_cpu():
     assert "server.memory: 8Gi does not fit 1 CPU on Cloud Run; use 512Mi to 4Gi" in message
 
 
+def environment(name: str, project: str = "acme-ml", bucket: str = "acme-ml-tfstate", text: str = EXAMPLE) -> str:
+    """The example as another environment, with its own name, project, number, domain and state bucket."""
+    for key, value in (
+        ("environment", name), ("project_id", project), ("project_number", "210987654321"),
+        ("domain", f"mlflow.{name}.acme.example"), ("bucket", bucket),
+    ):
+        text = with_line(key, f'"{value}"', text)
+    return text
+
+
+def files(tmp_path, *texts: str) -> str:
+    """MLFLOW_CONFIG naming one file per text, in order."""
+    paths = []
+    for number, text in enumerate(texts):
+        paths.append(tmp_path / f"env{number}.toml")
+        paths[-1].write_text(text)
+    return ",".join(map(str, paths))
+
+
 def test_two_environments_may_not_share_project_and_prefix(tmp_path):
-    other = tmp_path / "other.toml"
-    other.write_text(with_line("environment", '"other"'))
-    with pytest.raises(ConfigError, match=r"^name_prefix: environments share project and prefix example-mlflow-project/mlflow"):
-        load_configs(f"{EXAMPLE_CONFIG},{other}")
+    with pytest.raises(ConfigError, match=r"^name_prefix: environments share project and prefix acme-ml/mlflow"):
+        load_configs(files(tmp_path, environment("dev"), environment("prod")))
 
 
 def test_environments_must_share_the_state_bucket(tmp_path):
-    other = tmp_path / "other.toml"
-    other.write_text(
-        with_line("bucket", '"another-state"', with_line("environment", '"other"', with_line("name_prefix", '"other"')))
+    other = environment("other", bucket="another-state")
+    with pytest.raises(ConfigError, match=r"^state.bucket: environments disagree on the one state bucket"):
+        load_configs(f"{EXAMPLE_CONFIG},{files(tmp_path, other)}")
+
+
+def test_environments_in_two_projects_must_say_which_one_holds_the_state_bucket(tmp_path):
+    """The bootstrap stack is built from [state], not from whichever file MLFLOW_CONFIG names first."""
+    dev, prod = environment("dev", project="acme-ml-dev"), environment("prod", project="acme-ml-prod")
+    with pytest.raises(ConfigError, match=r"^state.project: environments disagree on the one state bucket \(acme-ml-dev, acme-ml-prod\); write the same \[state\] project"):
+        load_configs(files(tmp_path, dev, prod))
+    held = [text.replace("[state]\n", '[state]\nproject = "acme-ml-prod"\n') for text in (dev, prod)]
+    assert {c.state.project for c in load_configs(files(tmp_path, *held))} == {"acme-ml-prod"}
+
+
+def test_environments_in_two_regions_must_agree_on_the_state_buckets_location(tmp_path):
+    us = with_line("region", '"us-central1"', environment("us", bucket="acme-ml-tfstate"))
+    eu = with_line("name_prefix", '"eu"', environment("eu"))
+    with pytest.raises(ConfigError, match=r"^state.location: environments disagree on the one state bucket \(europe-west1, us-central1\)"):
+        load_configs(files(tmp_path, us, eu))
+
+
+def test_the_state_bucket_defaults_to_the_environments_project_and_region():
+    cfg = parse_config(with_line("region", '"us-central1"'))
+    assert (cfg.state.project, cfg.state.location) == ("example-mlflow-project", "us-central1")
+    assert parse_config(EXAMPLE.replace("[state]\n", '[state]\nlocation = "EU"\n')).state.location == "EU"
+
+
+def test_the_bootstrap_owner_does_not_depend_on_the_order_of_files(tmp_path):
+    from stacks.config import bootstrap_owner
+
+    dev, prod = environment("dev"), with_line("name_prefix", '"prod"', environment("prod"))
+    forward, backward = load_configs(files(tmp_path, dev, prod)), load_configs(files(tmp_path, prod, dev))
+    assert bootstrap_owner(forward) == bootstrap_owner(backward) and bootstrap_owner(forward).environment == "dev"
+
+
+def test_the_examples_placeholders_are_refused_in_any_other_environment():
+    message = rejection(with_line("environment", '"prod"'))
+    for key in ("project_id: 'example-mlflow-project'", "project_number: '123456789012'", "domain: 'mlflow.example.com'"):
+        assert f"{key} is the example's placeholder; write this environment's own" in message, message
+    assert message.count("python -m stacks.init") == 1, message
+
+
+def test_the_examples_state_bucket_is_refused_unless_the_example_is_selected(tmp_path):
+    copied = environment("prod", bucket="example-mlflow-project-tfstate").replace(
+        "[state]\n", '[state]\nproject = "example-mlflow-project"\n'
     )
-    with pytest.raises(ConfigError, match=r"^state.bucket: environments use different state buckets"):
-        load_configs(f"{EXAMPLE_CONFIG},{other}")
+    with pytest.raises(ConfigError, match=r"^state.bucket: 'example-mlflow-project-tfstate' is the example's placeholder"):
+        load_configs(files(tmp_path, copied))
+    assert [c.environment for c in load_configs(f"{EXAMPLE_CONFIG},{files(tmp_path, copied)}")] == ["example", "prod"]
+
+
+def test_the_placeholders_are_the_shipped_examples_own_values(example_config, direct_iap_config):
+    from stacks.config import EXAMPLE_ENVIRONMENTS, EXAMPLE_PLACEHOLDERS, EXAMPLE_STATE_BUCKET
+
+    shipped = (example_config, direct_iap_config)
+    assert tuple(c.environment for c in shipped) == EXAMPLE_ENVIRONMENTS
+    assert {key: tuple(dict.fromkeys(getattr(c, key) for c in shipped if key != "domain" or c is example_config))
+            for key in EXAMPLE_PLACEHOLDERS} == EXAMPLE_PLACEHOLDERS
+    assert {c.state.bucket for c in shipped} == {EXAMPLE_STATE_BUCKET}
+
+
+def test_the_direct_iap_examples_values_are_refused_in_a_copy():
+    copied = (REPO / "config" / "direct-iap.toml").read_text().replace('environment = "small"', 'environment = "team"')
+    message = rejection(copied)
+    assert "project_id: 'example-mlflow-small' is the example's placeholder" in message
+    assert "project_number: '123456789012' is the example's placeholder" in message
 
 
 def test_a_missing_config_file_names_the_variable(tmp_path):
@@ -153,6 +241,75 @@ def test_main_rejects_bad_config_with_one_line_exit_2_and_writes_nothing(tmp_pat
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "region: 'mars-north1' is not a Google Cloud region" in result.stderr
     assert not (tmp_path / "cdktf.out").exists()
+
+
+def refuse_in(cwd: Path, text: str, **env: str) -> subprocess.CompletedProcess:
+    """main.py, run like the CLI runs it, on a config file holding `text`."""
+    bad = cwd / "bad.toml"
+    bad.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py")], cwd=cwd, capture_output=True, text=True,
+        env={**os.environ, "MLFLOW_CONFIG": str(bad), "PYTHONPATH": str(REPO), **env},
+    )
+
+
+@pytest.mark.parametrize("outdir", ["cdktf.out", "elsewhere/out"])
+def test_a_refused_config_removes_the_previous_synth_output_instead_of_leaving_it_looking_current(tmp_path, outdir):
+    stale = tmp_path / outdir
+    (stale / "stacks" / "bootstrap").mkdir(parents=True)
+    (stale / "manifest.json").write_text("{}")
+    env = {} if outdir == "cdktf.out" else {"CDKTF_OUTDIR": str(stale)}
+    result = refuse_in(tmp_path, with_line("region", '"mars-north1"'), **env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"(removed the previous {outdir if not env else stale}: it no longer matches)" in result.stderr
+    assert not stale.exists()
+
+
+def test_a_refusal_keeps_a_directory_that_is_not_synth_output(tmp_path):
+    (tmp_path / "cdktf.out").mkdir()
+    (tmp_path / "cdktf.out" / "notes.txt").write_text("mine")
+    assert refuse_in(tmp_path, with_line("region", '"mars-north1"')).returncode == 2
+    assert (tmp_path / "cdktf.out" / "notes.txt").read_text() == "mine"
+
+
+def test_a_refusal_imports_no_cdk_runtime_so_no_node_starts(tmp_path):
+    """jsii starts Node when its runtime is imported (any `constructs.` module imports it): refusing must be instant."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(with_line("region", '"mars-north1"'))
+    probe = (
+        "import sys, main\n"
+        "assert main.main() == 2\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jsii', 'constructs', 'cdktf', 'cdktn')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "MLFLOW_CONFIG": str(bad), "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0 and result.stdout == "[]\n", result.stdout + result.stderr
+
+
+def test_every_problem_of_a_file_is_reported_at_once_with_the_nearest_names():
+    """Unknown keys do not hide the value errors of the same file (a second run is never needed)."""
+    text = with_line("region", '"us-central"', with_line("workers", '"2"')).replace("[server]\n", "[server]\nmin_instance = 1\n")
+    text = text.replace("[network]\n", "[network]\nsubnet = \"10.0.0.0/24\"\n")
+    message = rejection(text)
+    for problem in (
+        "region: 'us-central' is not a Google Cloud region; did you mean `us-central1`?",
+        "server.min_instance: unknown key; did you mean `min_instances`?",
+        "network.subnet: unknown key; did you mean `subnet_cidr`?",
+        "server.workers: must be a whole number, got '2'",
+    ):
+        assert problem in message, message
+    assert "pydantic" not in message and "http" not in message, message
+
+
+def test_an_unknown_key_with_no_near_name_lists_the_known_ones():
+    message = rejection(EXAMPLE + "\n[ci]\nxyz = 1\n")
+    assert "ci.xyz: unknown key; remove it (known: github_repository)" in message
+
+
+def test_a_section_that_is_not_a_table_is_refused():
+    assert "dns: must be a [dns] table" in rejection(EXAMPLE.replace("[state]\n", 'dns = "example-com"\n\n[state]\n'))
 
 
 # Property-based: whatever malformed value lands in a field, it is refused on one line naming it.
@@ -355,3 +512,14 @@ def test_bad_budget_settings_are_refused_naming_the_field(budget, field, fix):
 def test_a_budget_alone_needs_no_alerts():
     cfg = parse_config(EXAMPLE + BUDGET, "env.toml")
     assert cfg.budget.billing_account == "012345-6789AB-CDEF01" and not cfg.alerts.enabled
+
+
+def test_a_restored_instance_name_must_be_a_cloud_sql_name():
+    message = rejection(EXAMPLE.replace("[database]\n", '[database]\ninstance_name = "Mlflow_DB"\n'))
+    assert "database.instance_name: 'Mlflow_DB' is not a Cloud SQL instance name" in message
+
+
+def test_protect_data_is_true_or_false_and_on_by_default():
+    assert parse_config(EXAMPLE).protect_data is True
+    assert parse_config("protect_data = false\n" + EXAMPLE).protect_data is False
+    assert "protect_data: must be true or false, got 'no'" in rejection('protect_data = "no"\n' + EXAMPLE)

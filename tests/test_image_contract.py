@@ -7,7 +7,6 @@ config's defaults, the README's table, start.sh's own header, the Dockerfile —
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -16,15 +15,17 @@ import pytest
 from constructs.cloudsql_socket import CLOUDSQL_MOUNT
 from constructs.migration_job import MIGRATE_COMMAND
 from stacks.config import ServerConfig
-from tests.synth import Synth, env_of, one
+from tests.synth import Synth, env_of, one, resource
 
 REPO = Path(__file__).resolve().parent.parent
 START_SH = (REPO / "docker" / "start.sh").read_text()
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
 README = (REPO / "README.md").read_text()
 REQUIRED = "<required>"
-# What the deployment must set to something other than the image's default: the domain it serves.
-DEPLOYMENT_VALUES = {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS"}
+# What the deployment must set to something other than the image's default: the domain it serves,
+# the audience of IAP's signed header (its backend service's id) and the IAM database login (the
+# config's default; the image's is password login, which the URI shows).
+DEPLOYMENT_VALUES = {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS", "MLFLOW_IAP_AUDIENCE", "MLFLOW_BACKEND_STORE_AUTH"}
 
 
 def start_sh_contract(text: str = START_SH) -> dict[str, str]:
@@ -58,7 +59,7 @@ def readme_contract() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory, example_config):
     """The service as a config that leaves every [server] key at its default synthesizes it."""
-    cfg = dataclasses.replace(example_config, server=ServerConfig())
+    cfg = example_config.model_copy(update={"server": ServerConfig()})
     stack = Synth([cfg], tmp_path_factory.mktemp("defaults")).stacks["mlflow-example"]
     return stack
 
@@ -100,12 +101,28 @@ def test_the_migration_command_is_a_script_the_dockerfile_installs_there():
 
 
 def test_the_migration_output_is_the_command_the_apply_runs(mlflow):
-    provisioner = one(mlflow, "terraform_data")["provisioner"][0]["local-exec"]["command"]
+    provisioner = resource(mlflow, "terraform_data", "migration-job/execution")["provisioner"][0]["local-exec"]["command"]
     assert mlflow["output"]["migration_command"]["value"] == provisioner
 
 
-def test_the_cloudsql_mount_is_where_the_backend_store_uri_looks(mlflow):
-    uri = one(mlflow, "google_secret_manager_secret_version")["secret_data_wo"]
-    mounts = one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0]["volume_mounts"]
-    assert f"?host={CLOUDSQL_MOUNT}/" in uri
-    assert {"name": "cloudsql", "mount_path": CLOUDSQL_MOUNT} in mounts
+def test_the_cloudsql_mount_is_where_the_backend_store_uri_looks(mlflow, mlflow_prod):
+    iam_uri = env_of(one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0])["MLFLOW_BACKEND_STORE_URI"]
+    password_uri = one(mlflow_prod, "google_secret_manager_secret_version")["secret_data_wo"]
+    for stack, uri in ((mlflow, iam_uri), (mlflow_prod, password_uri)):
+        mounts = one(stack, "google_cloud_run_v2_service")["template"]["containers"][0]["volume_mounts"]
+        assert f"?host={CLOUDSQL_MOUNT}/" in uri
+        assert {"name": "cloudsql", "mount_path": CLOUDSQL_MOUNT} in mounts
+
+
+def test_terraform_and_the_image_accept_the_same_iap_audiences(monkeypatch):
+    """constructs/server_container.py copies the image's audience shapes (the image imports nothing of ours)."""
+    import importlib.util
+    import sys
+
+    from constructs.server_container import IAP_AUDIENCE_SHAPES
+
+    spec = importlib.util.spec_from_file_location("iap_identity", REPO / "docker" / "iap_identity.py")
+    image = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, image)  # its dataclasses look themselves up there
+    spec.loader.exec_module(image)
+    assert [s.pattern for s in IAP_AUDIENCE_SHAPES] == [s.pattern for s in image.AUDIENCE_SHAPES]

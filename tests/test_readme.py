@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import typing
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from stacks.config import Config
+from tests.synth import one, resource
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -23,16 +24,15 @@ def documented_keys() -> set[str]:
 
 
 def config_keys() -> set[str]:
-    """Every key of the config, `section.key` for the fields of each section: read from the types, so a
+    """Every key of the config, `section.key` for the fields of each section: read from the model, so a
     new section or a required one (like [state]) needs no edit here."""
     keys = set()
-    hints = typing.get_type_hints(Config)
-    for field in dataclasses.fields(Config):
-        section = hints[field.name]
-        if dataclasses.is_dataclass(section):
-            keys |= {f"{field.name}.{f.name}" for f in dataclasses.fields(section)}
+    for name, field in Config.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            keys |= {f"{name}.{key}" for key in section.model_fields}
         else:
-            keys.add(field.name)
+            keys.add(name)
     return keys
 
 
@@ -72,3 +72,42 @@ def test_constructs_stays_a_namespace_portion_of_the_library_and_the_readme_says
     import constructs
 
     assert str(REPO / "constructs") in list(constructs.__path__) and hasattr(constructs, "Construct")
+
+
+def runbooks() -> str:
+    start = README.index("## Day 2: runbooks")
+    return README[start : README.index("\n## ", start + 1)]
+
+
+def test_the_deployer_roles_the_readme_lists_are_the_ones_ci_grants():
+    from constructs.ci_identity import DEPLOYER_ROLES
+
+    listed = re.search(r"<!-- deployer-roles -->\n(.*?)<!-- /deployer-roles -->", README, re.S).group(1)
+    assert re.findall(r"^- `(roles/[\w.]+)`$", listed, re.M) == list(DEPLOYER_ROLES)
+
+
+def test_the_runbooks_name_what_the_default_prefix_creates(mlflow, example_config):
+    """The runbooks' commands work as pasted for `name_prefix = "mlflow"`: the names they use are the
+    names the example stack gives its instance, bucket, backend service and job."""
+    assert example_config.name_prefix == "mlflow"
+    project = example_config.project_id
+    named = {
+        "google_sql_database_instance": one(mlflow, "google_sql_database_instance")["name"],
+        "google_compute_backend_service": one(mlflow, "google_compute_backend_service")["name"],
+        "google_storage_bucket": resource(mlflow, "google_storage_bucket", "artifacts/bucket")["name"].replace(project, "PROJECT_ID"),
+    }
+    text = runbooks()
+    for type_, name in named.items():
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), f"{type_} {name!r} is not the name the runbooks use"
+    database = one(mlflow, "google_sql_database")["name"]
+    assert f"/databases/{database}" in text
+
+
+def test_tear_down_lifts_exactly_the_protection_the_stack_has(mlflow):
+    protected = sorted(
+        type_ for type_, items in mlflow["resource"].items() for body in items.values() if body.get("lifecycle", {}).get("prevent_destroy")
+    )
+    assert protected, "nothing carries prevent_destroy: the tear-down runbook describes protection that is gone"
+    text = runbooks()
+    for type_ in protected:
+        assert {"google_sql_database_instance": "Cloud SQL", "google_storage_bucket": "artifact bucket", "google_secret_manager_secret": "secret"}[type_] in text

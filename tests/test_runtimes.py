@@ -171,3 +171,14 @@ def test_only_the_runtime_module_imports_a_runtime_by_name():
                 names = [node.module]
             offenders += [f"{source.relative_to(REPO)}: {n}" for n in names if n.split(".")[0].startswith(RUNTIME_PACKAGES)]
     assert not offenders, offenders
+
+
+def test_every_locked_install_script_is_allowed_so_npm_12_still_installs_node():
+    """npm 12 skips dependency install scripts not listed in package.json's allowScripts; the `node`
+    package's preinstall is what puts Node 22 in node_modules, so a gap would break set-up silently."""
+    repo = Path(__file__).resolve().parent.parent
+    lock = json.loads((repo / "package-lock.json").read_text())
+    scripted = {path.rpartition("node_modules/")[2] for path, pkg in lock["packages"].items() if pkg.get("hasInstallScript")}
+    assert "node" in scripted
+    allowed = json.loads((repo / "package.json").read_text()).get("allowScripts", {})
+    assert scripted == {name for name, ok in allowed.items() if ok is True}

@@ -1,15 +1,17 @@
-"""The backend store URI: in Secret Manager, write-only, readable by the server's account alone."""
+"""The backend store URI: with IAM login (the example) a plain value without any credential and no
+secret at all; with a password (the prod-like environment) in Secret Manager, write-only, readable
+by the server's account alone."""
 
 import re
 
 import pytest
 
 from constructs.backend_store_secret import BackendStoreSecretProps
-from tests.synth import assert_matches, one
+from tests.synth import assert_matches, env_of, one
 
 
-def test_the_secret_holds_the_cloudsql_socket_uri_with_an_urlencoded_password(mlflow):
-    version = one(mlflow, "google_secret_manager_secret_version")
+def test_the_secret_holds_the_cloudsql_socket_uri_with_an_urlencoded_password(mlflow_prod):
+    version = one(mlflow_prod, "google_secret_manager_secret_version")
     assert version["secret_data_wo"] == (
         "postgresql+psycopg2://${google_sql_user.database_user_9EB13DDB.name}:"
         "${urlencode(random_password.database_password_22A6A8E7.result)}@/${google_sql_database.database_7CF902CB.name}"
@@ -18,9 +20,9 @@ def test_the_secret_holds_the_cloudsql_socket_uri_with_an_urlencoded_password(ml
     assert "secret_data" not in version, "a plain secret_data would put the URI in plan output and state"
 
 
-def test_the_secret_stays_in_the_region_and_is_protected(mlflow):
+def test_the_secret_stays_in_the_region_and_is_protected(mlflow_prod):
     assert_matches(
-        one(mlflow, "google_secret_manager_secret"),
+        one(mlflow_prod, "google_secret_manager_secret"),
         {
             "secret_id": "mlflow-backend-store-uri",
             "replication": {"user_managed": {"replicas": [{"location": "europe-west1"}]}},
@@ -29,12 +31,12 @@ def test_the_secret_stays_in_the_region_and_is_protected(mlflow):
     )
 
 
-def test_only_the_server_account_may_read_it(mlflow):
+def test_only_the_server_account_may_read_it(mlflow_prod):
     assert_matches(
-        one(mlflow, "google_secret_manager_secret_iam_member"),
+        one(mlflow_prod, "google_secret_manager_secret_iam_member"),
         {"role": "roles/secretmanager.secretAccessor", "member": "${google_service_account.server-identity_account_25E041FD.member}"},
     )
-    assert not [m for m in mlflow["resource"]["google_project_iam_member"].values() if "secretmanager" in m["role"]]
+    assert not [m for m in mlflow_prod["resource"]["google_project_iam_member"].values() if "secretmanager" in m["role"]]
 
 
 @pytest.mark.parametrize(
@@ -47,9 +49,29 @@ def test_the_secret_refuses_props_that_make_no_sense(change, message):
         BackendStoreSecretProps(**{**props, **change})
 
 
-def test_a_password_rotation_writes_the_new_version_before_it_disables_the_old_one(mlflow):
+def test_a_password_rotation_writes_the_new_version_before_it_disables_the_old_one(mlflow_prod):
     """`secret_data_wo_version` forces a replacement: the live version must outlive the rollout."""
     assert_matches(
-        one(mlflow, "google_secret_manager_secret_version"),
-        {"secret_data_wo_version": "1", "lifecycle": {"create_before_destroy": True}, "deletion_policy": "DISABLE"},
+        one(mlflow_prod, "google_secret_manager_secret_version"),
+        {"secret_data_wo_version": "2", "lifecycle": {"create_before_destroy": True}, "deletion_policy": "DISABLE"},
     )
+
+
+IAM_URI = (
+    "postgresql+psycopg2://${urlencode(google_sql_user.database_iam-user_83DA0FBA.name)}@/${google_sql_database.database_7CF902CB.name}"
+    "?host=/cloudsql/${google_sql_database_instance.database_instance_D7FC2283.connection_name}"
+)
+
+
+def test_with_iam_login_nothing_is_secret_so_nothing_goes_to_secret_manager(mlflow):
+    assert not [t for t in mlflow["resource"] if t.startswith("google_secret_manager")]
+
+
+@pytest.mark.parametrize("type_", ["google_cloud_run_v2_service", "google_cloud_run_v2_job"])
+def test_with_iam_login_the_service_and_job_get_a_uri_without_credential_and_the_iam_switch(mlflow, type_):
+    body = one(mlflow, type_)
+    container = (body["template"].get("template") or body["template"])["containers"][0]
+    env = env_of(container)
+    assert env["MLFLOW_BACKEND_STORE_URI"] == IAM_URI
+    assert env["MLFLOW_BACKEND_STORE_AUTH"] == "iam"
+    assert not [e for e in container["env"] if "value_source" in e], "no secret reference is left"

@@ -18,7 +18,7 @@ def test_the_budget_watches_this_project_in_usd(mlflow_prod):
     budget = one(mlflow_prod, "google_billing_budget")
     assert budget["billing_account"] == "012345-6789AB-CDEF01"
     assert budget["budget_filter"] == {
-        "projects": ["projects/123456789012"],
+        "projects": ["projects/210987654321"],
         "calendar_period": "MONTH",
         "credit_types_treatment": "INCLUDE_ALL_CREDITS",
     }

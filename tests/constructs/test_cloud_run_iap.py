@@ -5,7 +5,7 @@ import pytest
 from constructs.cloud_run_iap import CloudRunIapProps
 from stacks.config import ConfigError, EXAMPLE_CONFIG, parse_config
 from tests.conftest import DIRECT_IAP_CONFIG, edited
-from tests.synth import ABSENT, assert_matches, env_of, one, resources
+from tests.synth import ABSENT, assert_matches, env_of, one, resource, resources
 
 RUN_APP_HOST = "mlflow-server-123456789012.europe-west1.run.app"
 LOAD_BALANCER_TYPES = (
@@ -64,6 +64,7 @@ def test_members_pass_iap_on_this_service_only(mlflow_direct_iap):
     }
     assert not resources(mlflow_direct_iap, "google_project_iam_member").keys() - {
         "server-identity/cloudsql.client",
+        "server-identity/cloudsql.instanceUser",
         "server-identity/logging.logWriter",
         "server-identity/monitoring.metricWriter",
     }
@@ -88,7 +89,8 @@ def test_the_stack_exposes_the_signed_header_audience_for_the_server(app, direct
     assert MlflowStack(stacks, direct_iap_config).iap_signed_header_audience == (
         "/projects/123456789012/locations/europe-west1/services/mlflow-server"
     )
-    assert MlflowStack(stacks, example_config).iap_signed_header_audience is None
+    # Behind the load balancer: its backend service's id, known only at apply.
+    assert MlflowStack(stacks, example_config).iap_signed_header_audience.startswith("/projects/123456789012/global/backendServices/")
 
 
 def direct(*edits):
@@ -101,7 +103,7 @@ def direct(*edits):
         (
             [('domain = "mlflow-server-123456789012.europe-west1.run.app"', 'domain = "mlflow.example.com"')],
             "domain: 'mlflow.example.com' is a custom domain, which direct_iap cannot serve (no load balancer, no "
-            f'certificate); write domain = "{RUN_APP_HOST}" (the service\'s run.app host) or use mode = "load_balancer"',
+            f'certificate); write domain = "{RUN_APP_HOST}" (the service\'s run.app host) or use front_door.mode = "load_balancer"',
         ),
         (
             [('mode = "direct_iap"', 'mode = "direct_iap"\n\n[dns]\nexisting_zone = "example-com"')],
@@ -140,3 +142,12 @@ def test_the_default_example_is_the_load_balancer_mode(example_config):
 def test_props_refuse_an_iap_that_admits_nobody():
     with pytest.raises(ValueError, match=r"^CloudRunIapProps.iap_members: is empty; IAP would admit nobody"):
         CloudRunIapProps(project="p", project_number="1", region="europe-west1", service_name="s", iap_members=())
+
+
+def test_the_upgrade_window_reopens_to_the_ingress_the_direct_service_declares(mlflow_direct_iap):
+    """Behind the load balancer `reopen` sets the load balancer's ingress back; here it must be `all`,
+    or the first upgrade would leave the run.app URL closed."""
+    reopen = resource(mlflow_direct_iap, "terraform_data", "schema-upgrade/reopen")
+    (command,) = [p["local-exec"]["command"] for p in reopen["provisioner"]]
+    assert command.endswith("--ingress=all"), command
+    assert one(mlflow_direct_iap, "google_cloud_run_v2_service")["ingress"] == "INGRESS_TRAFFIC_ALL"

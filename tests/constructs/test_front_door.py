@@ -7,14 +7,12 @@ import pytest
 from tests.synth import addresses_by, assert_matches, one, resource, resources, synth_construct
 
 
-def test_a_serverless_neg_points_at_the_cloud_run_service(mlflow):
+def test_a_serverless_neg_points_at_the_cloud_run_service_by_its_name(mlflow):
+    """A plain name, not a reference: the service depends on the front door (its IAP audience)."""
+    assert one(mlflow, "google_cloud_run_v2_service")["name"] == "mlflow-server"
     assert_matches(
         one(mlflow, "google_compute_region_network_endpoint_group"),
-        {
-            "network_endpoint_type": "SERVERLESS",
-            "region": "europe-west1",
-            "cloud_run": {"service": "${google_cloud_run_v2_service.tracking-service_66D64088.name}"},
-        },
+        {"network_endpoint_type": "SERVERLESS", "region": "europe-west1", "cloud_run": {"service": "mlflow-server"}},
     )
 
 
@@ -85,7 +83,7 @@ def test_iap_settings_allowlist_oauth_clients_only_when_configured(mlflow, mlflo
     assert_matches(
         one(mlflow_prod, "google_iap_settings"),
         {
-            "name": "projects/123456789012/iap_web/compute/services/${google_compute_backend_service.front-door_backend_ED3308D3.name}",
+            "name": "projects/210987654321/iap_web/compute/services/${google_compute_backend_service.front-door_backend_ED3308D3.name}",
             "access_settings": {
                 "oauth_settings": {"programmatic_clients": ["123456789012-abc123.apps.googleusercontent.com"]}
             },
@@ -156,6 +154,8 @@ def test_members_whose_readable_keys_collide_still_get_distinct_stable_addresses
     "members, extra, message",
     [
         ((), {}, "FrontDoorProps.iap_members: is empty"),
+        (MEMBERS, {"cloud_run_service": "${google_cloud_run_v2_service.s.name}"},
+         "FrontDoorProps.cloud_run_service: '${google_cloud_run_v2_service.s.name}' must be the service's name as a plain string"),
         (("user:a@example.com", "user:A@example.com"), {}, "'user:A@example.com' is listed twice"),
         (MEMBERS, {"name": ""}, "FrontDoorProps.name: is empty"),
         (MEMBERS, {"iap_accounts": {"Client Identity": "serviceAccount:c@p.iam.gserviceaccount.com"}}, "key 'Client Identity'"),

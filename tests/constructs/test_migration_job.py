@@ -3,7 +3,7 @@
 import pytest
 
 from constructs.migration_job import MigrationJobProps
-from tests.synth import env_of, one
+from tests.synth import env_of, one, resource
 
 
 def test_the_job_runs_the_migration_entry_point_once(mlflow):
@@ -33,7 +33,7 @@ def test_the_migration_command_is_an_output(mlflow):
 
 
 def test_the_apply_runs_the_job_whenever_the_image_changes(mlflow):
-    execution = one(mlflow, "terraform_data")
+    execution = resource(mlflow, "terraform_data", "migration-job/execution")
     assert execution["triggers_replace"]["image"] == one(mlflow, "google_cloud_run_v2_job")["template"]["template"]["containers"][0]["image"]
     assert execution["provisioner"] == [
         {"local-exec": {"command": "gcloud run jobs execute mlflow-migrate --project=example-mlflow-project --region=europe-west1 --wait"}}

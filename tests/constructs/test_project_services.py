@@ -82,6 +82,7 @@ GCLOUD_APIS = {
     "dns": {"dns"},
     "logging": {"logging"},
     "projects": {"cloudresourcemanager"},
+    "iap": {"iap"},
     "run": {"run"},
     "secrets": {"secretmanager"},
     "sql": {"sqladmin"},

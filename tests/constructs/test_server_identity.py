@@ -1,4 +1,4 @@
-"""The server's account: dedicated, keyless, three project roles, everything else per resource."""
+"""The server's account: dedicated, keyless, three project roles (four with IAM database login), everything else per resource."""
 
 import pytest
 
@@ -12,9 +12,19 @@ def test_the_server_has_its_own_service_account(mlflow):
     assert_matches(one(mlflow, "google_service_account"), {"account_id": "mlflow-server"})
 
 
-def test_its_project_roles_are_exactly_sql_client_and_telemetry_writers(mlflow):
-    roles = sorted(m["role"] for m in resources(mlflow, "google_project_iam_member").values() if m["member"] == SERVER)
-    assert roles == ["roles/cloudsql.client", "roles/logging.logWriter", "roles/monitoring.metricWriter"]
+def project_roles(stack):
+    return sorted(m["role"] for m in resources(stack, "google_project_iam_member").values() if m["member"] == SERVER)
+
+
+def test_its_project_roles_are_exactly_sql_client_and_login_and_telemetry_writers(mlflow):
+    """IAM database login (the example) adds cloudsql.instanceUser: cloudsql.instances.login."""
+    assert project_roles(mlflow) == [
+        "roles/cloudsql.client", "roles/cloudsql.instanceUser", "roles/logging.logWriter", "roles/monitoring.metricWriter"
+    ]
+
+
+def test_with_password_login_it_has_no_database_login_role(mlflow_prod):
+    assert project_roles(mlflow_prod) == ["roles/cloudsql.client", "roles/logging.logWriter", "roles/monitoring.metricWriter"]
 
 
 def test_it_uses_objects_of_the_artifact_bucket_only(mlflow):

@@ -1,4 +1,4 @@
-"""Cloud SQL: private IP only, TLS, backups with PITR, protected from deletion, CIS logging flags."""
+"""Cloud SQL: private IP only, TLS, backups with PITR, protected from deletion, CIS logging flags, IAM login."""
 
 import json
 import re
@@ -74,21 +74,58 @@ def test_query_insights_and_the_cis_logging_flags_are_on(mlflow):
     )
 
 
-def test_the_password_is_generated_and_only_passed_write_only(mlflow):
-    password = one(mlflow, "random_password")
-    assert password["length"] >= 32
+# --- IAM login, the default ------------------------------------------------------------------------
+
+SERVER_ACCOUNT_EMAIL = "google_service_account.server-identity_account_25E041FD.email"
+
+
+def test_by_default_no_password_is_generated_and_the_user_is_the_servers_iam_user(mlflow):
+    assert "random_password" not in mlflow["resource"]
+    assert "random" not in mlflow["terraform"]["required_providers"]
     user = one(mlflow, "google_sql_user")
+    assert_matches(
+        user,
+        {
+            "type": "CLOUD_IAM_SERVICE_ACCOUNT",
+            # Cloud SQL names a service account's IAM user by its e-mail without the domain's suffix.
+            "name": f'${{trimsuffix({SERVER_ACCOUNT_EMAIL}, ".gserviceaccount.com")}}',
+            "deletion_policy": "ABANDON",
+        },
+    )
+    assert not {"password", "password_wo", "password_wo_version"} & set(user)
+
+
+def test_the_iam_user_gets_the_database_owner_role_that_postgres_15_requires_to_create_in_public(mlflow):
+    """API-created databases belong to cloudsqlsuperuser; tests/server/test_iam_login.py shows that
+    without this membership MLflow's migration is refused ("permission denied for schema public")."""
+    assert one(mlflow, "google_sql_user")["database_roles"] == ["cloudsqlsuperuser"]
+
+
+def test_iam_authentication_is_on_only_where_users_log_in_with_iam(mlflow, mlflow_prod):
+    def flags(stack):
+        return {f["name"]: f["value"] for f in one(stack, "google_sql_database_instance")["settings"]["database_flags"]}
+
+    assert flags(mlflow)["cloudsql.iam_authentication"] == "on"
+    assert "cloudsql.iam_authentication" not in flags(mlflow_prod)
+
+
+# --- password login (the prod-like environment) ------------------------------------------------------
+
+
+def test_with_password_login_the_password_is_generated_and_only_passed_write_only(mlflow_prod):
+    password = one(mlflow_prod, "random_password")
+    assert password["length"] >= 32
+    user = one(mlflow_prod, "google_sql_user")
     assert user["password_wo"] == "${random_password.database_password_22A6A8E7.result}"
+    assert user["name"] == "mlflow" and "type" not in user and "database_roles" not in user
     assert "password" not in user
 
 
-@pytest.mark.parametrize("stack, revision", [("mlflow-example", 1), ("mlflow-prod", 2)])
-def test_bumping_the_password_revision_rotates_password_user_and_secret(app, stack, revision):
+def test_bumping_the_password_revision_rotates_password_user_and_secret(mlflow_prod):
     """The prod-like environment has `password_revision = 2`: all three must follow it."""
-    synthesized = app.stacks[stack]
-    assert one(synthesized, "random_password")["keepers"] == {"revision": str(revision)}
-    assert one(synthesized, "google_sql_user")["password_wo_version"] == revision
-    assert one(synthesized, "google_secret_manager_secret_version")["secret_data_wo_version"] == str(revision)
+    assert one(mlflow_prod, "random_password")["keepers"] == {"revision": "2"}
+    assert one(mlflow_prod, "google_sql_user")["password_wo_version"] == 2
+    assert one(mlflow_prod, "google_secret_manager_secret_version")["secret_data_wo_version"] == "2"
 
 
 def test_no_literal_password_or_sensitive_output_anywhere(app):
@@ -106,6 +143,7 @@ def test_no_literal_password_or_sensitive_output_anywhere(app):
         ({"backup_retention_days": 0}, "SqlDatabaseProps.backup_retention_days: 0"),
         ({"disk_size_gb": 5}, "SqlDatabaseProps.disk_size_gb: 5"),
         ({"instance_name": ""}, "SqlDatabaseProps: instance_name ''"),
+        ({"iam_service_account_email": "ml@example.com"}, "SqlDatabaseProps.iam_service_account_email: 'ml@example.com' is not a service account's e-mail"),
     ],
 )
 def test_a_database_refuses_props_that_make_no_sense(change, message):
@@ -113,3 +151,19 @@ def test_a_database_refuses_props_that_make_no_sense(change, message):
                  disk_size_gb=10, network_id="n", private_services_access=None)
     with pytest.raises(ValueError, match=re.escape(message)):
         SqlDatabaseProps(**{**props, **change})
+
+
+def test_with_iam_login_no_resource_has_a_password_or_secret_argument(mlflow):
+    """The example's Terraform (and so its state) holds no password: no argument of that kind anywhere."""
+
+    def keys(value, path=""):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                yield f"{path}.{key}"
+                yield from keys(inner, f"{path}.{key}")
+        elif isinstance(value, list):
+            for index, inner in enumerate(value):
+                yield from keys(inner, f"{path}.{index}")
+
+    found = [k for k in keys(mlflow["resource"]) if re.search(r"password|secret|_wo$", k.rsplit(".", 1)[-1])]
+    assert found == []

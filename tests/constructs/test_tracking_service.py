@@ -78,14 +78,33 @@ def test_the_bucket_is_mounted_as_the_images_user_so_the_server_can_write_artifa
     assert artifacts["gcs"]["mount_options"] == ["uid=10001", "gid=10001"]
 
 
-def test_the_backend_store_uri_comes_from_secret_manager_never_a_plain_value(mlflow):
-    env = env_of(container(mlflow))
+def test_a_backend_store_uri_with_a_password_comes_from_secret_manager_never_a_plain_value(mlflow_prod):
+    env = env_of(container(mlflow_prod))
+    assert "MLFLOW_BACKEND_STORE_AUTH" not in env, "password login is the image's default"
     assert env["MLFLOW_BACKEND_STORE_URI"] == {
         "secret_key_ref": {
             "secret": "${google_secret_manager_secret.backend-store-uri_secret_7137454D.secret_id}",
             "version": "${google_secret_manager_secret_version.backend-store-uri_version_61105727.version}",
         }
     }
+
+
+def test_the_server_believes_only_what_iap_signed_for_the_front_doors_backend_service(mlflow, mlflow_prod, example_config, prod_config):
+    """docker/iap_identity.py verifies every request against this audience; verification is the
+    image's default (on), so nothing switches it."""
+    for stack, cfg in ((mlflow, example_config), (mlflow_prod, prod_config)):
+        [backend] = stack["resource"]["google_compute_backend_service"]
+        env = env_of(container(stack))
+        assert env["MLFLOW_IAP_AUDIENCE"] == (
+            f"/projects/{cfg.project_number}/global/backendServices/${{google_compute_backend_service.{backend}.generated_id}}"
+        )
+        assert "MLFLOW_IAP_VERIFICATION" not in env and "MLFLOW_IAP_TEST_KEYS_URL" not in env
+
+
+def test_the_migration_job_gets_no_iap_audience(mlflow):
+    """It serves no requests, and would otherwise wait for the load balancer."""
+    job = one(mlflow, "google_cloud_run_v2_job")["template"]["template"]["containers"][0]
+    assert "MLFLOW_IAP_AUDIENCE" not in env_of(job)
 
 
 def test_the_server_accepts_the_configured_domain_and_writes_artifacts_to_the_mount(mlflow, mlflow_prod):
@@ -122,14 +141,22 @@ def test_the_service_never_migrates_the_database(mlflow):
     assert "command" not in container(mlflow) and "args" not in container(mlflow)
 
 
-def test_it_starts_only_after_its_grants_and_the_migration_for_its_image(mlflow):
-    assert set(service(mlflow)["depends_on"]) == {
-        "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8",
-        "google_storage_bucket_iam_member.artifacts_server-object-user_ED5A10FD",
-        "google_project_iam_member.server-identity_cloudsqlclient_01626B14",
-        "google_project_iam_member.server-identity_logginglogWriter_BEE02F96",
-        "google_project_iam_member.server-identity_monitoringmetricWriter_EDFDFBAF",
-        "terraform_data.migration-job_execution_4D7B6444",
+SERVER_ROLES = {
+    "google_storage_bucket_iam_member.artifacts_server-object-user_ED5A10FD",
+    "google_project_iam_member.server-identity_cloudsqlclient_01626B14",
+    "google_project_iam_member.server-identity_logginglogWriter_BEE02F96",
+    "google_project_iam_member.server-identity_monitoringmetricWriter_EDFDFBAF",
+    "terraform_data.migration-job_execution_4D7B6444",
+}
+
+
+def test_it_starts_only_after_its_grants_and_the_migration_for_its_image(mlflow, mlflow_prod):
+    """With IAM login the database login role, with a password the secret's reader grant."""
+    assert set(service(mlflow)["depends_on"]) == SERVER_ROLES | {
+        "google_project_iam_member.server-identity_cloudsqlinstanceUser_9F96A692"
+    }
+    assert set(service(mlflow_prod)["depends_on"]) == SERVER_ROLES | {
+        "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8"
     }
 
 
@@ -154,10 +181,15 @@ def test_the_container_is_served_end_to_end_over_http2_so_uploads_are_not_capped
 
 
 def service_props(**change):
-    container = ServerContainerProps("img:1", "s", "1", "p:r:i", "b", "/mnt/gcs", "mlflow.example.com", 1, 2, 1)
+    container = ServerContainerProps(
+        image="img:1", sql_connection_name="p:r:i", artifact_bucket="b", artifact_mount_path="/mnt/gcs",
+        domain="mlflow.example.com", workers=1, pool_size=2, max_overflow=1,
+        backend_store_secret_id="s", backend_store_secret_version="1",
+    )
     placement = RunPlacement("p", "europe-west1", "sa@p.iam.gserviceaccount.com", "vpc", "subnet")
     props = dict(name="mlflow-server", placement=placement, container=container, cpu="1", memory="1Gi",
-                 min_instances=0, max_instances=2, concurrency=20)
+                 min_instances=0, max_instances=2, concurrency=20,
+                 iap_audience="/projects/1/global/backendServices/2")
     return TrackingServiceProps(**{**props, **change})
 
 
@@ -169,11 +201,22 @@ def service_props(**change):
         ({"min_instances": 3}, "TrackingServiceProps.min_instances/max_instances: 3/2"),
         ({"concurrency": 0}, "TrackingServiceProps.concurrency: 0"),
         ({"name": ""}, "TrackingServiceProps.name: is empty"),
+        ({"iap_audience": ""}, "TrackingServiceProps.iap_audience: is empty; give IAP's audience"),
+        ({"iap_audience": "https://mlflow.example.com/*"},
+         "TrackingServiceProps.iap_audience: 'https://mlflow.example.com/*' must be /projects/NUMBER/global/backendServices/ID or "
+         "/projects/NUMBER/locations/REGION/services/NAME"),
     ],
 )
 def test_a_tracking_service_refuses_props_that_make_no_sense(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         service_props(**change)
+
+
+def test_a_tracking_service_takes_either_shape_of_iap_audience():
+    """The load balancer's (its id known only at apply), or IAP's on Cloud Run itself."""
+    for audience in ["/projects/1/global/backendServices/${google_compute_backend_service.b.generated_id}",
+                     "/projects/1/locations/europe-west1/services/mlflow-server"]:  # fmt: skip
+        assert service_props(iap_audience=audience).iap_audience == audience
 
 
 @pytest.mark.parametrize(
@@ -184,6 +227,8 @@ def test_a_tracking_service_refuses_props_that_make_no_sense(change, message):
         ("artifact_mount_path", "/cloudsql", "ServerContainerProps.artifact_mount_path: '/cloudsql'"),
         ("artifact_mount_path", "mnt/gcs", "ServerContainerProps.artifact_mount_path: 'mnt/gcs'"),
         ("image", "", "ServerContainerProps.image: is empty"),
+        ("iam_backend_store_uri", "postgresql+psycopg2://sa%40p.iam@/mlflow", "ServerContainerProps: give either iam_backend_store_uri"),
+        ("backend_store_secret_version", "", "ServerContainerProps: give either iam_backend_store_uri"),
     ],
 )
 def test_the_server_container_refuses_props_that_make_no_sense(field, value, message):

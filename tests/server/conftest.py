@@ -77,9 +77,11 @@ class Launcher:
     started: list[ServerProcess]
 
     def __call__(self, db: Database, **env: str) -> ServerProcess:
-        """Runs start.sh on a free port (the test's own env vars on top of `db`'s URI)."""
+        """Runs start.sh on a free port (the test's own env vars on top of `db`'s URI). IAP
+        verification is off unless the test turns it on (test_iap_identity.py does)."""
         port = free_port()
         variables = {
+            "MLFLOW_IAP_VERIFICATION": "off",
             "MLFLOW_BACKEND_STORE_URI": db.uri,
             "PORT": str(port),
             "MLFLOW_ARTIFACTS_DESTINATION": str(self.tmp / f"artifacts-{port}"),

@@ -47,6 +47,8 @@ class ServerProcess:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    launched_at: float = field(default_factory=time.monotonic)
+    """time.monotonic() just before the process was started."""
     _known: dict[int, psutil.Process] = field(default_factory=dict)
 
     @classmethod
@@ -60,10 +62,11 @@ class ServerProcess:
                 os.sched_setaffinity(0, cpus)
 
         with log_path.open("wb") as log:
+            launched_at = time.monotonic()
             proc = subprocess.Popen(
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin
             )
-        return cls(proc=proc, port=port, log_path=log_path)
+        return cls(proc=proc, port=port, log_path=log_path, launched_at=launched_at)
 
     @property
     def url(self) -> str:
@@ -85,6 +88,19 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"server not healthy after {timeout} s:\n{self.log()[-5000:]}")
+
+    def wait_first_answer(self, path: str, timeout: float = 180) -> float:
+        """Seconds from the process's start until GET `path` first answered 200 (polled every 50 ms)."""
+        while time.monotonic() - self.launched_at < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode} before answering:\n{self.log()[-5000:]}")
+            try:
+                if requests.get(f"{self.url}{path}", timeout=2).status_code == 200:
+                    return time.monotonic() - self.launched_at
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{path} not answered {timeout} s after the start:\n{self.log()[-5000:]}")
 
     def tree(self) -> list[psutil.Process]:
         """The server's process and all its descendants that are running now."""

@@ -93,6 +93,20 @@ def test_serve_py_replaces_the_call_mlflow_makes_to_start_uvicorn() -> None:
     assert re.search(r"server_proc = _exec_cmd\(\s*full_command,\s*extra_env=env_map,", source)
 
 
+def test_serve_py_runs_in_process_the_cli_python_m_uvicorn_would_run() -> None:
+    """With one worker serve.py calls uvicorn's click command itself, given the options MLflow built
+    for `python -m uvicorn`; that must be the command `python -m uvicorn` runs."""
+    import inspect
+    import sys
+
+    import uvicorn
+    import uvicorn.__main__
+
+    assert re.search(r"^\s+uvicorn\.main\(\)$", inspect.getsource(uvicorn.__main__), re.M)
+    assert uvicorn.main is sys.modules["uvicorn.main"].main
+    assert re.search(r"\buvicorn_cli\.main\(args=argv\[3:\]", (DOCKER_DIR / "serve.py").read_text())
+
+
 def test_uvicorn_http2_still_needs_what_mlflow_asgi_mends() -> None:
     """docker/mlflow_asgi.py mends uvicorn's HTTP/2 protocol: bodyless requests never end, and
     responses ignore HTTP/2 flow control. Once uvicorn reads `Request.end_stream` and zttp's

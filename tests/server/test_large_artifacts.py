@@ -136,10 +136,12 @@ def access_log(server: ServerProcess, method: str, path_part: str) -> list[str]:
 
 def test_one_port_answers_http1_and_h2c_prior_knowledge(server: ServerProcess) -> None:
     """Cloud Run's probes and the h2c hop reach the same port; bodyless HTTP/2 requests complete."""
+    # One process: serve.py runs uvicorn in itself, and logs the command line uvicorn was given.
     [process] = server.tree()
-    cmdline = " ".join(process.cmdline())
-    assert "--timeout-graceful-shutdown 8 --http zttp --http2" in cmdline
-    assert cmdline.endswith(" mlflow_asgi:app")
+    [uvicorn] = [line for line in server.log().splitlines() if line.startswith("start.sh: uvicorn ")]
+    assert process.pid == server.proc.pid
+    assert "--timeout-graceful-shutdown 8 --http zttp --http2" in uvicorn
+    assert uvicorn.endswith(" mlflow_asgi:app")
 
     assert requests.get(f"{server.url}/health", timeout=10).text == "OK"
 

@@ -18,6 +18,9 @@ A_URI = "postgresql+psycopg2://mlflow:pw@/mlflow?host=/cloudsql/example-project:
 
 
 def refusal(script, *, as_user: int | None = None, **env: str) -> str:
+    """The one line `script` refuses with. IAP verification is off unless `env` says otherwise, so
+    that the checks after it (the database's) are reached."""
+    env = {"MLFLOW_IAP_VERIFICATION": "off", **env}
     if as_user is None:
         result = run_script(script, script_env(**env))
     else:
@@ -170,3 +173,50 @@ def test_a_writable_artifact_directory_passes_the_check_and_keeps_no_probe_file(
     line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=wrong_password, MLFLOW_ARTIFACTS_DESTINATION=str(writable))
     assert line.startswith("start.sh: cannot reach the backend store: ")
     assert list(writable.iterdir()) == []
+
+
+# --- IAP verification: on unless switched off, and then only with an audience -------------------
+
+AUDIENCE = "/projects/123456789012/global/backendServices/4242424242424242424"
+
+
+def test_start_refuses_to_serve_unverified_unless_verification_is_switched_off(tmp_path: Path) -> None:
+    """Neither an audience nor the off switch: a server that would accept anyone's word is not started."""
+    line = refusal(START_SH, MLFLOW_IAP_VERIFICATION="", MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path))
+    assert line.startswith("start.sh: MLFLOW_IAP_AUDIENCE is not set: give the audience of IAP's signed header ")
+    assert line.endswith("or set MLFLOW_IAP_VERIFICATION=off for a server nobody reaches through IAP")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MLFLOW_IAP_VERIFICATION": "off", "MLFLOW_IAP_AUDIENCE": AUDIENCE},
+         "MLFLOW_IAP_AUDIENCE is set but MLFLOW_IAP_VERIFICATION is off; unset one of them"),
+        ({"MLFLOW_IAP_VERIFICATION": "false"}, "MLFLOW_IAP_VERIFICATION must be on or off, got 'false'"),
+        ({"MLFLOW_IAP_VERIFICATION": "on", "MLFLOW_IAP_AUDIENCE": "https://mlflow.example.com/*"},
+         "MLFLOW_IAP_AUDIENCE must be /projects/NUMBER/global/backendServices/ID or "
+         "/projects/NUMBER/locations/REGION/services/NAME, got 'https://mlflow.example.com/*'"),
+        ({"MLFLOW_IAP_VERIFICATION": "on", "MLFLOW_IAP_AUDIENCE": AUDIENCE, "MLFLOW_IAP_TEST_KEYS_URL": "https://keys.example.net/k"},
+         "MLFLOW_IAP_TEST_KEYS_URL is for tests only and must be http://127.0.0.1:PORT/..., got 'https://keys.example.net/k'"),
+    ],
+    ids=["off with an audience", "neither on nor off", "not an IAP audience", "keys from elsewhere"],
+)  # fmt: skip
+def test_start_refuses_iap_settings_that_contradict_or_cannot_be_iaps(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path), **env)
+    assert line == f"start.sh: {message}"
+
+
+@pytest.mark.parametrize("audience", [AUDIENCE, "/projects/123456789012/locations/europe-west1/services/mlflow-server"])
+def test_either_iap_audience_passes_the_check_before_the_database(
+    new_database: Callable[[], Database], tmp_path: Path, audience: str
+) -> None:
+    """Load balancer and IAP-on-Cloud-Run audiences both get as far as the database (a wrong password here)."""
+    wrong_password = new_database().uri.replace(url_password(APP_PASSWORD), "wrong", 1)
+    line = refusal(
+        START_SH,
+        MLFLOW_IAP_VERIFICATION="on",
+        MLFLOW_IAP_AUDIENCE=audience,
+        MLFLOW_BACKEND_STORE_URI=wrong_password,
+        MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path),
+    )
+    assert line.startswith("start.sh: cannot reach the backend store: ")

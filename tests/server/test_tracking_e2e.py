@@ -2,7 +2,8 @@
 
 One start.sh server on a migrated database, reached over the Cloud SQL-style unix socket with a
 password that needs URL-encoding; artifacts proxied into a directory standing for the GCS mount;
-Host header and CORS origin restricted to the service's domain, as Terraform configures them.
+Host header and CORS origin restricted to the service's domain, and IAP's signed header verified
+(a local signer stands in for IAP), as Terraform configures them.
 """
 
 from __future__ import annotations
@@ -22,10 +23,18 @@ from mlflow.tracking.request_header.abstract_request_header_provider import Requ
 from mlflow.tracking.request_header.registry import _request_header_provider_registry
 
 from tests.server.conftest import APP_PASSWORD, SERVER_DOMAIN, Database, Launcher
+from tests.server.iap_signer import AUDIENCE, IapSigner
 from tests.server.pg import PostgresCluster, url_password
 from tests.server.proc import ServerProcess
 
 ORIGIN = f"https://{SERVER_DOMAIN}"
+CALLER = "ada@example.com"
+
+
+@pytest.fixture(scope="module")
+def signer() -> Iterator[IapSigner]:
+    with IapSigner() as signer:
+        yield signer
 
 
 @pytest.fixture(scope="module")
@@ -42,32 +51,39 @@ def schema_before(postgres: PostgresCluster, migrated_database: Database) -> tup
 
 @pytest.fixture(scope="module")
 def server(
-    module_launcher: Launcher, migrated_database: Database, artifact_dir: Path, schema_before: object
+    module_launcher: Launcher, migrated_database: Database, artifact_dir: Path, schema_before: object, signer: IapSigner
 ) -> ServerProcess:
     server = module_launcher(
         migrated_database,
         MLFLOW_ARTIFACTS_DESTINATION=str(artifact_dir),
         MLFLOW_ALLOWED_HOSTS=SERVER_DOMAIN,
         MLFLOW_CORS_ALLOWED_ORIGINS=ORIGIN,
+        MLFLOW_IAP_VERIFICATION="on",
+        MLFLOW_IAP_AUDIENCE=AUDIENCE,
+        MLFLOW_IAP_TEST_KEYS_URL=signer.keys_url,
     )
     server.wait_healthy()
     return server
 
 
-class DomainHost(RequestHeaderProvider):
-    """Sends the service's domain as Host, as the load balancer in front of Cloud Run does."""
+class ThroughTheFrontDoor(RequestHeaderProvider):
+    """Sends the service's domain as Host and IAP's signed header, as the load balancer in front of
+    Cloud Run does."""
+
+    def __init__(self, signer: IapSigner) -> None:
+        self.signer = signer
 
     def in_context(self) -> bool:
         return True
 
     def request_headers(self) -> dict[str, str]:
-        return {"Host": SERVER_DOMAIN}
+        return {"Host": SERVER_DOMAIN, **self.signer.headers(CALLER)}
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[MlflowClient]:
-    """MLflow's client (and fluent API) pointed at the server, every request with Host: the domain."""
-    provider = DomainHost()
+def client(server: ServerProcess, signer: IapSigner) -> Iterator[MlflowClient]:
+    """MLflow's client (and fluent API) pointed at the server, every request through the front door."""
+    provider = ThroughTheFrontDoor(signer)
     # MLflow merges the headers of every registered provider into each REST call it makes,
     # artifact uploads and downloads included.
     _request_header_provider_registry.register(lambda: provider)
@@ -103,16 +119,23 @@ def test_health_is_answered_whatever_the_host_header(server: ServerProcess) -> N
         assert (response.status_code, response.text) == (200, "OK"), host
 
 
-def test_api_answers_only_the_configured_host(server: ServerProcess) -> None:
+def test_api_answers_only_the_configured_host(server: ServerProcess, signer: IapSigner) -> None:
     search = f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert requests.get(search, headers={"Host": SERVER_DOMAIN}, timeout=10).status_code == 200
+    iap = signer.headers(CALLER)
+    assert requests.get(search, headers={"Host": SERVER_DOMAIN, **iap}, timeout=10).status_code == 200
     for host in ["evil.example.net", f"127.0.0.1:{server.port}", f"{SERVER_DOMAIN}.evil.example.net"]:
-        assert requests.get(search, headers={"Host": host}, timeout=10).status_code == 403, host
+        assert requests.get(search, headers={"Host": host, **iap}, timeout=10).status_code == 403, host
 
 
-def test_only_the_configured_origin_may_send_state_changing_requests(server: ServerProcess) -> None:
+def test_the_api_needs_iaps_signed_header_and_health_does_not(server: ServerProcess) -> None:
+    search = f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, headers={"Host": SERVER_DOMAIN}, timeout=10).status_code == 401
+    assert requests.get(f"{server.url}/health", headers={"Host": SERVER_DOMAIN}, timeout=10).status_code == 200
+
+
+def test_only_the_configured_origin_may_send_state_changing_requests(server: ServerProcess, signer: IapSigner) -> None:
     search = f"{server.url}/api/2.0/mlflow/experiments/search"
-    headers = {"Host": SERVER_DOMAIN}
+    headers = {"Host": SERVER_DOMAIN, **signer.headers(CALLER)}
     allowed = requests.post(search, json={"max_results": 1}, headers={**headers, "Origin": ORIGIN}, timeout=10)
     assert allowed.status_code == 200
     assert allowed.headers.get("access-control-allow-origin") == ORIGIN
@@ -151,6 +174,8 @@ def test_tracking_artifacts_and_registry_round_trip(client: MlflowClient, artifa
         model_info = mlflow.pyfunc.log_model(name="doubler", python_model=Doubler(), pip_requirements=["mlflow"])
 
     logged = client.get_run(run_id)
+    # Who logged it is IAP's word, not this machine's login name.
+    assert (logged.info.user_id, logged.data.tags["mlflow.user"]) == (CALLER, CALLER)
     assert logged.data.params == {"alpha": "0.5", "layers": "3", "opt": "adam"}
     assert {"team": "ml", "stage": "e2e", "git": "abc"}.items() <= logged.data.tags.items()
     assert logged.data.metrics == {"loss": 0.1, "acc": 0.9}
@@ -177,6 +202,7 @@ def test_tracking_artifacts_and_registry_round_trip(client: MlflowClient, artifa
     # The model is registered, and the registered version loads and predicts from the server.
     version = mlflow.register_model(model_info.model_uri, "doubler")
     assert version.version == "1"
+    assert client.get_model_version("doubler", "1").tags["mlflow.user"] == CALLER
     assert client.get_registered_model("doubler").latest_versions[0].run_id == run_id
     assert [m.name for m in client.search_registered_models()] == ["doubler"]
     loaded = mlflow.pyfunc.load_model("models:/doubler/1")
@@ -195,9 +221,11 @@ def test_tracking_artifacts_and_registry_round_trip(client: MlflowClient, artifa
 def test_one_worker_is_one_process_and_no_job_runner(server: ServerProcess) -> None:
     [process] = server.tree()
     cmdline = " ".join(process.cmdline())
-    # start.sh execs Python, which execs uvicorn: the process Cloud Run signals is the server.
+    # start.sh execs Python, which runs MLflow's CLI and then uvicorn in itself: the process Cloud
+    # Run signals is the server.
     assert process.pid == server.proc.pid
-    assert "-m uvicorn" in cmdline and "--workers 1" in cmdline and "--host 0.0.0.0" in cmdline
+    assert "serve.py" in cmdline and "--workers 1" in cmdline and "--host 0.0.0.0" in cmdline
+    assert f"Started server process [{process.pid}]" in server.log()
     assert "huey" not in cmdline and "jobs" not in cmdline
 
 

@@ -1,0 +1,81 @@
+"""The configuration's JSON Schema and the README's configuration table, both generated from the model.
+
+Regenerate after changing a key:  python -m stacks.config_docs   (tests/test_config_docs.py fails until then)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from stacks.config import REPO_ROOT, SERVER_IMAGE_TAG, Config
+
+SCHEMA = REPO_ROOT / "config" / "mlflow-config.schema.json"
+README = REPO_ROOT / "README.md"
+REGENERATE = "python -m stacks.config_docs"
+TABLE_START = f"<!-- configuration table: generated from stacks/config.py by `{REGENERATE}` -->"
+TABLE_END = "<!-- end of the configuration table -->"
+# Defaults computed from other keys, in words.
+SHOWN_DEFAULTS = {
+    "artifact_location": "the region",
+    "state.project": "`project_id`",
+    "state.location": "the region",
+    "server.image": f"`REGION-docker.pkg.dev/PROJECT/PREFIX-images/mlflow-server:{SERVER_IMAGE_TAG}`",
+    "budget.monthly_usd": "required with an account",
+    "database.instance_name": "`<name_prefix>-db`",
+}
+
+
+def schema_text() -> str:
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **Config.model_json_schema()}
+    return json.dumps(schema, indent=2) + "\n"
+
+
+def _default(key: str, field: FieldInfo) -> str:
+    if key in SHOWN_DEFAULTS:
+        return SHOWN_DEFAULTS[key]
+    if field.default is PydanticUndefined:
+        return "required"
+    if field.default in ("", ()):
+        return "empty" if field.default == "" else "`[]`"
+    return f"`{field.default}`"
+
+
+def _rows() -> list[str]:
+    rows = []
+    for name, field in Config.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            rows += [
+                f"| `[{name}] {key}` | {_default(f'{name}.{key}', sub)} | {sub.description} |"
+                for key, sub in section.model_fields.items()
+            ]
+        else:
+            rows.append(f"| `{name}` | {_default(name, field)} | {field.description} |")
+    return rows
+
+
+def table_text() -> str:
+    return "\n".join([TABLE_START, "| key | default | notes |", "|---|---|---|", *_rows(), TABLE_END])
+
+
+def readme_text(readme: str) -> str:
+    """`readme` with the text between the table's markers replaced by the generated table."""
+    start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
+    return readme[:start] + table_text() + readme[end:]
+
+
+def main() -> int:
+    SCHEMA.write_text(schema_text())
+    README.write_text(readme_text(README.read_text()))
+    print(f"wrote {SCHEMA.relative_to(REPO_ROOT)} and the configuration table of {README.name}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
