@@ -11,8 +11,9 @@ from constructs import Construct
 # gcloud's names for the service's ingress settings.
 CLOSED_INGRESS = "internal"
 """Only VPC-internal sources: the external load balancer, the one way in, is refused."""
-OPEN_INGRESS = "internal-and-cloud-load-balancing"
-"""What the service declares (INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER): the load balancer only."""
+OPEN_INGRESSES = ("internal-and-cloud-load-balancing", "all")
+"""What the service may declare: INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER (behind the load balancer)
+or INGRESS_TRAFFIC_ALL (direct IAP, with IAP on the service checking every request)."""
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,19 @@ class SchemaUpgradeProps:
     image: str
     # default: requests already inside the old revision when the ingress closes get 20 s to finish.
     drain_seconds: int = 20
+    # default: the load balancer only; what `reopen` sets back, so it must be what the service declares.
+    open_ingress: str = "internal-and-cloud-load-balancing"
 
     def __post_init__(self) -> None:
         if not self.service_name or Token.is_unresolved(self.service_name):
             raise ValueError(
                 f"SchemaUpgradeProps.service_name: {self.service_name!r} must be the service's plain name; "
                 "a reference to the service would make the upgrade wait for the revision it must precede"
+            )
+        if self.open_ingress not in OPEN_INGRESSES:
+            raise ValueError(
+                f"SchemaUpgradeProps.open_ingress: {self.open_ingress!r} must be one of {', '.join(OPEN_INGRESSES)} "
+                "(the ingress the service declares)"
             )
         if not 0 <= self.drain_seconds <= 600:
             raise ValueError(f"SchemaUpgradeProps.drain_seconds: {self.drain_seconds} must be 0 to 600")
@@ -60,7 +68,7 @@ class SchemaUpgrade(Construct):
         super().__init__(scope, id)
         where = f"--project={props.project} --region={props.region}"
         service = f"gcloud run services update {props.service_name} {where} --quiet"
-        self._reopen_command = f"{service} --ingress={OPEN_INGRESS}"
+        self._reopen_command = f"{service} --ingress={props.open_ingress}"
         exists = (
             f"gcloud run services list {where} --filter=metadata.name={props.service_name} "
             "--format='value(metadata.name)'"

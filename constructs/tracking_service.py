@@ -1,9 +1,11 @@
-"""The MLflow tracking server on Cloud Run v2, reachable only through the load balancer."""
+"""The MLflow tracking server on Cloud Run v2, reachable only through the load balancer or, in the
+direct-IAP variant, only through IAP on the service itself."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs.cdk import set_newer_provider_attribute
 from constructs.cdk.google.cloud_run_v2_service import (
     CloudRunV2Service,
     CloudRunV2ServiceTemplate,
@@ -54,6 +56,10 @@ class TrackingServiceProps:
     iap_audience: str
     # default: 2 minutes for MLflow to start (imports, DB connection through the socket) before restart.
     startup_allowance_seconds: int = 120
+    # default: False, reachable only through the load balancer (ingress internal and load balancing).
+    # True: IAP on the service itself (`iap_enabled`) and ingress from everywhere, so the run.app URL
+    # works; IAP checks every request first, then calls the service as its service agent.
+    direct_iap: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -98,7 +104,7 @@ class TrackingService(Construct):
             project=props.placement.project,
             location=props.placement.region,
             name=props.name,
-            ingress="INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+            ingress="INGRESS_TRAFFIC_ALL" if props.direct_iap else "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
             # Holds no data: a replacement is harmless, and a failed first deploy must be retryable.
             deletion_protection=False,
             template=CloudRunV2ServiceTemplate(
@@ -145,6 +151,9 @@ class TrackingService(Construct):
             ),
         )
         mount_as_image_user(self._service, "template.volumes", volumes)
+        if props.direct_iap:
+            # GA in provider 8.x, not in the 6.50 binding.
+            set_newer_provider_attribute(self._service, "iap_enabled", True)
 
     @property
     def service_name(self) -> str:

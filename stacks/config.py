@@ -29,6 +29,7 @@ CONFIG_ENV_VAR = "MLFLOW_CONFIG"
 
 # The one definition of the Cloud SQL socket path, read as a file: importing `constructs.` anything starts Node.
 CLOUDSQL_MOUNT = runpy.run_path(str(REPO_ROOT / "constructs" / "cloudsql_socket.py"))["CLOUDSQL_MOUNT"]
+run_app_host = runpy.run_path(str(REPO_ROOT / "constructs" / "run_url.py"))["run_app_host"]
 
 GCP_REGIONS = frozenset(
     """
@@ -342,6 +343,20 @@ class IapOauthClientConfig(Section):
     )
 
 
+FRONT_DOOR_MODES = ["load_balancer", "direct_iap"]
+
+
+class FrontDoorConfig(Section):
+    """How users reach MLflow: the load balancer with IAP on its backend, or IAP on the Cloud Run service itself."""
+
+    mode: checked(lambda v: v in FRONT_DOOR_MODES, "{value!r} is not a mode; use \"load_balancer\" (default) or \"direct_iap\"",
+                  enum=FRONT_DOOR_MODES) = Field(
+        "load_balancer", description="`load_balancer`: the global external Application Load Balancer, a managed certificate "
+        "for `domain`, DNS, IAP on the backend service; `direct_iap`: IAP on the Cloud Run service, reached at its run.app "
+        "URL (`domain` must be that host), no load balancer, certificate or DNS, about a third of the idle cost (see *Two front doors*)",
+    )
+
+
 class AlertsConfig(Section):
     """No `[alerts]` table (no e-mails) means no channels, no policies and no dashboard."""
 
@@ -381,9 +396,15 @@ class BudgetConfig(Section):
         return self
 
 
-# The example's own values: copied into another environment they would deploy into someone else's project.
+# The shipped examples' own values (config/example.toml, config/direct-iap.toml): copied into another
+# environment they would deploy into someone else's project.
 EXAMPLE_ENVIRONMENT = "example"
-EXAMPLE_PLACEHOLDERS = {"project_id": "example-mlflow-project", "project_number": "123456789012", "domain": "mlflow.example.com"}
+EXAMPLE_ENVIRONMENTS = (EXAMPLE_ENVIRONMENT, "small")
+EXAMPLE_PLACEHOLDERS = {
+    "project_id": ("example-mlflow-project", "example-mlflow-small"),
+    "project_number": ("123456789012",),
+    "domain": ("mlflow.example.com",),
+}
 EXAMPLE_STATE_BUCKET = "example-mlflow-project-tfstate"
 INIT_HINT = "python -m stacks.init ENV --project ID --region REGION --domain DOMAIN"
 
@@ -439,6 +460,7 @@ class Config(Section):
     iap_oauth_client: IapOauthClientConfig = IapOauthClientConfig()
     alerts: AlertsConfig = AlertsConfig()
     budget: BudgetConfig = BudgetConfig()
+    front_door: FrontDoorConfig = FrontDoorConfig()
     protect_data: bool = Field(
         True, description="Cloud SQL deletion protection and `prevent_destroy` on the database, the artifact bucket and the "
         "secret; `false` only to tear the environment down (see *Tear-down*; synth warns while it is off)",
@@ -457,6 +479,32 @@ class Config(Section):
             data = {**data, "state": state}
         return data
 
+    @property
+    def server_service_name(self) -> str:
+        return f"{self.name_prefix}-server"
+
+    @property
+    def direct_iap_host(self) -> str:
+        return run_app_host(self.server_service_name, self.project_number, self.region)
+
+    @model_validator(mode="after")
+    def fits_direct_iap(self) -> Config:
+        """direct_iap has no load balancer, certificate, DNS or custom OAuth client: settings for them are mistakes."""
+        if self.front_door.mode != "direct_iap":
+            return self
+        fix = "or use front_door.mode = \"load_balancer\""
+        _raise([problem for wrong, problem in (
+            (self.domain != self.direct_iap_host, f"domain: {self.domain!r} is a custom domain, which direct_iap cannot serve "
+             f"(no load balancer, no certificate); write domain = \"{self.direct_iap_host}\" (the service's run.app host) {fix}"),
+            (self.dns != DnsConfig(), f"dns.existing_zone: direct_iap creates no DNS record (users open the run.app URL); "
+             f"remove the [dns] table {fix}"),
+            (bool(self.iap_programmatic_clients), "iap_programmatic_clients: only the load balancer's IAP settings are managed "
+             f"here; remove them in direct_iap (the client plugin needs none) {fix}"),
+            (self.iap_oauth_client != IapOauthClientConfig(), "iap_oauth_client.client_id: direct_iap is built here for the "
+             "Google-managed OAuth client only (project in an organization, members from it); remove [iap_oauth_client] " + fix),
+        ) if wrong])
+        return self
+
     @model_validator(mode="after")
     def fits_the_organization(self) -> Config:
         """What an organization's policies would reject at apply, refused at synth."""
@@ -473,9 +521,9 @@ class Config(Section):
 
     @model_validator(mode="after")
     def not_the_examples_placeholders(self) -> Config:
-        if self.environment != EXAMPLE_ENVIRONMENT:
-            copied = [f"{key}: {value!r} is the example's placeholder; write this environment's own"
-                      for key, value in EXAMPLE_PLACEHOLDERS.items() if getattr(self, key) == value]
+        if self.environment not in EXAMPLE_ENVIRONMENTS:
+            copied = [f"{key}: {getattr(self, key)!r} is the example's placeholder; write this environment's own"
+                      for key, values in EXAMPLE_PLACEHOLDERS.items() if getattr(self, key) in values]
             _raise(copied[:-1] + [f"{p} (`{INIT_HINT}` starts an environment without them)" for p in copied[-1:]])
         return self
 
@@ -616,7 +664,7 @@ def _validate_together(configs: list[Config]) -> None:
     problems += [f"state.{key}: environments disagree on the one state bucket ({', '.join(sorted(values))}); write the same "
                  f"[state] {key} = ... in every file"
                  for key in StateConfig.model_fields if len(values := {getattr(c.state, key) for c in configs}) > 1]
-    if {c.state.bucket for c in configs} == {EXAMPLE_STATE_BUCKET} and EXAMPLE_ENVIRONMENT not in environments:
+    if {c.state.bucket for c in configs} == {EXAMPLE_STATE_BUCKET} and not set(EXAMPLE_ENVIRONMENTS) & set(environments):
         problems.append(f"state.bucket: {EXAMPLE_STATE_BUCKET!r} is the example's placeholder; name your own bucket "
                         f"(e.g. \"PROJECT_ID-tfstate\"), or start the environment with `{INIT_HINT}`")
     if problems:

@@ -9,6 +9,7 @@ from constructs import Construct
 from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
 from constructs.billing_budget import BillingBudget, BillingBudgetProps
 from constructs.client_identity import ClientIdentity, ClientIdentityProps
+from constructs.cloud_run_iap import CloudRunIap, CloudRunIapProps, signed_header_audience
 from constructs.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door import FrontDoor, FrontDoorProps
 from constructs.iap_service_agent import iap_service_agent_member
@@ -40,6 +41,7 @@ class MlflowStack(TerraformStack):
         if cfg.database.auth == "password":
             use_random(self)
         p, prefix = cfg.project_id, cfg.name_prefix
+        direct_iap = cfg.front_door.mode == "direct_iap"
         location = cfg.artifact_location or cfg.region
         if not cfg.protect_data:
             Annotations.of(self).add_warning(
@@ -138,8 +140,8 @@ class MlflowStack(TerraformStack):
             subnet_name=network.subnet_name,
         )
         # A plain name: the front door's serverless NEG names the service, and the service carries
-        # the front door's IAP audience (docker/iap_identity.py verifies every request against it).
-        service_name = f"{prefix}-server"
+        # the IAP audience it verifies every request against (docker/iap_identity.py).
+        service_name = cfg.server_service_name
         iap_accounts = {}
         if cfg.client_impersonators:
             client = ClientIdentity(
@@ -168,24 +170,31 @@ class MlflowStack(TerraformStack):
             )
             secret_variable.add_override("ephemeral", True)
             oauth_secret = secret_variable.string_value
-        front_door = FrontDoor(
-            self,
-            "front-door",
-            FrontDoorProps(
-                project=p,
-                project_number=cfg.project_number,
-                region=cfg.region,
-                name=prefix,
-                domain=cfg.domain,
-                cloud_run_service=service_name,
-                iap_members=cfg.iap_members,
-                iap_accounts=iap_accounts,
-                iap_programmatic_clients=cfg.iap_programmatic_clients,
-                oauth_client_id=cfg.iap_oauth_client.client_id,
-                oauth_client_secret=oauth_secret,
-                oauth_client_secret_version=cfg.iap_oauth_client.secret_version,
-            ),
-        )
+        front_door = dns = None
+        if direct_iap:
+            # The `aud` IAP signs for in front of the service itself, known at synth.
+            iap_audience = signed_header_audience(service_name, cfg.project_number, cfg.region)
+        else:
+            front_door = FrontDoor(
+                self,
+                "front-door",
+                FrontDoorProps(
+                    project=p,
+                    project_number=cfg.project_number,
+                    region=cfg.region,
+                    name=prefix,
+                    domain=cfg.domain,
+                    cloud_run_service=service_name,
+                    iap_members=cfg.iap_members,
+                    iap_accounts=iap_accounts,
+                    iap_programmatic_clients=cfg.iap_programmatic_clients,
+                    oauth_client_id=cfg.iap_oauth_client.client_id,
+                    oauth_client_secret=oauth_secret,
+                    oauth_client_secret_version=cfg.iap_oauth_client.secret_version,
+                ),
+            )
+            iap_audience = front_door.iap_audience
+        self.iap_signed_header_audience = iap_audience
         service = TrackingService(
             self,
             "tracking-service",
@@ -198,9 +207,23 @@ class MlflowStack(TerraformStack):
                 min_instances=cfg.server.min_instances,
                 max_instances=cfg.server.max_instances,
                 concurrency=cfg.server.concurrency,
-                iap_audience=front_door.iap_audience,
+                direct_iap=direct_iap,
+                iap_audience=iap_audience,
             ),
         )
+        if direct_iap:
+            CloudRunIap(
+                self,
+                "cloud-run-iap",
+                CloudRunIapProps(
+                    project=p,
+                    project_number=cfg.project_number,
+                    region=cfg.region,
+                    service_name=service.service_name,
+                    iap_members=cfg.iap_members,
+                    iap_accounts=iap_accounts,
+                ),
+            )
         migration = MigrationJob(
             self,
             "migration-job",
@@ -215,6 +238,7 @@ class MlflowStack(TerraformStack):
                 sql_instance_name=database.instance_name,
                 service_name=service_name,
                 image=cfg.server_image,
+                open_ingress="all" if direct_iap else "internal-and-cloud-load-balancing",
             ),
         )
         # Cloud Run checks the secret, the bucket mount and the SQL roles when a revision starts (and
@@ -226,17 +250,18 @@ class MlflowStack(TerraformStack):
         wait_for(upgrade.reopen, [service])
         # Created by the project stack, which is applied first.
         service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
-        dns = DnsZone(
-            self,
-            "dns",
-            DnsZoneProps(
-                project=p,
-                zone_name=f"{prefix}-zone",
-                domain=cfg.domain,
-                ip_address=front_door.ip_address,
-                existing_zone=cfg.dns.existing_zone,
-            ),
-        )
+        if front_door is not None:
+            dns = DnsZone(
+                self,
+                "dns",
+                DnsZoneProps(
+                    project=p,
+                    zone_name=f"{prefix}-zone",
+                    domain=cfg.domain,
+                    ip_address=front_door.ip_address,
+                    existing_zone=cfg.dns.existing_zone,
+                ),
+            )
 
         channels: tuple[str, ...] = ()
         if cfg.alerts.enabled:
@@ -252,7 +277,8 @@ class MlflowStack(TerraformStack):
                     sql_instance_name=database.instance_name,
                     artifact_bucket=artifacts.bucket_name,
                     thresholds=AlertThresholds(**alert_thresholds(cfg)),
-                    # The front door serves the Google-managed certificate for the domain.
+                    # The front door serves the Google-managed certificate for the domain; direct_iap's
+                    # domain is the run.app host, with Google's certificate.
                     public_host=cfg.domain,
                 ),
             )
@@ -277,8 +303,9 @@ class MlflowStack(TerraformStack):
             )
 
         TerraformOutput(self, "mlflow_url", value=f"https://{cfg.domain}", description="Open in a browser (IAP login)")
-        TerraformOutput(self, "static_ip", value=front_door.ip_address, description="The load balancer's address")
-        if dns.name_servers is not None:
+        if front_door is not None:
+            TerraformOutput(self, "static_ip", value=front_door.ip_address, description="The load balancer's address")
+        if dns is not None and dns.name_servers is not None:
             TerraformOutput(
                 self, "name_servers", value=dns.name_servers, description=f"Delegate {cfg.domain} to these at the registrar"
             )
@@ -289,13 +316,14 @@ class MlflowStack(TerraformStack):
                 "--format='value(ds_record())'",
                 description="Prints the DS record to add at the parent zone (the zone is DNSSEC-signed)",
             )
-        TerraformOutput(
-            self,
-            "certificate_status_command",
-            value=f"gcloud compute ssl-certificates describe {front_door.certificate_name} --global --project={p} "
-            "--format='value(managed.status,managed.domainStatus)'",
-            description="ACTIVE once the domain resolves to static_ip; HTTPS fails with a TLS error until then",
-        )
+        if front_door is not None:
+            TerraformOutput(
+                self,
+                "certificate_status_command",
+                value=f"gcloud compute ssl-certificates describe {front_door.certificate_name} --global --project={p} "
+                "--format='value(managed.status,managed.domainStatus)'",
+                description="ACTIVE once the domain resolves to static_ip; HTTPS fails with a TLS error until then",
+            )
         TerraformOutput(
             self,
             "server_logs_command",

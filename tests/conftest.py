@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.config import EXAMPLE_CONFIG, load_configs, parse_config
+from stacks.config import EXAMPLE_CONFIG, REPO_ROOT, load_configs, parse_config
 from tests.synth import Synth
 
 
@@ -60,10 +60,19 @@ def prod_config():
     return parse_config(PROD_TOML, "prod.toml")
 
 
+DIRECT_IAP_CONFIG = REPO_ROOT / "config" / "direct-iap.toml"
+
+
 @pytest.fixture(scope="session")
-def app(tmp_path_factory, example_config, prod_config) -> Synth:
-    """The default example and a prod-like environment, synthesized together like `MLFLOW_CONFIG=a,b`."""
-    return Synth([example_config, prod_config], tmp_path_factory.mktemp("cdktf.out"))
+def direct_iap_config():
+    return load_configs(str(DIRECT_IAP_CONFIG))[0]
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory, example_config, prod_config, direct_iap_config) -> Synth:
+    """The default example, a prod-like environment and the direct-IAP example, synthesized together
+    like `MLFLOW_CONFIG=a,b,c`."""
+    return Synth([example_config, prod_config, direct_iap_config], tmp_path_factory.mktemp("cdktf.out"))
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +83,11 @@ def mlflow(app):
 @pytest.fixture(scope="session")
 def mlflow_prod(app):
     return app.stacks["mlflow-prod"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_direct_iap(app):
+    return app.stacks["mlflow-small"]
 
 
 @pytest.fixture(scope="session")

@@ -62,13 +62,36 @@ def server_account_has_no_admin_roles(stack: Stack) -> list[str]:
 
 
 def cloud_run_ingress_never_all(stack: Stack) -> list[str]:
-    """Ingress ALL bypasses the load balancer, and with it IAP."""
+    """Ingress ALL bypasses the load balancer, and with it IAP, unless IAP is on the service itself."""
     return [
-        f"{path}: ingress is {body.get('ingress', 'unset (defaults to ALL)')}"
+        f"{path}: ingress is {body.get('ingress', 'unset (defaults to ALL)')} without iap_enabled"
         for type_, path, body in all_resources(stack)
         if type_ == "google_cloud_run_v2_service"
         and body.get("ingress") not in ("INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER", "INGRESS_TRAFFIC_INTERNAL_ONLY")
+        and body.get("iap_enabled") is not True
     ]
+
+
+IAP_SERVICE_AGENT = "@gcp-sa-iap.iam.gserviceaccount.com"
+
+
+def iap_enabled_service_is_invoked_only_by_iap(stack: Stack) -> list[str]:
+    """With IAP on the service and ingress from everywhere, any other invoker could skip IAP's check."""
+    services = {
+        body["//"]["metadata"]["uniqueId"]
+        for type_, _, body in all_resources(stack)
+        if type_ == "google_cloud_run_v2_service" and body.get("iap_enabled") is True
+    }
+    problems = []
+    for type_, path, body in all_resources(stack):
+        if type_ != "google_cloud_run_v2_service_iam_member":
+            continue
+        name = body.get("name", "")
+        if any(f"google_cloud_run_v2_service.{unique}." in name for unique in services) and not (
+            body.get("member", "").startswith("serviceAccount:service-") and body["member"].endswith(IAP_SERVICE_AGENT)
+        ):
+            problems.append(f"{path}: {body.get('member')!r} may invoke an IAP-enabled service; only the IAP service agent may")
+    return problems
 
 
 def data_is_protected_from_destroy(stack: Stack) -> list[str]:
@@ -123,6 +146,10 @@ ALLOWED_ROLES: dict[str, tuple[frozenset[str], str]] = {
         frozenset({"roles/iap.httpsResourceAccessor"}),
         "passing IAP; iap.admin would let a user choose who else passes",
     ),
+    "google_iap_web_cloud_run_service_iam_member": (
+        frozenset({"roles/iap.httpsResourceAccessor"}),
+        "passing IAP on the service; iap.admin would let a user choose who else passes",
+    ),
 }
 
 
@@ -153,6 +180,7 @@ RULES: list[Callable[[Stack], list[str]]] = [
     no_service_account_keys,
     server_account_has_no_admin_roles,
     cloud_run_ingress_never_all,
+    iap_enabled_service_is_invoked_only_by_iap,
     data_is_protected_from_destroy,
     iam_bindings_grant_only_allowed_roles,
 ]

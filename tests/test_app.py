@@ -15,6 +15,8 @@ def test_synth_writes_bootstrap_and_one_project_and_mlflow_stack_per_environment
         "mlflow-example-project",
         "mlflow-prod",
         "mlflow-prod-project",
+        "mlflow-small",
+        "mlflow-small-project",
     ]
 
 
@@ -24,7 +26,7 @@ def test_bootstrap_keeps_its_state_locally(bootstrap):
 
 
 def test_environment_stacks_keep_state_in_the_bootstrap_bucket_under_their_own_prefix(app):
-    for name in ("mlflow-example", "mlflow-example-project", "mlflow-prod", "mlflow-prod-project"):
+    for name in ("mlflow-example", "mlflow-example-project", "mlflow-prod", "mlflow-prod-project", "mlflow-small", "mlflow-small-project"):
         environment = name.split("-")[1]
         assert app.stacks[name]["terraform"]["backend"] == {
             "gcs": {"bucket": "example-mlflow-project-tfstate", "prefix": f"{environment}/{name}"}
@@ -33,7 +35,7 @@ def test_environment_stacks_keep_state_in_the_bootstrap_bucket_under_their_own_p
 
 def test_the_mlflow_stack_is_applied_after_the_stack_with_its_registry(app):
     """The service needs its image, the image needs its registry: never apply twice to get past it."""
-    for environment in ("example", "prod"):
+    for environment in ("example", "prod", "small"):
         manifest = app.manifest["stacks"][f"mlflow-{environment}"]
         assert manifest["dependencies"] == [f"mlflow-{environment}-project"]
         assert app.manifest["stacks"][f"mlflow-{environment}-project"]["dependencies"] == []

@@ -206,11 +206,21 @@ def test_the_examples_state_bucket_is_refused_unless_the_example_is_selected(tmp
     assert [c.environment for c in load_configs(f"{EXAMPLE_CONFIG},{files(tmp_path, copied)}")] == ["example", "prod"]
 
 
-def test_the_placeholders_are_the_examples_own_values(example_config):
-    from stacks.config import EXAMPLE_PLACEHOLDERS, EXAMPLE_STATE_BUCKET
+def test_the_placeholders_are_the_shipped_examples_own_values(example_config, direct_iap_config):
+    from stacks.config import EXAMPLE_ENVIRONMENTS, EXAMPLE_PLACEHOLDERS, EXAMPLE_STATE_BUCKET
 
-    assert {key: getattr(example_config, key) for key in EXAMPLE_PLACEHOLDERS} == EXAMPLE_PLACEHOLDERS
-    assert example_config.state.bucket == EXAMPLE_STATE_BUCKET
+    shipped = (example_config, direct_iap_config)
+    assert tuple(c.environment for c in shipped) == EXAMPLE_ENVIRONMENTS
+    assert {key: tuple(dict.fromkeys(getattr(c, key) for c in shipped if key != "domain" or c is example_config))
+            for key in EXAMPLE_PLACEHOLDERS} == EXAMPLE_PLACEHOLDERS
+    assert {c.state.bucket for c in shipped} == {EXAMPLE_STATE_BUCKET}
+
+
+def test_the_direct_iap_examples_values_are_refused_in_a_copy():
+    copied = (REPO / "config" / "direct-iap.toml").read_text().replace('environment = "small"', 'environment = "team"')
+    message = rejection(copied)
+    assert "project_id: 'example-mlflow-small' is the example's placeholder" in message
+    assert "project_number: '123456789012' is the example's placeholder" in message
 
 
 def test_a_missing_config_file_names_the_variable(tmp_path):

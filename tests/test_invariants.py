@@ -15,6 +15,7 @@ from tests.invariants import (
     RULES,
     cloud_run_ingress_never_all,
     data_is_protected_from_destroy,
+    iap_enabled_service_is_invoked_only_by_iap,
     iam_bindings_grant_only_allowed_roles,
     no_public_ip_on_sql,
     no_public_members,
@@ -73,7 +74,27 @@ def test_a_stack_whose_server_account_cannot_be_found_fails_rather_than_passes(m
 
 def test_ingress_all_is_caught(mlflow):
     bad = broken(mlflow, lambda s: first(s, "google_cloud_run_v2_service").update(ingress="INGRESS_TRAFFIC_ALL"))
-    assert cloud_run_ingress_never_all(bad) == ["mlflow-example/tracking-service/service: ingress is INGRESS_TRAFFIC_ALL"]
+    assert cloud_run_ingress_never_all(bad) == [
+        "mlflow-example/tracking-service/service: ingress is INGRESS_TRAFFIC_ALL without iap_enabled"
+    ]
+
+
+def test_ingress_all_is_caught_when_iap_is_turned_off_on_the_direct_iap_service(mlflow_direct_iap):
+    bad = broken(mlflow_direct_iap, lambda s: first(s, "google_cloud_run_v2_service").pop("iap_enabled"))
+    assert cloud_run_ingress_never_all(bad) == [
+        "mlflow-small/tracking-service/service: ingress is INGRESS_TRAFFIC_ALL without iap_enabled"
+    ]
+
+
+def test_a_second_invoker_of_the_iap_enabled_service_is_caught(mlflow_direct_iap):
+    bad = broken(
+        mlflow_direct_iap,
+        lambda s: first(s, "google_cloud_run_v2_service_iam_member").update(member="group:ml-platform@example.com"),
+    )
+    assert iap_enabled_service_is_invoked_only_by_iap(bad) == [
+        "mlflow-small/tracking-service/iap-service-agent: 'group:ml-platform@example.com' may invoke an "
+        "IAP-enabled service; only the IAP service agent may"
+    ]
 
 
 def test_an_unprotected_bucket_from_a_deliberately_broken_construct_is_caught(tmp_path):
@@ -103,6 +124,7 @@ ADMIN_ROLES = {
     "google_service_account_iam_member": "roles/iam.serviceAccountAdmin",
     "google_artifact_registry_repository_iam_member": "roles/artifactregistry.repoAdmin",
     "google_iap_web_backend_service_iam_member": "roles/iap.admin",
+    "google_iap_web_cloud_run_service_iam_member": "roles/iap.admin",
 }
 
 

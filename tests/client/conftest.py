@@ -8,7 +8,8 @@ endpoint URLs and the real MLflow client, without a test-only branch.
 
 The fake IAP checks what real IAP checks for a service-account JWT: an RS256 signature by a key of the
 service account named in `iss`/`sub` (the keys only the fake signJwt endpoint holds), `aud` equal to
-`https://mlflow.example.test/*`, `exp` not passed, a lifetime of at most an hour, and that the service
+`https://HOST/*` for the host it was reached at (the load balancer's domain, or the run.app host of
+IAP on the Cloud Run service), `exp` not passed, a lifetime of at most an hour, and that the service
 account may use the app (roles/iap.httpsResourceAccessor). Then it forwards to the MLflow server.
 """
 
@@ -49,7 +50,9 @@ EXAMPLE = CLIENT_DIR / "examples" / "log_run.py"
 # The package's modules, for the in-process unit tests (the end-to-end tests use an installed copy).
 sys.path.insert(0, str(CLIENT_DIR))
 
-MLFLOW_HOST = "mlflow.example.test"
+MLFLOW_HOST = "mlflow.example.test"  # behind the load balancer (front_door.mode = "load_balancer")
+# IAP on the Cloud Run service itself (front_door.mode = "direct_iap"): its deterministic run.app host.
+RUN_APP_HOST = "mlflow-server-123456789012.europe-west1.run.app"
 OAUTH_HOST = "oauth2.googleapis.com"
 IAM_HOST = "iamcredentials.googleapis.com"
 PROJECT = "demo-project"
@@ -215,10 +218,14 @@ class FakeGoogle:
     MALLORY = MALLORY
     MLFLOW_URL = f"https://{MLFLOW_HOST}"
     AUDIENCE = f"https://{MLFLOW_HOST}/*"
+    RUN_APP_URL = f"https://{RUN_APP_HOST}"
+    RUN_APP_AUDIENCE = f"https://{RUN_APP_HOST}/*"
+    # The IAP applications in front of the one MLflow server, by host, with the `aud` each accepts.
+    APPS = {MLFLOW_HOST: AUDIENCE, RUN_APP_HOST: RUN_APP_AUDIENCE}
 
     def __init__(self, workdir: Path):
-        self.ca_path, self.tls_context = make_tls(workdir, [MLFLOW_HOST, OAUTH_HOST, IAM_HOST])
-        self.hosts = {MLFLOW_HOST, OAUTH_HOST, IAM_HOST}
+        self.ca_path, self.tls_context = make_tls(workdir, [MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST])
+        self.hosts = {MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST}
         self.service_accounts = {
             email: ServiceAccount(email, rsa.generate_private_key(public_exponent=65537, key_size=2048), uuid.uuid4().hex)
             for email in (CLIENT_SA, RUNNER_SA, OUTSIDER_SA)
@@ -265,8 +272,8 @@ class FakeGoogle:
             return self._oauth_token(method, path, body)
         if host == IAM_HOST:
             return self._sign_jwt(method, path, headers, body)
-        if host == MLFLOW_HOST:
-            return self._iap(method, path, headers, body)
+        if host in self.APPS:
+            return self._iap(self.APPS[host], method, path, headers, body)
         self.refused.append(f"{method} https://{host}{path}")
         return 404, {}, b"not faked"
 
@@ -307,7 +314,7 @@ class FakeGoogle:
         sa = self.service_accounts[target]
         return _json({"keyId": sa.kid, "signedJwt": sign_rs256(claims, sa.key, sa.kid)})
 
-    def _iap(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
+    def _iap(self, audience: str, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
         auth = headers.get("Proxy-Authorization") or headers.get("Authorization") or ""
         token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
 
@@ -325,8 +332,8 @@ class FakeGoogle:
         now = time.time()
         if sa is None or claims.get("sub") != sa.email or header.get("kid") != sa.kid:
             return deny(401, "JWT iss/sub is not the service account whose key signed it")
-        if claims.get("aud") != self.AUDIENCE:
-            return deny(401, f"JWT audience {claims.get('aud')!r} does not match {self.AUDIENCE!r}")
+        if claims.get("aud") != audience:
+            return deny(401, f"JWT audience {claims.get('aud')!r} does not match {audience!r}")
         exp, iat = claims.get("exp"), claims.get("iat")
         if not isinstance(exp, int) or not isinstance(iat, int):
             return deny(401, "JWT needs integer iat and exp")
@@ -669,10 +676,11 @@ class ClientWorld:
     def token_cli(self, *args: str, **env: str | None) -> subprocess.CompletedProcess:
         return self.run(str(self.venv / "bin" / "mlflow-iap-token"), *args, **env)
 
-    def https(self, method: str, path: str, **kwargs) -> requests.Response:
-        """A request to a faked host from the test process (curl's role), through the fake proxy."""
+    def https(self, method: str, path: str, base: str | None = None, **kwargs) -> requests.Response:
+        """A request to a faked host (default: the load balancer's) from the test process (curl's role),
+        through the fake proxy."""
         return requests.request(
-            method, f"{self.fake.MLFLOW_URL}{path}", proxies={"https": self.fake.proxy_url},
+            method, f"{base or self.fake.MLFLOW_URL}{path}", proxies={"https": self.fake.proxy_url},
             verify=str(self.fake.ca_path), timeout=60, **kwargs,
         )
 

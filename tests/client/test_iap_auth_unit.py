@@ -78,6 +78,8 @@ def test_defaults_need_no_configuration():
         ("https://mlflow.example.com/", "https://mlflow.example.com/*"),
         ("https://MLflow.Example.com:443/some/prefix", "https://mlflow.example.com/*"),
         ("https://mlflow.example.com:8443", "https://mlflow.example.com:8443/*"),
+        # IAP on the Cloud Run service (front_door.mode = "direct_iap"): the run.app URL is the app's URL.
+        ("https://mlflow-server-123456789012.europe-west1.run.app", "https://mlflow-server-123456789012.europe-west1.run.app/*"),
         ("https://user:pw@mlflow.example.com", "https://mlflow.example.com/*"),
     ],
 )

@@ -94,6 +94,36 @@ def test_a_workload_signs_as_its_own_service_account_and_refreshes_expiring_toke
     assert world.fake.refused == []
 
 
+def test_with_iap_on_cloud_run_the_tracking_uri_alone_is_enough(world):
+    """front_door.mode = "direct_iap": the run.app URL is the tracking URI, its `https://HOST/*` the audience."""
+    world.login_as(world.fake.ALICE)
+    result = world.python(
+        str(EXAMPLE), "--experiment", "iap-direct", "--steps", "2",
+        MLFLOW_TRACKING_URI=world.fake.RUN_APP_URL, MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA,
+    )
+    assert result.returncode == 0, result.stderr
+    experiment_id, run_id = _ids(result.stdout)
+    _assert_logged(world, experiment_id, run_id, steps=2)
+    assert [s.claims["aud"] for s in world.fake.sign_log] == [world.fake.RUN_APP_AUDIENCE]
+    assert world.fake.iap_log and all(r.reason is None for r in world.fake.iap_log), world.fake.iap_log
+    assert world.fake.refused == []
+
+
+def test_a_token_for_one_front_door_is_refused_at_the_other(world):
+    fake = world.fake
+    now = int(time.time())
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+    def token(aud: str) -> dict:
+        return {"Proxy-Authorization": "Bearer " + fake.sign_as(
+            fake.CLIENT_SA, {"iss": fake.CLIENT_SA, "sub": fake.CLIENT_SA, "aud": aud, "iat": now, "exp": now + 600}
+        )}
+
+    assert world.https("GET", search, base=fake.RUN_APP_URL, headers=token(fake.RUN_APP_AUDIENCE)).status_code == 200
+    assert world.https("GET", search, base=fake.RUN_APP_URL, headers=token(fake.AUDIENCE)).status_code == 401
+    assert world.https("GET", search, headers=token(fake.RUN_APP_AUDIENCE)).status_code == 401
+
+
 def test_the_fake_iap_rejects_what_real_iap_rejects(world):
     """Guards the test double: expired, mis-addressed, forged or unauthorised JWTs do not get through."""
     fake = world.fake
