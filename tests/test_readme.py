@@ -63,6 +63,7 @@ def test_the_image_tag_is_the_pinned_mlflow_version_and_the_readme_pushes_it(exa
     pinned = re.search(r"^mlflow==([\d.]+)", (REPO / "docker" / "requirements.txt").read_text(), re.M).group(1)
     tag = example_config.server_image.rsplit(":", 1)[1]
     assert tag == f"mlflow-{pinned}"
+    assert re.search(r'^mlflow = "==([\d.]+)"', (REPO / "Pipfile").read_text(), re.M).group(1) == pinned
     assert re.findall(r"--tag=\S+:([\w.-]+)", README) == [tag]
 
 
