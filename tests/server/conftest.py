@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.server.iap_signer import IapSigner
 from tests.server.pg import PostgresCluster, PostgresNotInstalled, free_port
 from tests.server.proc import MIGRATE_SH, START_SH, ServerProcess, run_script, script_env
 
@@ -107,3 +108,10 @@ def module_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launch
     yield launcher
     for server in launcher.started:
         server.kill()
+
+
+@pytest.fixture(scope="module")
+def signer() -> Iterator[IapSigner]:
+    """IAP's stand-in: signs assertions with its own key set, served over HTTP on loopback."""
+    with IapSigner() as signer:
+        yield signer

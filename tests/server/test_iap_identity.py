@@ -27,12 +27,6 @@ CLIENT_SA = "mlflow-client@example-mlflow-project.iam.gserviceaccount.com"
 
 
 @pytest.fixture(scope="module")
-def signer() -> Iterator[IapSigner]:
-    with IapSigner() as signer:
-        yield signer
-
-
-@pytest.fixture(scope="module")
 def server(module_launcher: Launcher, new_database: Callable[[], Database], signer: IapSigner) -> ServerProcess:
     db = new_database()
     migrate(db)

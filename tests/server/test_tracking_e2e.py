@@ -32,12 +32,6 @@ CALLER = "ada@example.com"
 
 
 @pytest.fixture(scope="module")
-def signer() -> Iterator[IapSigner]:
-    with IapSigner() as signer:
-        yield signer
-
-
-@pytest.fixture(scope="module")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("gcs-mount")
 
