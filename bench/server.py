@@ -170,7 +170,7 @@ def bench(
     server = ServerProcess.launch(argv, env, port, workdir / "server.log", cpus=server_cpus)
     count, close = cluster.connection_counter(db)
     try:
-        first_api_s = server.wait_first_answer(FIRST_API_CALL)
+        first_api_s = server.wait_first_answer(FIRST_API_CALL, headers=headers)
         wait_settled(server)
         time.sleep(3)
         idle_rss, idle_pss, processes, idle_db = server.rss_bytes(), server.pss_bytes(), len(server.tree()), count()

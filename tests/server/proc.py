@@ -89,13 +89,14 @@ class ServerProcess:
             time.sleep(0.2)
         raise TimeoutError(f"server not healthy after {timeout} s:\n{self.log()[-5000:]}")
 
-    def wait_first_answer(self, path: str, timeout: float = 180) -> float:
-        """Seconds from the process's start until GET `path` first answered 200 (polled every 50 ms)."""
+    def wait_first_answer(self, path: str, timeout: float = 180, headers: dict[str, str] | None = None) -> float:
+        """Seconds from the process's start until GET `path` first answered 200 (polled every 50 ms);
+        `headers`: what every request carries (IAP's signed assertion behind verification)."""
         while time.monotonic() - self.launched_at < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode} before answering:\n{self.log()[-5000:]}")
             try:
-                if requests.get(f"{self.url}{path}", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}{path}", headers=headers, timeout=2).status_code == 200:
                     return time.monotonic() - self.launched_at
             except requests.ConnectionError:
                 pass
