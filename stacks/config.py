@@ -479,14 +479,6 @@ class Config(Section):
             data = {**data, "state": state}
         return data
 
-    @property
-    def server_service_name(self) -> str:
-        return f"{self.name_prefix}-server"
-
-    @property
-    def direct_iap_host(self) -> str:
-        return run_app_host(self.server_service_name, self.project_number, self.region)
-
     @model_validator(mode="after")
     def fits_direct_iap(self) -> Config:
         """direct_iap has no load balancer, certificate, DNS or custom OAuth client: settings for them are mistakes."""
@@ -539,6 +531,14 @@ class Config(Section):
                 "lower server.max_instances, workers or pool_size, or pick a larger database.tier"
             ])
         return self
+
+    @property
+    def server_service_name(self) -> str:
+        return f"{self.name_prefix}-server"
+
+    @property
+    def direct_iap_host(self) -> str:
+        return run_app_host(self.server_service_name, self.project_number, self.region)
 
     @property
     def registry_repository(self) -> str:
