@@ -9,13 +9,11 @@ from constructs.cdk.google.iap_web_cloud_run_service_iam_member import IapWebClo
 from constructs import Construct
 
 from constructs.iam_members import keyed_members, member_key
-from constructs.run_url import run_app_host, signed_header_audience  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
 class CloudRunIapProps:
     project: str
-    project_number: str
     region: str
     # The service with `iap_enabled` (TrackingServiceProps.direct_iap).
     service_name: str
@@ -26,7 +24,7 @@ class CloudRunIapProps:
     iap_accounts: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("project", "project_number", "region", "service_name"):
+        for name in ("project", "region", "service_name"):
             if not getattr(self, name):
                 raise ValueError(f"CloudRunIapProps.{name}: is empty; give the IAP-enabled service's {name}")
         if not self.iap_members and not self.iap_accounts:
@@ -61,14 +59,3 @@ class CloudRunIap(Construct):
                 role="roles/iap.httpsResourceAccessor",
                 member=member,
             )
-        self._url = f"https://{run_app_host(props.service_name, props.project_number, props.region)}"
-        self._audience = signed_header_audience(props.service_name, props.project_number, props.region)
-
-    @property
-    def url(self) -> str:
-        return self._url
-
-    @property
-    def signed_header_audience(self) -> str:
-        """What the server should expect as `aud` in IAP's signed header (issue 20's prop)."""
-        return self._audience

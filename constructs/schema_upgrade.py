@@ -11,9 +11,12 @@ from constructs import Construct
 # gcloud's names for the service's ingress settings.
 CLOSED_INGRESS = "internal"
 """Only VPC-internal sources: the external load balancer, the one way in, is refused."""
-OPEN_INGRESSES = ("internal-and-cloud-load-balancing", "all")
-"""What the service may declare: INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER (behind the load balancer)
-or INGRESS_TRAFFIC_ALL (direct IAP, with IAP on the service checking every request)."""
+OPEN_INGRESSES = {
+    "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER": "internal-and-cloud-load-balancing",
+    "INGRESS_TRAFFIC_ALL": "all",
+}
+"""What the service may declare (behind the load balancer; direct IAP, with IAP on the service
+checking every request), by its API name, and gcloud's name for it."""
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,9 @@ class SchemaUpgradeProps:
     image: str
     # default: requests already inside the old revision when the ingress closes get 20 s to finish.
     drain_seconds: int = 20
-    # default: the load balancer only; what `reopen` sets back, so it must be what the service declares.
-    open_ingress: str = "internal-and-cloud-load-balancing"
+    # default: the load balancer only. What `reopen` sets back: the ingress the service declares
+    # (TrackingService.ingress), by its API name.
+    open_ingress: str = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
 
     def __post_init__(self) -> None:
         if not self.service_name or Token.is_unresolved(self.service_name):
@@ -68,7 +72,7 @@ class SchemaUpgrade(Construct):
         super().__init__(scope, id)
         where = f"--project={props.project} --region={props.region}"
         service = f"gcloud run services update {props.service_name} {where} --quiet"
-        self._reopen_command = f"{service} --ingress={props.open_ingress}"
+        self._reopen_command = f"{service} --ingress={OPEN_INGRESSES[props.open_ingress]}"
         exists = (
             f"gcloud run services list {where} --filter=metadata.name={props.service_name} "
             "--format='value(metadata.name)'"

@@ -209,10 +209,6 @@ class SqlDatabase(Construct):
         return self._user.name
 
     @property
-    def iam_authentication(self) -> bool:
-        return self._password is None
-
-    @property
     def password(self) -> str:
         """Sensitive: only ever written into Secret Manager. There is none with IAM login."""
         if self._password is None:

@@ -91,6 +91,7 @@ class TrackingService(Construct):
 
     def __init__(self, scope: Construct, id: str, props: TrackingServiceProps) -> None:
         super().__init__(scope, id)
+        self._ingress = "INGRESS_TRAFFIC_ALL" if props.direct_iap else "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
         c = props.container
         period = STARTUP_PERIOD_SECONDS
         s = SERVICE_STRUCTS
@@ -104,7 +105,7 @@ class TrackingService(Construct):
             project=props.placement.project,
             location=props.placement.region,
             name=props.name,
-            ingress="INGRESS_TRAFFIC_ALL" if props.direct_iap else "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+            ingress=self.ingress,
             # Holds no data: a replacement is harmless, and a failed first deploy must be retryable.
             deletion_protection=False,
             template=CloudRunV2ServiceTemplate(
@@ -158,6 +159,11 @@ class TrackingService(Construct):
     @property
     def service_name(self) -> str:
         return self._service.name
+
+    @property
+    def ingress(self) -> str:
+        """The ingress the service declares, a plain value (what an upgrade window reopens to)."""
+        return self._ingress
 
     @property
     def service_uri(self) -> str:

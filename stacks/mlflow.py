@@ -9,7 +9,7 @@ from constructs import Construct
 from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
 from constructs.billing_budget import BillingBudget, BillingBudgetProps
 from constructs.client_identity import ClientIdentity, ClientIdentityProps
-from constructs.cloud_run_iap import CloudRunIap, CloudRunIapProps, signed_header_audience
+from constructs.cloud_run_iap import CloudRunIap, CloudRunIapProps
 from constructs.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door import FrontDoor, FrontDoorProps
 from constructs.iap_service_agent import iap_service_agent_member
@@ -17,6 +17,7 @@ from constructs.migration_job import MigrationJob, MigrationJobProps
 from constructs.monitoring import AlertThresholds, Monitoring, MonitoringProps
 from constructs.network import Network, NetworkProps
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
+from constructs.run_url import signed_header_audience
 from constructs.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
 from constructs.server_container import RunPlacement, ServerContainerProps
 from constructs.server_identity import ServerIdentity, ServerIdentityProps
@@ -38,7 +39,8 @@ class MlflowStack(TerraformStack):
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
         use_google(self, cfg.project_id, cfg.region)
-        if cfg.database.auth == "password":
+        iam_login = cfg.database.auth == "iam"
+        if not iam_login:
             use_random(self)
         p, prefix = cfg.project_id, cfg.name_prefix
         direct_iap = cfg.front_door.mode == "direct_iap"
@@ -60,7 +62,6 @@ class MlflowStack(TerraformStack):
                 private_services_cidr=cfg.network.private_services_cidr,
             ),
         )
-        iam_login = cfg.database.auth == "iam"
         server = ServerIdentity(
             self,
             "server-identity",
@@ -194,7 +195,6 @@ class MlflowStack(TerraformStack):
                 ),
             )
             iap_audience = front_door.iap_audience
-        self.iap_signed_header_audience = iap_audience
         service = TrackingService(
             self,
             "tracking-service",
@@ -217,7 +217,6 @@ class MlflowStack(TerraformStack):
                 "cloud-run-iap",
                 CloudRunIapProps(
                     project=p,
-                    project_number=cfg.project_number,
                     region=cfg.region,
                     service_name=service.service_name,
                     iap_members=cfg.iap_members,
@@ -238,7 +237,7 @@ class MlflowStack(TerraformStack):
                 sql_instance_name=database.instance_name,
                 service_name=service_name,
                 image=cfg.server_image,
-                open_ingress="all" if direct_iap else "internal-and-cloud-load-balancing",
+                open_ingress=service.ingress,
             ),
         )
         # Cloud Run checks the secret, the bucket mount and the SQL roles when a revision starts (and

@@ -81,16 +81,15 @@ def test_the_container_port_stays_h2c_for_uploads_over_32_mib(mlflow_direct_iap)
     assert service(mlflow_direct_iap)["template"]["containers"][0]["ports"] == {"container_port": 8080, "name": "h2c"}
 
 
-def test_the_stack_exposes_the_signed_header_audience_for_the_server(app, direct_iap_config, example_config):
-    from stacks.mlflow import MlflowStack
-    from constructs.cdk import App
-
-    stacks = App(outdir=str(app.outdir / "audience"))
-    assert MlflowStack(stacks, direct_iap_config).iap_signed_header_audience == (
+def test_the_server_verifies_what_iap_signs_in_front_of_the_service_itself(mlflow_direct_iap, mlflow):
+    """direct_iap: the audience is the service's own, known at synth; behind the load balancer it is
+    the backend service's id, known only at apply."""
+    assert env_of(service(mlflow_direct_iap)["template"]["containers"][0])["MLFLOW_IAP_AUDIENCE"] == (
         "/projects/123456789012/locations/europe-west1/services/mlflow-server"
     )
-    # Behind the load balancer: its backend service's id, known only at apply.
-    assert MlflowStack(stacks, example_config).iap_signed_header_audience.startswith("/projects/123456789012/global/backendServices/")
+    assert env_of(one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0])["MLFLOW_IAP_AUDIENCE"].startswith(
+        "/projects/123456789012/global/backendServices/"
+    )
 
 
 def direct(*edits):
@@ -141,7 +140,7 @@ def test_the_default_example_is_the_load_balancer_mode(example_config):
 
 def test_props_refuse_an_iap_that_admits_nobody():
     with pytest.raises(ValueError, match=r"^CloudRunIapProps.iap_members: is empty; IAP would admit nobody"):
-        CloudRunIapProps(project="p", project_number="1", region="europe-west1", service_name="s", iap_members=())
+        CloudRunIapProps(project="p", region="europe-west1", service_name="s", iap_members=())
 
 
 def test_the_upgrade_window_reopens_to_the_ingress_the_direct_service_declares(mlflow_direct_iap):
