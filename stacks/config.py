@@ -325,10 +325,33 @@ class DnsConfig(Section):
     )
 
 
+GITHUB_IDS_COMMAND = "gh api repos/OWNER/REPO --jq .id,.owner.id"
+
+
 class CiConfig(Section):
+    """GitHub's numeric ids are never reused: a deleted or renamed repository's name can be taken, its id cannot."""
+
     github_repository: checked(GITHUB_REPO.match, "{value!r} must be OWNER/REPO", empty_ok=True) = Field(
         "", description="`OWNER/REPO`: creates the Workload Identity Federation pool and the planner/deployer accounts"
     )
+    repository_id: within(0) = Field(
+        0, description=f"the repository's numeric id, the first line of `{GITHUB_IDS_COMMAND}`; required with `github_repository`"
+    )
+    repository_owner_id: within(0) = Field(
+        0, description=f"its owner's numeric id, the second line of `{GITHUB_IDS_COMMAND}`; required with `github_repository`"
+    )
+
+    @model_validator(mode="after")
+    def ids_name_the_repository(self) -> CiConfig:
+        ids = (("repository_id", self.repository_id, "first"), ("repository_owner_id", self.repository_owner_id, "second"))
+        if self.github_repository:
+            _raise([f"ci.{key}: missing; the workload identity provider binds the repository by id, not name: write the "
+                    f"{line} number `{GITHUB_IDS_COMMAND.replace('OWNER/REPO', self.github_repository)}` prints"
+                    for key, value, line in ids if not value])
+        else:
+            _raise([f"ci.{key}: {value} is set without ci.github_repository; set the repository too, or remove it"
+                    for key, value, _ in ids if value])
+        return self
 
 
 class IapOauthClientConfig(Section):

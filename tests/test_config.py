@@ -305,7 +305,7 @@ def test_every_problem_of_a_file_is_reported_at_once_with_the_nearest_names():
 
 def test_an_unknown_key_with_no_near_name_lists_the_known_ones():
     message = rejection(EXAMPLE + "\n[ci]\nxyz = 1\n")
-    assert "ci.xyz: unknown key; remove it (known: github_repository)" in message
+    assert "ci.xyz: unknown key; remove it (known: github_repository, repository_id, repository_owner_id)" in message
 
 
 def test_a_section_that_is_not_a_table_is_refused():
