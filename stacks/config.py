@@ -465,7 +465,8 @@ class Config(Section):
         (), description="OAuth client ids allowed to send ID tokens; not needed for the plugin"
     )
     client_impersonators: listed(IamMember) = Field(
-        (), description="people/groups whose scripts act as the keyless `<prefix>-client` account (see *Using the tracking server*)"
+        (), description="people/groups whose scripts reach MLflow: each gets a keyless client account of its own (`<prefix>-c-<hash>`), "
+        "so the server records who wrote what; list people, not groups, to tell them apart (see *Using the tracking server*)"
     )
     network: NetworkConfig = NetworkConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -478,7 +479,7 @@ class Config(Section):
     )
     image_builders: listed(IamMember) = Field(
         (), description="who may run the `image_build_command` output besides owners/editors: `iam.serviceAccountUser` on the "
-        "build account, `cloudbuild.builds.editor`, objects of the build bucket",
+        "build account, a custom role to create and follow builds, objects of the build bucket",
     )
     iap_oauth_client: IapOauthClientConfig = IapOauthClientConfig()
     alerts: AlertsConfig = AlertsConfig()
