@@ -23,9 +23,10 @@ DEPLOY_REF = "refs/heads/main"
 PLANNER_ROLES = ("roles/viewer", "roles/iam.securityReviewer")
 # Applies run only from the approved GitHub environment and apply only the environment's MLflow stack:
 # the project stack (this pool, its accounts, every service account and the bindings on them) is
-# applied by a person. Each role is what the MLflow stack's resources need; README: *The roles
-# whoever deploys needs* says why each is project-wide. Acting as the server's account is granted on
-# that account (ServerIdentity.grant_act_as), granting project roles below with a condition.
+# applied by a person. Every role the MLflow stack's resources may need; each environment's deployer
+# gets those its stack does need (`deployer_roles`); README: *The roles whoever deploys needs* says
+# why each is project-wide. Acting as the server's account is granted on that account
+# (ServerIdentity.grant_act_as), granting project roles below with a condition.
 DEPLOYER_ROLES = (
     "roles/cloudsql.admin",
     "roles/compute.loadBalancerAdmin",
@@ -80,8 +81,10 @@ class CiIdentityProps:
     state_bucket: str
     # The GitHub environment whose (approved) jobs may apply, e.g. "prod".
     deploy_environment: str
-    # The project roles the stacks the deployer applies grant; the only ones it may grant.
+    # The project roles the stack the deployer applies grants; the only ones it may grant.
     grantable_roles: tuple[str, ...]
+    # default: all of DEPLOYER_ROLES. The ones the deployer's stack needs.
+    deployer_roles: tuple[str, ...] = DEPLOYER_ROLES
     pool_id: str = "github"
     account_prefix: str = "ci"
     deploy_ref: str = DEPLOY_REF
@@ -97,6 +100,8 @@ class CiIdentityProps:
             raise ValueError("CiIdentityProps.deploy_environment: is empty; name the approved GitHub environment")
         if not self.grantable_roles or not all(ROLE.match(r) for r in self.grantable_roles):
             raise ValueError(f"CiIdentityProps.grantable_roles: {self.grantable_roles!r} must list predefined roles/...")
+        if unknown := sorted(set(self.deployer_roles) - set(DEPLOYER_ROLES)):
+            raise ValueError(f"CiIdentityProps.deployer_roles: {', '.join(unknown)} are not among the reviewed DEPLOYER_ROLES")
         if admin := sorted(set(self.grantable_roles) & IAM_ADMIN_ROLES):
             raise ValueError(f"CiIdentityProps.grantable_roles: {', '.join(admin)} administer IAM; the deployer may not grant them")
 
@@ -178,7 +183,7 @@ class CiIdentity(Construct):
 
     def _grant_deployer(self, props: CiIdentityProps) -> None:
         member = self._deployer.member
-        for role in DEPLOYER_ROLES:
+        for role in props.deployer_roles:
             ProjectIamMember(self, f"deployer-{role.split('/')[-1]}", project=props.project, role=role, member=member)
         ProjectIamMember(
             self,

@@ -10,17 +10,19 @@ the registry lives here and the MLflow stack depends on this stack (README: firs
 
 from __future__ import annotations
 
+from typing import Callable
+
 from constructs.cdk import TerraformOutput, TerraformStack
 from constructs import Construct
 
 from constructs.build_identity import BuildIdentity, BuildIdentityProps
-from constructs.ci_identity import CiIdentity, CiIdentityProps
+from constructs.ci_identity import DEPLOYER_ROLES, CiIdentity, CiIdentityProps
 from constructs.client_identity import ClientIdentity, ClientIdentityProps
 from constructs.iap_service_agent import IapServiceAgent, IapServiceAgentProps
 from constructs.image_registry import ImageRegistry, ImageRegistryProps
 from constructs.project_services import ProjectServices, ProjectServicesProps
 from constructs.server_identity import ServerIdentity, ServerIdentityProps
-from constructs.server_roles import PROJECT_ROLES as SERVER_PROJECT_ROLES
+from constructs.server_roles import DATABASE_LOGIN_ROLE, PROJECT_ROLES as SERVER_PROJECT_ROLES
 from constructs.storage_audit_logs import StorageAuditLogs, StorageAuditLogsProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config
@@ -59,6 +61,31 @@ def project_stack_name(cfg: Config) -> str:
 
 def server_account_id(cfg: Config) -> str:
     return f"{cfg.name_prefix}-server"
+
+
+def server_project_roles(cfg: Config) -> tuple[str, ...]:
+    """The project roles this environment's MLflow stack grants its server (ServerRoles)."""
+    return tuple(r for r in SERVER_PROJECT_ROLES if r != DATABASE_LOGIN_ROLE or cfg.database.auth == "iam")
+
+
+# DEPLOYER_ROLES needed only for parts of the MLflow stack that a setting turns on.
+OPTIONAL_DEPLOYER_ROLES: dict[str, Callable[[Config], bool]] = {
+    "roles/compute.loadBalancerAdmin": lambda cfg: cfg.front_door.mode == "load_balancer",
+    "roles/dns.admin": lambda cfg: cfg.front_door.mode == "load_balancer",
+    "roles/logging.configWriter": lambda cfg: cfg.alerts.enabled,
+    "roles/monitoring.alertPolicyEditor": lambda cfg: cfg.alerts.enabled,
+    "roles/monitoring.dashboardEditor": lambda cfg: cfg.alerts.enabled,
+    "roles/monitoring.notificationChannelEditor": lambda cfg: cfg.alerts.enabled,
+    "roles/monitoring.uptimeCheckConfigEditor": lambda cfg: cfg.alerts.enabled,
+    "roles/secretmanager.admin": lambda cfg: cfg.database.auth == "password",
+    "roles/serviceusage.serviceUsageConsumer": lambda cfg: bool(cfg.budget.billing_account),
+}
+
+
+def deployer_roles(cfg: Config) -> tuple[str, ...]:
+    """The DEPLOYER_ROLES this environment's MLflow stack needs; tests/constructs/test_ci_identity.py
+    derives the same set from the stack's resources."""
+    return tuple(r for r in DEPLOYER_ROLES if OPTIONAL_DEPLOYER_ROLES.get(r, lambda cfg: True)(cfg))
 
 
 class ProjectStack(TerraformStack):
@@ -148,7 +175,8 @@ class ProjectStack(TerraformStack):
                 repository_owner_id=cfg.ci.repository_owner_id,
                 state_bucket=cfg.state.bucket,
                 deploy_environment=cfg.environment,
-                grantable_roles=SERVER_PROJECT_ROLES,
+                grantable_roles=server_project_roles(cfg),
+                deployer_roles=deployer_roles(cfg),
                 pool_id=f"{cfg.name_prefix}-github",
                 account_prefix=f"{cfg.name_prefix}-ci",
             ),

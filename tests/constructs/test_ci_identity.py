@@ -6,9 +6,10 @@ import celpy
 import pytest
 
 from constructs.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES, CiIdentityProps, grants_only
-from stacks.mlflow import mlflow_stack_name
+from stacks.project import deployer_roles
+from tests.conftest import replace_config
 from tests.invariants import grantable_roles
-from tests.synth import assert_matches, one, resources
+from tests.synth import Synth, assert_matches, one, resources
 
 REPO, REPO_ID, OWNER_ID = "acme/mlflow-infra", "812345678", "4123456"
 DEPLOYER = "${google_service_account.ci-identity_deployer_477C7F50.member}"
@@ -80,31 +81,103 @@ def test_the_planner_is_read_only_and_the_deployer_needs_the_environment(app):
     assert state[PLANNER] == "roles/storage.objectViewer"
 
 
-def deployer_project_grants(app) -> dict[str, dict]:
-    stack = app.stacks["mlflow-prod-project"]
-    return {m["role"]: m for m in resources(stack, "google_project_iam_member").values() if m["member"] == DEPLOYER}
+def deployer_project_grants(stack) -> dict[str, dict]:
+    deployer = next(
+        f"${{google_service_account.{name}.member}}"
+        for name, body in stack["resource"]["google_service_account"].items()
+        if body["//"]["metadata"]["path"].endswith("ci-identity/deployer")
+    )
+    return {m["role"]: m for m in resources(stack, "google_project_iam_member").values() if m["member"] == deployer}
 
 
-def test_the_deployer_holds_its_listed_roles_and_a_conditioned_project_iam_admin_only(app):
-    grants = deployer_project_grants(app)
-    assert sorted(grants) == sorted(DEPLOYER_ROLES + (DEPLOYER_IAM_ADMIN_ROLE,))
-    assert all("condition" not in grants[role] for role in DEPLOYER_ROLES)
+@pytest.fixture(scope="module")
+def ci_envs(app, tmp_path_factory, example_config, prod_config, direct_iap_config):
+    """{MLflow stack: its project stack} for three environments with CI: the prod-like one (password
+    login, alerts, budget, load balancer) and the example and direct-IAP ones (IAM login, no alerts)
+    given a [ci] table, synthesized apart."""
+    ci = {"github_repository": "acme/mlflow-infra", "repository_id": 1, "repository_owner_id": 2}
+    others = Synth([replace_config(c, ci=ci) for c in (example_config, direct_iap_config)], tmp_path_factory.mktemp("ci"))
+    return {
+        "mlflow-prod": (app.stacks["mlflow-prod"], app.stacks["mlflow-prod-project"]),
+        "mlflow-example": (others.stacks["mlflow-example"], others.stacks["mlflow-example-project"]),
+        "mlflow-small": (others.stacks["mlflow-small"], others.stacks["mlflow-small-project"]),
+    }
+
+
+def test_the_deployer_holds_its_needed_roles_and_a_conditioned_project_iam_admin_only(app, prod_config):
+    grants = deployer_project_grants(app.stacks["mlflow-prod-project"])
+    assert sorted(grants) == sorted(deployer_roles(prod_config) + (DEPLOYER_IAM_ADMIN_ROLE,))
+    assert set(deployer_roles(prod_config)) <= set(DEPLOYER_ROLES)
+    assert all("condition" not in grants[role] for role in DEPLOYER_ROLES if role in grants)
     assert grants[DEPLOYER_IAM_ADMIN_ROLE]["condition"]["expression"].startswith(
         "api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly(["
     )
 
 
-def test_the_roles_the_deployer_may_grant_are_exactly_the_ones_the_stacks_it_applies_grant(app, example_config, prod_config, direct_iap_config):
-    """Derived from the synthesized MLflow stacks of every configuration (IAM and password login), so a
-    new project grant in the MLflow stack fails here until the deployer may make it, and a grant the
-    stack no longer makes is not left grantable."""
-    granted = {
-        body["role"]
-        for cfg in (example_config, prod_config, direct_iap_config)
-        for body in resources(app.stacks[mlflow_stack_name(cfg)], "google_project_iam_member").values()
-    }
-    condition = deployer_project_grants(app)[DEPLOYER_IAM_ADMIN_ROLE]["condition"]
-    assert grantable_roles(condition) == granted
+# What applying each resource type of an MLflow stack takes (the deployer's view), and the gcloud
+# groups its apply-time commands use. A new type fails below until it is mapped to a role here.
+ROLE_FOR_RESOURCE = {
+    "google_sql_": "roles/cloudsql.admin",
+    "google_compute_network": "roles/compute.networkAdmin",
+    "google_compute_subnetwork": "roles/compute.networkAdmin",
+    "google_compute_global_address": "roles/compute.networkAdmin",
+    "google_compute_firewall": "roles/compute.securityAdmin",
+    "google_compute_ssl_policy": "roles/compute.securityAdmin",
+    "google_compute_backend_service": "roles/compute.loadBalancerAdmin",
+    "google_compute_region_network_endpoint_group": "roles/compute.loadBalancerAdmin",
+    "google_compute_url_map": "roles/compute.loadBalancerAdmin",
+    "google_compute_target_": "roles/compute.loadBalancerAdmin",
+    "google_compute_global_forwarding_rule": "roles/compute.loadBalancerAdmin",
+    "google_compute_managed_ssl_certificate": "roles/compute.loadBalancerAdmin",
+    "google_service_networking_connection": "roles/servicenetworking.networksAdmin",
+    "google_dns_": "roles/dns.admin",
+    "google_iap_": "roles/iap.admin",
+    "google_logging_metric": "roles/logging.configWriter",
+    "google_monitoring_alert_policy": "roles/monitoring.alertPolicyEditor",
+    "google_monitoring_dashboard": "roles/monitoring.dashboardEditor",
+    "google_monitoring_notification_channel": "roles/monitoring.notificationChannelEditor",
+    "google_monitoring_uptime_check_config": "roles/monitoring.uptimeCheckConfigEditor",
+    "google_cloud_run_v2_": "roles/run.admin",
+    "google_secret_manager_": "roles/secretmanager.admin",
+    "google_storage_bucket": "roles/storage.admin",
+    "google_project_iam_member": DEPLOYER_IAM_ADMIN_ROLE,
+    # Billed to the billing account (roles/billing.costsManager there, granted by a billing admin).
+    "google_billing_budget": None,
+    "random_password": None,
+    "terraform_data": None,
+}
+ROLE_FOR_GCLOUD = {"sql": "roles/cloudsql.admin", "run": "roles/run.admin"}
+
+
+def roles_needed_by(stack: dict) -> set[str]:
+    needed = set()
+    for type_, items in stack["resource"].items():
+        matches = [role for prefix, role in ROLE_FOR_RESOURCE.items() if type_.startswith(prefix)]
+        assert len(matches) == 1, f"map {type_} to the deployer role that applies it in ROLE_FOR_RESOURCE"
+        needed |= {matches[0]} - {None}
+        for body in items.values():
+            for provisioner in body.get("provisioner", []):
+                for group in re.findall(r"gcloud (?:beta )?(\w+)", provisioner.get("local-exec", {}).get("command", "")):
+                    needed.add(ROLE_FOR_GCLOUD[group])
+    # A provider billing its calls to the project (quota project) needs serviceusage.services.use.
+    if any(p.get("user_project_override") for p in stack.get("provider", {}).get("google", [])):
+        needed.add("roles/serviceusage.serviceUsageConsumer")
+    return needed
+
+
+def test_each_deployer_holds_exactly_the_roles_its_mlflow_stack_needs(ci_envs):
+    for name, (mlflow_stack, project) in ci_envs.items():
+        assert set(deployer_project_grants(project)) == roles_needed_by(mlflow_stack), name
+
+
+def test_the_roles_each_deployer_may_grant_are_exactly_the_ones_its_mlflow_stack_grants(ci_envs):
+    """Derived from the synthesized MLflow stacks (IAM and password login), so a new project grant in
+    the MLflow stack fails here until the deployer may make it, and one no longer made is not left
+    grantable."""
+    for name, (mlflow_stack, project) in ci_envs.items():
+        granted = {body["role"] for body in resources(mlflow_stack, "google_project_iam_member").values()}
+        assert grantable_roles(deployer_project_grants(project)[DEPLOYER_IAM_ADMIN_ROLE]["condition"]) == granted, name
+    assert {len(g) for g in (resources(m, "google_project_iam_member") for m, _ in ci_envs.values())} == {3, 4}
 
 
 def test_the_deployer_may_act_as_the_servers_account_only(app):
@@ -118,7 +191,7 @@ def test_the_deployer_may_act_as_the_servers_account_only(app):
 
 
 def test_the_deployer_has_nothing_over_accounts_pools_apis_or_the_registry(app):
-    held = set(deployer_project_grants(app))
+    held = set(deployer_project_grants(app.stacks["mlflow-prod-project"]))
     assert not held & {
         "roles/iam.serviceAccountAdmin", "roles/iam.serviceAccountUser", "roles/iam.workloadIdentityPoolAdmin",
         "roles/serviceusage.serviceUsageAdmin", "roles/artifactregistry.admin",
@@ -146,7 +219,8 @@ PROPS = dict(project="p", project_number="1", github_repository="acme/infra", re
      ({"repository_id": 0}, "CiIdentityProps.repository_id: 0 must be GitHub's numeric id"),
      ({"repository_owner_id": "4123456"}, "CiIdentityProps.repository_owner_id: '4123456' must be GitHub's numeric id"),
      ({"grantable_roles": ()}, "CiIdentityProps.grantable_roles: () must list predefined roles/"),
-     ({"grantable_roles": ("roles/iam.serviceAccountAdmin",)}, "roles/iam.serviceAccountAdmin administer IAM; the deployer may not grant them")],
+     ({"grantable_roles": ("roles/iam.serviceAccountAdmin",)}, "roles/iam.serviceAccountAdmin administer IAM; the deployer may not grant them"),
+     ({"deployer_roles": ("roles/owner",)}, "CiIdentityProps.deployer_roles: roles/owner are not among the reviewed DEPLOYER_ROLES")],
 )
 def test_the_ci_identity_refuses_props_that_make_no_sense(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
