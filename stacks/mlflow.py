@@ -36,7 +36,7 @@ def mlflow_stack_name(cfg: Config) -> str:
 
 
 # Where the server's account was in this stack's state before it moved to the project stack (same
-# construct path there, so the same address: tests/test_app.py checks both).
+# construct path there, so the same address: tests/constructs/test_server_identity.py checks both).
 SERVER_ACCOUNT_BEFORE = "google_service_account.server-identity_account_25E041FD"
 
 
