@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from constructs.cdk.google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
 from constructs import Construct
 
-from constructs.cdk import Token
+from constructs.cdk import TerraformResourceLifecycle, Token
 
 SQL_CLIENT_ROLE = "roles/cloudsql.client"
 # Logging in to Cloud SQL as the account's IAM database user (cloudsql.instances.login).
@@ -59,8 +59,14 @@ class ServerRoles(Construct):
             description="Cloud SQL has no instance-level IAM: the project role holds for this instance alone",
             expression=on_instance(props.project, props.sql_instance_name),
         )
+        # A grant that gains or changes its condition is replaced; the new binding is another binding of
+        # the policy, so making it first leaves no moment without the role (new connections fail then).
+        keep_access = TerraformResourceLifecycle(create_before_destroy=True)
         self._roles = [
-            ProjectIamMember(self, role.split("/")[-1], project=props.project, role=role, member=props.member, condition=condition)
+            ProjectIamMember(
+                self, role.split("/")[-1], project=props.project, role=role, member=props.member, condition=condition,
+                lifecycle=keep_access,
+            )
             for role in sql_roles
         ] + [
             ProjectIamMember(self, role.split("/")[-1], project=props.project, role=role, member=props.member)

@@ -44,6 +44,13 @@ def test_the_cloud_sql_roles_hold_on_its_own_instance_only(mlflow):
     assert roles["roles/logging.logWriter"] is None and roles["roles/monitoring.metricWriter"] is None
 
 
+def test_the_conditioned_grants_are_made_before_the_ones_they_replace_are_removed(mlflow):
+    """Upgrading from an unconditioned grant replaces it; the server must never be without the role."""
+    for path, body in resources(mlflow, "google_project_iam_member").items():
+        if body.get("condition"):
+            assert body["lifecycle"] == {"create_before_destroy": True}, path
+
+
 def test_the_condition_names_whatever_instance_it_is_given():
     assert on_instance("p", "mlflow-db-restored").endswith("resource.name == 'projects/p/instances/mlflow-db-restored'")
 
