@@ -4,6 +4,7 @@ import re
 
 import celpy
 import pytest
+from celpy import celtypes
 
 from constructs.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES, CiIdentityProps, grants_only
 from stacks.project import deployer_roles
@@ -178,6 +179,41 @@ def test_the_roles_each_deployer_may_grant_are_exactly_the_ones_its_mlflow_stack
         granted = {body["role"] for body in resources(mlflow_stack, "google_project_iam_member").values()}
         assert grantable_roles(deployer_project_grants(project)[DEPLOYER_IAM_ADMIN_ROLE]["condition"]) == granted, name
     assert {len(g) for g in (resources(m, "google_project_iam_member") for m, _ in ci_envs.values())} == {3, 4}
+
+
+def may_modify(condition: str, roles: list[str]) -> bool:
+    """Evaluate the synthesized IAM condition on a setIamPolicy request modifying grants of `roles`,
+    with IAM's two extensions as Google documents them: `api.getAttribute(name, default)` and
+    `list.hasOnly(allowed)` (true when every element is allowed)."""
+    environment = celpy.Environment()
+    program = environment.program(
+        environment.compile(condition),
+        functions={
+            "getAttribute": lambda api, name, default: api.get(name, default),
+            "hasOnly": lambda values, allowed: celtypes.BoolType(all(v in allowed for v in values)),
+        },
+    )
+    request = {"api": celpy.json_to_cel({"iam.googleapis.com/modifiedGrantsByRole": roles})}
+    return bool(program.evaluate(request))
+
+
+@pytest.mark.parametrize(
+    "roles, allowed",
+    [
+        (["roles/cloudsql.client"], True),
+        (["roles/logging.logWriter", "roles/monitoring.metricWriter"], True),
+        (["roles/owner"], False),
+        (["roles/iam.serviceAccountAdmin"], False),
+        (["roles/iam.workloadIdentityPoolAdmin"], False),
+        (["roles/resourcemanager.projectIamAdmin"], False),
+        (["roles/cloudsql.client", "roles/editor"], False),
+        # Password login (prod): the MLflow stack never grants the IAM database login role.
+        (["roles/cloudsql.instanceUser"], False),
+    ],
+)
+def test_the_deployer_may_add_or_remove_grants_of_the_servers_roles_only(app, roles, allowed):
+    condition = deployer_project_grants(app.stacks["mlflow-prod-project"])[DEPLOYER_IAM_ADMIN_ROLE]["condition"]["expression"]
+    assert may_modify(condition, roles) is allowed
 
 
 def test_the_deployer_may_act_as_the_servers_account_only(app):
