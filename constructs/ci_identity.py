@@ -47,7 +47,8 @@ DEPLOYER_ROLES = (
 )
 # Granted only with a condition naming the roles it may add or remove (`grantable_roles`).
 DEPLOYER_IAM_ADMIN_ROLE = "roles/resourcemanager.projectIamAdmin"
-# Roles that administer IAM itself: none may be among the roles the deployer grants.
+# Roles that administer IAM, act as or sign as an identity (or, editor, everything but IAM): the
+# deployer may grant none of them, and an invariant wants a condition on any project grant of one.
 IAM_ADMIN_ROLES = frozenset({
     "roles/owner",
     "roles/editor",
