@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from constructs.cdk.google.project_iam_custom_role import ProjectIamCustomRole
 from constructs.cdk.google.project_iam_member import ProjectIamMember
 from constructs.cdk.google.service_account import ServiceAccount
 from constructs.cdk.google.service_account_iam_member import ServiceAccountIamMember
@@ -24,8 +25,11 @@ ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
 
 
-# Creating builds exists only project-wide; the builders run them as this account only.
-BUILDER_PROJECT_ROLE = "roles/cloudbuild.builds.editor"
+# What `gcloud builds submit` needs of Cloud Build, and nothing more: create a build and follow it
+# (cloudbuild.builds.editor would add updating, cancelling and approving anyone's builds). Builds
+# exist only at project level, so the role is granted there; a build runs as a user-specified account
+# only for callers with actAs on it, which the builders hold on this account alone.
+BUILDER_PERMISSIONS = ("cloudbuild.builds.create", "cloudbuild.builds.get")
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,9 @@ class BuildIdentity(Construct):
         )
         # Sources in, logs out, nothing else: object user (no bucket or IAM administration).
         self._bucket.grant_object_user("bucket-object-user", self.member)
-        for key, member in keyed_members("BuildIdentityProps.submitters", props.submitters).items():
+        submitters = keyed_members("BuildIdentityProps.submitters", props.submitters)
+        builder = self._builder_role(props) if submitters else None
+        for key, member in submitters.items():
             # Acting as the account, creating builds, uploading sources and streaming the build log.
             ServiceAccountIamMember(
                 self,
@@ -82,9 +88,21 @@ class BuildIdentity(Construct):
                 member=member,
             )
             ProjectIamMember(
-                self, f"submitter-{key}-builds", project=props.project, role=BUILDER_PROJECT_ROLE, member=member
+                self, f"submitter-{key}-builds", project=props.project, role=builder.name, member=member
             )
             self._bucket.grant_object_user(f"submitter-{key}-bucket", member)
+
+    def _builder_role(self, props: BuildIdentityProps) -> ProjectIamCustomRole:
+        return ProjectIamCustomRole(
+            self,
+            "builder-role",
+            project=props.project,
+            # Custom role ids take letters, digits, `_` and `.`: the account id, made one.
+            role_id=f"{props.account_id.replace('-', '_')}_submitter",
+            title="MLflow image builder",
+            description="Submits and follows Cloud Build builds (gcloud builds submit); nothing else",
+            permissions=list(BUILDER_PERMISSIONS),
+        )
 
     @property
     def email(self) -> str:

@@ -39,3 +39,9 @@ def keyed_members(field: str, members: tuple[str, ...]) -> dict[str, str]:
         key if keys.count(key) == 1 else f"{key}-{hashlib.sha256(member.lower().encode()).hexdigest()[:6]}": member
         for key, member in zip(keys, members)
     }
+
+
+def service_account_email(project: str, account_id: str) -> str:
+    """The email of a user-managed service account: known at synth, so a stack can name an account
+    another stack (applied by someone else) creates."""
+    return f"{account_id}@{project}.iam.gserviceaccount.com"

@@ -1,19 +1,17 @@
-"""The MLflow server's own service account and the few project roles it needs."""
+"""The MLflow server's own service account, in the project stack, and who may deploy as it.
+
+The server and its migration job run as this account. It is created by a person's apply of the
+project stack, so the CI deployer (which applies only the MLflow stack) needs no right to create or
+administer service accounts: it is allowed to act as this one account, granted here, on the account.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from constructs.cdk.google.project_iam_member import ProjectIamMember
 from constructs.cdk.google.service_account import ServiceAccount
+from constructs.cdk.google.service_account_iam_member import ServiceAccountIamMember
 from constructs import Construct
-
-# Only what cannot be granted on a single resource: connecting to Cloud SQL and writing telemetry.
-# Secret and bucket access are granted on those resources by their constructs.
-PROJECT_ROLES = ("roles/cloudsql.client", "roles/logging.logWriter", "roles/monitoring.metricWriter")
-# Logging in to Cloud SQL as the account's IAM database user (cloudsql.instances.login); Cloud SQL
-# has no instance-level IAM, so it is a project role too.
-DATABASE_LOGIN_ROLE = "roles/cloudsql.instanceUser"
 
 
 @dataclass(frozen=True)
@@ -21,9 +19,6 @@ class ServerIdentityProps:
     project: str
     account_id: str
     display_name: str = "MLflow tracking server"
-    # default: False, the account connects to Cloud SQL but logs in with a password. True: it logs in
-    # as its IAM database user (DATABASE_LOGIN_ROLE).
-    database_login: bool = False
 
     def __post_init__(self) -> None:
         if not self.account_id:
@@ -31,30 +26,32 @@ class ServerIdentityProps:
 
 
 class ServerIdentity(Construct):
-    """A dedicated service account: no keys, no admin, editor or owner role."""
+    """A dedicated service account: no keys; its roles are granted by the MLflow stack (ServerRoles)."""
 
     def __init__(self, scope: Construct, id: str, props: ServerIdentityProps) -> None:
         super().__init__(scope, id)
+        # An environment deployed before the account moved here has it already (in the MLflow stack's
+        # state, which forgets it without deleting it: stacks/mlflow.py): adopt it instead of failing.
+        # The id is this environment's own (<name_prefix>-server; config refuses two environments with
+        # one prefix in a project), so nothing else's account is adopted.
         self._account = ServiceAccount(
             self,
             "account",
             project=props.project,
             account_id=props.account_id,
             display_name=props.display_name,
-            create_ignore_already_exists=False,
+            create_ignore_already_exists=True,
         )
-        self._roles = [
-            ProjectIamMember(self, role.split("/")[-1], project=props.project, role=role, member=self.member)
-            for role in PROJECT_ROLES + ((DATABASE_LOGIN_ROLE,) if props.database_login else ())
-        ]
+
+    def grant_act_as(self, id: str, member: str) -> ServiceAccountIamMember:
+        """Deploy Cloud Run services and jobs that run as this account (iam.serviceAccounts.actAs), on it alone."""
+        return ServiceAccountIamMember(
+            self, id, service_account_id=self._account.name, role="roles/iam.serviceAccountUser", member=member
+        )
 
     @property
     def email(self) -> str:
         return self._account.email
-
-    @property
-    def project_roles(self) -> list[ProjectIamMember]:
-        return list(self._roles)
 
     @property
     def member(self) -> str:

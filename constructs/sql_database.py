@@ -160,7 +160,7 @@ class SqlDatabase(Construct):
                 "iam-user",
                 project=props.project,
                 instance=self._instance.name,
-                name=Fn.trimsuffix(props.iam_service_account_email, SERVICE_ACCOUNT_SUFFIX),
+                name=iam_user_name(props.iam_service_account_email),
                 type="CLOUD_IAM_SERVICE_ACCOUNT",
                 deletion_policy="ABANDON",
             )
@@ -214,3 +214,10 @@ class SqlDatabase(Construct):
         if self._password is None:
             raise ValueError("SqlDatabase.password: this database uses IAM login and has no password")
         return self._password.result
+
+
+def iam_user_name(email: str) -> str:
+    """Cloud SQL names a service account's IAM user by its e-mail without the domain's suffix."""
+    if Token.is_unresolved(email):
+        return Fn.trimsuffix(email, SERVICE_ACCOUNT_SUFFIX)
+    return email.removesuffix(SERVICE_ACCOUNT_SUFFIX)

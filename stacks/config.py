@@ -325,10 +325,33 @@ class DnsConfig(Section):
     )
 
 
+GITHUB_IDS_COMMAND = "gh api repos/OWNER/REPO --jq .id,.owner.id"
+
+
 class CiConfig(Section):
+    """GitHub's numeric ids are never reused: a deleted or renamed repository's name can be taken, its id cannot."""
+
     github_repository: checked(GITHUB_REPO.match, "{value!r} must be OWNER/REPO", empty_ok=True) = Field(
         "", description="`OWNER/REPO`: creates the Workload Identity Federation pool and the planner/deployer accounts"
     )
+    repository_id: within(0) = Field(
+        0, description=f"the repository's numeric id, the first line of `{GITHUB_IDS_COMMAND}`; required with `github_repository`"
+    )
+    repository_owner_id: within(0) = Field(
+        0, description=f"its owner's numeric id, the second line of `{GITHUB_IDS_COMMAND}`; required with `github_repository`"
+    )
+
+    @model_validator(mode="after")
+    def ids_name_the_repository(self) -> CiConfig:
+        ids = (("repository_id", self.repository_id, "first"), ("repository_owner_id", self.repository_owner_id, "second"))
+        if self.github_repository:
+            _raise([f"ci.{key}: missing; the workload identity provider binds the repository by id, not name: write the "
+                    f"{line} number `{GITHUB_IDS_COMMAND.replace('OWNER/REPO', self.github_repository)}` prints"
+                    for key, value, line in ids if not value])
+        else:
+            _raise([f"ci.{key}: {value} is set without ci.github_repository; set the repository too, or remove it"
+                    for key, value, _ in ids if value])
+        return self
 
 
 class IapOauthClientConfig(Section):
@@ -442,7 +465,8 @@ class Config(Section):
         (), description="OAuth client ids allowed to send ID tokens; not needed for the plugin"
     )
     client_impersonators: listed(IamMember) = Field(
-        (), description="people/groups whose scripts act as the keyless `<prefix>-client` account (see *Using the tracking server*)"
+        (), description="people/groups whose scripts reach MLflow: each gets a keyless client account of its own (`<prefix>-c-<hash>`), "
+        "so the server records who wrote what; list people, not groups, to tell them apart (see *Using the tracking server*)"
     )
     network: NetworkConfig = NetworkConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -455,7 +479,7 @@ class Config(Section):
     )
     image_builders: listed(IamMember) = Field(
         (), description="who may run the `image_build_command` output besides owners/editors: `iam.serviceAccountUser` on the "
-        "build account, `cloudbuild.builds.editor`, objects of the build bucket",
+        "build account, a custom role to create and follow builds, objects of the build bucket",
     )
     iap_oauth_client: IapOauthClientConfig = IapOauthClientConfig()
     alerts: AlertsConfig = AlertsConfig()

@@ -8,10 +8,11 @@ from constructs import Construct
 
 from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
 from constructs.billing_budget import BillingBudget, BillingBudgetProps
-from constructs.client_identity import ClientIdentity, ClientIdentityProps
+from constructs.client_identity import client_accounts
 from constructs.cloud_run_iap import CloudRunIap, CloudRunIapProps
 from constructs.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door import FrontDoor, FrontDoorProps
+from constructs.iam_members import keyed_members, service_account_email
 from constructs.iap_service_agent import iap_service_agent_member
 from constructs.migration_job import MigrationJob, MigrationJobProps
 from constructs.monitoring import AlertThresholds, Monitoring, MonitoringProps
@@ -20,17 +21,23 @@ from constructs.private_bucket import PrivateBucket, PrivateBucketProps
 from constructs.run_url import signed_header_audience
 from constructs.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
 from constructs.server_container import RunPlacement, ServerContainerProps
-from constructs.server_identity import ServerIdentity, ServerIdentityProps
+from constructs.server_roles import ServerRoles, ServerRolesProps
 from constructs.sql_database import SqlDatabase, SqlDatabaseProps
 from constructs.tracking_service import TrackingService, TrackingServiceProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config, alert_thresholds
+from stacks.project import server_account_id
 from stacks.providers import use_google, use_random
 from stacks.wiring import wait_for
 
 
 def mlflow_stack_name(cfg: Config) -> str:
     return f"mlflow-{cfg.environment}"
+
+
+# Where the server's account was in this stack's state before it moved to the project stack (same
+# construct path there, so the same address: tests/constructs/test_server_identity.py checks both).
+SERVER_ACCOUNT_BEFORE = "google_service_account.server-identity_account_25E041FD"
 
 
 class MlflowStack(TerraformStack):
@@ -44,6 +51,7 @@ class MlflowStack(TerraformStack):
             use_random(self)
         p, prefix = cfg.project_id, cfg.name_prefix
         direct_iap = cfg.front_door.mode == "direct_iap"
+        instance_name = cfg.database.instance_name or f"{prefix}-db"
         location = cfg.artifact_location or cfg.region
         if not cfg.protect_data:
             Annotations.of(self).add_warning(
@@ -62,18 +70,17 @@ class MlflowStack(TerraformStack):
                 private_services_cidr=cfg.network.private_services_cidr,
             ),
         )
-        server = ServerIdentity(
-            self,
-            "server-identity",
-            ServerIdentityProps(project=p, account_id=f"{prefix}-server", database_login=iam_login),
-        )
+        # Made by the project stack (a person's apply); named here by its email.
+        server_email = service_account_email(p, server_account_id(cfg))
+        server_member = f"serviceAccount:{server_email}"
+        self._forget_the_server_account_it_made_before()
         database = SqlDatabase(
             self,
             "database",
             SqlDatabaseProps(
                 project=p,
                 region=cfg.region,
-                instance_name=cfg.database.instance_name or f"{prefix}-db",
+                instance_name=instance_name,
                 database_version=cfg.database.version,
                 tier=cfg.database.tier,
                 disk_size_gb=cfg.database.disk_size_gb,
@@ -82,7 +89,7 @@ class MlflowStack(TerraformStack):
                 backup_retention_days=cfg.database.backup_retention_days,
                 password_revision=cfg.database.password_revision,
                 protect_from_destroy=cfg.protect_data,
-                iam_service_account_email=server.email if iam_login else "",
+                iam_service_account_email=server_email if iam_login else "",
             ),
         )
         artifacts = PrivateBucket(
@@ -95,7 +102,13 @@ class MlflowStack(TerraformStack):
                 protect_from_destroy=cfg.protect_data,
             ),
         )
-        server_grants = [artifacts.grant_object_user("server-object-user", server.member), *server.project_roles]
+        # Construct id as when the account was made here too: the roles' Terraform addresses stay.
+        server_roles = ServerRoles(
+            self,
+            "server-identity",
+            ServerRolesProps(project=p, member=server_member, sql_instance_name=instance_name, database_login=iam_login),
+        )
+        server_grants = [artifacts.grant_object_user("server-object-user", server_member), *server_roles.grants]
         if iam_login:
             # Nothing secret: the URI names the IAM user, each connection's token comes from the metadata server.
             backend_store = {
@@ -119,7 +132,7 @@ class MlflowStack(TerraformStack):
                     protect_from_destroy=cfg.protect_data,
                 ),
             )
-            server_grants.insert(0, secret.grant_access("server-reads-uri", server.member))
+            server_grants.insert(0, secret.grant_access("server-reads-uri", server_member))
             backend_store = {"backend_store_secret_id": secret.secret_id, "backend_store_secret_version": secret.version}
 
         container = ServerContainerProps(
@@ -136,27 +149,19 @@ class MlflowStack(TerraformStack):
         placement = RunPlacement(
             project=p,
             region=cfg.region,
-            service_account_email=server.email,
+            service_account_email=server_email,
             network_name=network.network_name,
             subnet_name=network.subnet_name,
         )
         # A plain name: the front door's serverless NEG names the service, and the service carries
         # the IAP audience it verifies every request against (docker/iap_identity.py).
         service_name = cfg.server_service_name
-        iap_accounts = {}
-        if cfg.client_impersonators:
-            client = ClientIdentity(
-                self,
-                "client-identity",
-                ClientIdentityProps(project=p, account_id=f"{prefix}-client", impersonators=cfg.client_impersonators),
-            )
-            iap_accounts["client-identity"] = client.member
-            TerraformOutput(
-                self,
-                "client_service_account",
-                value=client.email,
-                description="export MLFLOW_IAP_SERVICE_ACCOUNT=<this> for scripts run by people (client/README.md)",
-            )
+        # Each person's own client account (project stack), admitted by IAP under a key of its member.
+        clients = client_accounts(p, prefix, cfg.client_impersonators)
+        iap_accounts = {
+            f"client-{key}": f"serviceAccount:{clients[member]}"
+            for key, member in keyed_members("client_impersonators", cfg.client_impersonators).items()
+        }
         oauth_secret = ""
         if cfg.iap_oauth_client.client_id:
             # Ephemeral (Terraform >= 1.10): read from TF_VAR_iap_oauth_client_secret at plan and apply,
@@ -350,3 +355,8 @@ class MlflowStack(TerraformStack):
             description="The migration job's logs, when an apply stops at the migration",
         )
         TerraformOutput(self, "sql_connection_name", value=database.connection_name)
+
+    def _forget_the_server_account_it_made_before(self) -> None:
+        """Terraform 1.7+ `removed`: drop the account from this stack's state without deleting it (the
+        project stack adopts it); nothing to do where it never was."""
+        self.add_override("removed", [{"from": SERVER_ACCOUNT_BEFORE, "lifecycle": {"destroy": False}}])

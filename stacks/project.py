@@ -1,5 +1,8 @@
-"""The project stack: APIs, audit logs, the image registry, its build identity and the IAP service
-agent, applied before the server.
+"""The project stack: APIs, audit logs, the image registry, its build identity, the IAP service agent
+and every service account with the bindings on it, applied by a person before the server.
+
+It holds what would let an identity widen its own access (service accounts and who may act as them,
+the CI pool and the deployer's roles): the CI deployer applies only the MLflow stack.
 
 The server's image has to be pushed to the registry before a Cloud Run service can reference it, so
 the registry lives here and the MLflow stack depends on this stack (README: first deploy).
@@ -7,14 +10,19 @@ the registry lives here and the MLflow stack depends on this stack (README: firs
 
 from __future__ import annotations
 
+from typing import Callable
+
 from constructs.cdk import TerraformOutput, TerraformStack
 from constructs import Construct
 
 from constructs.build_identity import BuildIdentity, BuildIdentityProps
-from constructs.ci_identity import CiIdentity, CiIdentityProps
+from constructs.ci_identity import DEPLOYER_ROLES, CiIdentity, CiIdentityProps
+from constructs.client_identity import ClientIdentity, ClientIdentityProps
 from constructs.iap_service_agent import IapServiceAgent, IapServiceAgentProps
 from constructs.image_registry import ImageRegistry, ImageRegistryProps
 from constructs.project_services import ProjectServices, ProjectServicesProps
+from constructs.server_identity import ServerIdentity, ServerIdentityProps
+from constructs.server_roles import DATABASE_LOGIN_ROLE, PROJECT_ROLES as SERVER_PROJECT_ROLES
 from constructs.storage_audit_logs import StorageAuditLogs, StorageAuditLogsProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config
@@ -49,6 +57,35 @@ CI_APIS = ("sts.googleapis.com",)
 
 def project_stack_name(cfg: Config) -> str:
     return f"mlflow-{cfg.environment}-project"
+
+
+def server_account_id(cfg: Config) -> str:
+    return f"{cfg.name_prefix}-server"
+
+
+def server_project_roles(cfg: Config) -> tuple[str, ...]:
+    """The project roles this environment's MLflow stack grants its server (ServerRoles)."""
+    return tuple(r for r in SERVER_PROJECT_ROLES if r != DATABASE_LOGIN_ROLE or cfg.database.auth == "iam")
+
+
+# DEPLOYER_ROLES needed only for parts of the MLflow stack that a setting turns on.
+OPTIONAL_DEPLOYER_ROLES: dict[str, Callable[[Config], bool]] = {
+    "roles/compute.loadBalancerAdmin": lambda cfg: cfg.front_door.mode == "load_balancer",
+    "roles/dns.admin": lambda cfg: cfg.front_door.mode == "load_balancer",
+    "roles/logging.configWriter": lambda cfg: cfg.alerts.enabled,
+    "roles/monitoring.alertPolicyEditor": lambda cfg: cfg.alerts.enabled,
+    "roles/monitoring.dashboardEditor": lambda cfg: cfg.alerts.enabled,
+    "roles/monitoring.notificationChannelEditor": lambda cfg: cfg.alerts.enabled,
+    "roles/monitoring.uptimeCheckConfigEditor": lambda cfg: cfg.alerts.enabled,
+    "roles/secretmanager.admin": lambda cfg: cfg.database.auth == "password",
+    "roles/serviceusage.serviceUsageConsumer": lambda cfg: bool(cfg.budget.billing_account),
+}
+
+
+def deployer_roles(cfg: Config) -> tuple[str, ...]:
+    """The DEPLOYER_ROLES this environment's MLflow stack needs; tests/constructs/test_ci_identity.py
+    derives the same set from the stack's resources."""
+    return tuple(r for r in DEPLOYER_ROLES if OPTIONAL_DEPLOYER_ROLES.get(r, lambda cfg: True)(cfg))
 
 
 class ProjectStack(TerraformStack):
@@ -88,28 +125,15 @@ class ProjectStack(TerraformStack):
             self, "iap-service-agent", IapServiceAgentProps(project=cfg.project_id, project_number=cfg.project_number)
         )
         wait_for(iap_agent, apis.enabled)
+        server = ServerIdentity(
+            self, "server-identity", ServerIdentityProps(project=cfg.project_id, account_id=server_account_id(cfg))
+        )
+        wait_for(server, apis.enabled)
+        self._client_identities(cfg, apis)
         if cfg.ci.github_repository:
-            ci = CiIdentity(
-                self,
-                "ci-identity",
-                CiIdentityProps(
-                    project=cfg.project_id,
-                    project_number=cfg.project_number,
-                    github_repository=cfg.ci.github_repository,
-                    state_bucket=cfg.state.bucket,
-                    deploy_environment=cfg.environment,
-                    pool_id=f"{cfg.name_prefix}-github",
-                    account_prefix=f"{cfg.name_prefix}-ci",
-                ),
-            )
-            wait_for(ci, apis.enabled)
-            # Named like the repository variables of .github/workflows/terraform.yml they go into.
-            for name, value in (
-                ("WIF_PROVIDER", ci.workload_identity_provider),
-                ("PLANNER_SERVICE_ACCOUNT", ci.planner_email),
-                ("DEPLOYER_SERVICE_ACCOUNT", ci.deployer_email),
-            ):
-                TerraformOutput(self, name.lower(), value=value, description=f"GitHub repository variable {name}")
+            ci = self._ci_identity(cfg, apis)
+            # Deploying the service and the migration job, which run as the server's account.
+            server.grant_act_as("deployer-acts-as", ci.deployer_member)
         TerraformOutput(
             self,
             "image_build_command",
@@ -121,3 +145,48 @@ class ProjectStack(TerraformStack):
             ),
         )
         TerraformOutput(self, "build_service_account", value=build.email)
+
+    def _client_identities(self, cfg: Config, apis: ProjectServices) -> None:
+        if not cfg.client_impersonators:
+            return
+        clients = ClientIdentity(
+            self,
+            "client-identity",
+            ClientIdentityProps(project=cfg.project_id, name_prefix=cfg.name_prefix, impersonators=cfg.client_impersonators),
+        )
+        wait_for(clients, apis.enabled)
+        TerraformOutput(
+            self,
+            "client_service_accounts",
+            value=clients.emails,
+            description="{member: client service account}: export MLFLOW_IAP_SERVICE_ACCOUNTS='<this, as JSON>' for "
+            "people's scripts; the plugin signs as the caller's own (client/README.md)",
+        )
+
+    def _ci_identity(self, cfg: Config, apis: ProjectServices) -> CiIdentity:
+        ci = CiIdentity(
+            self,
+            "ci-identity",
+            CiIdentityProps(
+                project=cfg.project_id,
+                project_number=cfg.project_number,
+                github_repository=cfg.ci.github_repository,
+                repository_id=cfg.ci.repository_id,
+                repository_owner_id=cfg.ci.repository_owner_id,
+                state_bucket=cfg.state.bucket,
+                deploy_environment=cfg.environment,
+                grantable_roles=server_project_roles(cfg),
+                deployer_roles=deployer_roles(cfg),
+                pool_id=f"{cfg.name_prefix}-github",
+                account_prefix=f"{cfg.name_prefix}-ci",
+            ),
+        )
+        wait_for(ci, apis.enabled)
+        # Named like the repository variables of .github/workflows/terraform.yml they go into.
+        for name, value in (
+            ("WIF_PROVIDER", ci.workload_identity_provider),
+            ("PLANNER_SERVICE_ACCOUNT", ci.planner_email),
+            ("DEPLOYER_SERVICE_ACCOUNT", ci.deployer_email),
+        ):
+            TerraformOutput(self, name.lower(), value=value, description=f"GitHub repository variable {name}")
+        return ci

@@ -37,7 +37,7 @@ PROD_TOML = edited(
     ("[state]\n", '[state]\nproject = "example-mlflow-project"\n'),
     ('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"\nauth = "password"\npassword_revision = 2'),
 ) + (
-    '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\n'
+    '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\nrepository_id = 812345678\nrepository_owner_id = 4123456\n'
     '\n[iap_oauth_client]\nclient_id = "123456789012-iapclient.apps.googleusercontent.com"\nsecret_version = 2\n'
     '\n[alerts]\nemails = ["ml-platform-oncall@example.com", "sre@example.com"]\nlatency_p95_ms = 3000\n'
     '\n[budget]\nbilling_account = "012345-6789AB-CDEF01"\nmonthly_usd = 150\n'

@@ -6,11 +6,11 @@ A rule that cannot read the value it needs reports a violation; it never passes 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable
 
-from constructs.build_identity import BUILDER_PROJECT_ROLE
-from constructs.ci_identity import DEPLOYER_ROLES, PLANNER_ROLES
-from constructs.server_identity import DATABASE_LOGIN_ROLE, PROJECT_ROLES
+from constructs.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES, IAM_ADMIN_ROLES, PLANNER_ROLES
+from constructs.server_roles import PROJECT_ROLES
 from tests.synth import all_resources
 
 Stack = dict[str, Any]
@@ -46,12 +46,12 @@ def no_service_account_keys(stack: Stack) -> list[str]:
 def server_account_has_no_admin_roles(stack: Stack) -> list[str]:
     """The server runs user-supplied requests; a broad role turns a bug into a project takeover."""
     servers = {
-        f"${{google_service_account.{body['//']['metadata']['uniqueId']}.member}}"
-        for type_, path, body in all_resources(stack)
-        if type_ == "google_service_account" and path.endswith("server-identity/account")
+        f"serviceAccount:{body['template'].get('service_account', '')}"
+        for type_, _, body in all_resources(stack)
+        if type_ == "google_cloud_run_v2_service"
     }
-    if "google_cloud_run_v2_service" in stack.get("resource", {}) and not servers:
-        return ["the stack runs a Cloud Run service but its server account cannot be found"]
+    if servers and not all(s.endswith(".iam.gserviceaccount.com") for s in servers):
+        return [f"a Cloud Run service runs as no dedicated account it names: {sorted(servers)}"]
     return [
         f"{path}: gives the server {body['role']}"
         for type_, path, body in all_resources(stack)
@@ -115,8 +115,8 @@ def data_is_protected_from_destroy(stack: Stack) -> list[str]:
 # dangerous as a project role when it lets the grantee change that resource's policy or delete it.
 ALLOWED_ROLES: dict[str, tuple[frozenset[str], str]] = {
     "google_project_iam_member": (
-        frozenset(PROJECT_ROLES + (DATABASE_LOGIN_ROLE,) + PLANNER_ROLES + DEPLOYER_ROLES + (BUILDER_PROJECT_ROLE,)),
-        "only the reviewed lists of server_identity.py, ci_identity.py and build_identity.py are project-wide",
+        frozenset(PROJECT_ROLES + PLANNER_ROLES + DEPLOYER_ROLES + (DEPLOYER_IAM_ADMIN_ROLE,)),
+        "only the reviewed lists of server_roles.py and ci_identity.py, and build_identity.py's custom role, are project-wide",
     ),
     "google_storage_bucket_iam_member": (
         frozenset({"roles/storage.objectUser", "roles/storage.objectCreator", "roles/storage.objectViewer"}),
@@ -136,7 +136,7 @@ ALLOWED_ROLES: dict[str, tuple[frozenset[str], str]] = {
     ),
     "google_service_account_iam_member": (
         frozenset({"roles/iam.serviceAccountTokenCreator", "roles/iam.workloadIdentityUser", "roles/iam.serviceAccountUser"}),
-        "signing as, federating to or (image builders only) running builds as that one account; never administering it",
+        "signing as, federating to or running builds or the server as that one account; never administering it",
     ),
     "google_artifact_registry_repository_iam_member": (
         frozenset({"roles/artifactregistry.reader", "roles/artifactregistry.writer"}),
@@ -163,14 +163,94 @@ def iam_bindings_grant_only_allowed_roles(stack: Stack) -> list[str]:
             problems.append(f"{path}: {type_} is authoritative and removes grants made elsewhere; use the _iam_member")
         elif type_ not in ALLOWED_ROLES:
             problems.append(f"{path}: no allowed roles are listed for {type_}; add them to ALLOWED_ROLES with a reason")
-        elif body.get("role") not in ALLOWED_ROLES[type_][0]:
+        elif body.get("role") not in ALLOWED_ROLES[type_][0] and not is_builder_role(type_, path, body):
             problems.append(f"{path}: {type_} grants {body.get('role')!r}; allowed: {ALLOWED_ROLES[type_][1]}")
         elif (
             type_ == "google_service_account_iam_member"
             and body.get("role") == "roles/iam.serviceAccountUser"
-            and "/build-identity/" not in f"/{path}/"
+            and not any(f"/{owner}/" in f"/{path}/" for owner in ACT_AS_ACCOUNTS)
         ):
-            problems.append(f"{path}: actAs on an account other than the build identity lets its holder deploy as it")
+            problems.append(f"{path}: actAs on an account other than the build or server identity lets its holder deploy as it")
+    return problems
+
+
+# The accounts others may act as: the build account (image builders) and the server's (the deployer).
+ACT_AS_ACCOUNTS = ("build-identity", "server-identity")
+
+
+def is_builder_role(type_: str, path: str, body: dict) -> bool:
+    """The build identity's own custom role (create and follow builds), granted by it to its submitters."""
+    return (
+        type_ == "google_project_iam_member"
+        and "/build-identity/submitter-" in f"/{path}"
+        and bool(re.fullmatch(r"\$\{google_project_iam_custom_role\.build-identity_builder-role_\w+\.name\}", body.get("role", "")))
+    )
+
+
+def no_project_level_act_as_or_token_creator(stack: Stack) -> list[str]:
+    """Project-wide, either role covers every service account of the project, present and future."""
+    return [
+        f"{path}: grants {body['role']} on the whole project; grant it on the one service account"
+        for type_, path, body in all_resources(stack)
+        if type_ == "google_project_iam_member"
+        and body.get("role") in ("roles/iam.serviceAccountUser", "roles/iam.serviceAccountTokenCreator")
+    ]
+
+
+def iam_admin_grants_carry_a_condition(stack: Stack) -> list[str]:
+    """An unconditioned IAM admin can grant itself or anyone any role: it is an owner."""
+    return [
+        f"{path}: grants {body['role']} without a condition limiting what it may grant"
+        for type_, path, body in all_resources(stack)
+        if type_ == "google_project_iam_member"
+        and body.get("role") in IAM_ADMIN_ROLES | {"roles/resourcemanager.projectIamAdmin"}
+        and not (body.get("condition") or {}).get("expression")
+    ]
+
+
+GRANTS_ONLY = re.compile(
+    r"^api\.getAttribute\('iam\.googleapis\.com/modifiedGrantsByRole', \[\]\)\.hasOnly\(\[((?:'roles/[\w.]+'(?:, )?)*)\]\)$"
+)
+
+
+def grantable_roles(condition: dict | None) -> set[str] | None:
+    """The roles a conditioned IAM admin grant may add or remove, or None if the condition is not one
+    this reads (which counts as 'any role')."""
+    match = GRANTS_ONLY.match((condition or {}).get("expression", ""))
+    return set(re.findall(r"'(roles/[\w.]+)'", match.group(1))) if match else None
+
+
+# What changes a workload identity pool or who may sign in through it: project roles over pools, or
+# over service accounts' IAM policies (where the federation bindings are), or over all of IAM.
+WIDENS_FEDERATION = frozenset({
+    "roles/owner", "roles/editor", "roles/iam.workloadIdentityPoolAdmin", "roles/iam.serviceAccountAdmin",
+    "roles/iam.securityAdmin", "roles/iam.roleAdmin", "roles/resourcemanager.projectIamAdmin",
+})
+
+
+def no_identity_may_modify_how_it_signs_in(stack: Stack) -> list[str]:
+    """Whoever signs in through a pool (a workloadIdentityUser binding) may not change the pool, its
+    providers or the bindings on any account: else one approved job could let every job in."""
+    federated = {
+        f"${{google_service_account.{body['service_account_id'].split('.')[1]}.member}}"
+        for type_, _, body in all_resources(stack)
+        if type_ == "google_service_account_iam_member" and body.get("role") == "roles/iam.workloadIdentityUser"
+    }
+    problems = []
+    for type_, path, body in all_resources(stack):
+        if type_ not in ("google_project_iam_member", "google_service_account_iam_member") or body.get("member") not in federated:
+            continue
+        role = body.get("role")
+        if type_ == "google_service_account_iam_member":
+            target = f"${{google_service_account.{body.get('service_account_id', '..').split('.')[1]}.member}}"
+            if role not in ("roles/iam.serviceAccountUser", "roles/iam.serviceAccountTokenCreator"):
+                problems.append(f"{path}: a federated identity holds {role} on a service account, which can change its bindings")
+            elif target in federated:
+                problems.append(f"{path}: a federated identity may act as another one, skipping that one's sign-in condition")
+        elif role in WIDENS_FEDERATION:
+            allowed = grantable_roles(body.get("condition")) if role == DEPLOYER_IAM_ADMIN_ROLE else None
+            if allowed is None or allowed & (WIDENS_FEDERATION | IAM_ADMIN_ROLES):
+                problems.append(f"{path}: a federated identity holds {role}, which can change the pool or its own bindings")
     return problems
 
 
@@ -183,4 +263,7 @@ RULES: list[Callable[[Stack], list[str]]] = [
     iap_enabled_service_is_invoked_only_by_iap,
     data_is_protected_from_destroy,
     iam_bindings_grant_only_allowed_roles,
+    no_project_level_act_as_or_token_creator,
+    iam_admin_grants_carry_a_condition,
+    no_identity_may_modify_how_it_signs_in,
 ]

@@ -305,7 +305,7 @@ def test_every_problem_of_a_file_is_reported_at_once_with_the_nearest_names():
 
 def test_an_unknown_key_with_no_near_name_lists_the_known_ones():
     message = rejection(EXAMPLE + "\n[ci]\nxyz = 1\n")
-    assert "ci.xyz: unknown key; remove it (known: github_repository)" in message
+    assert "ci.xyz: unknown key; remove it (known: github_repository, repository_id, repository_owner_id)" in message
 
 
 def test_a_section_that_is_not_a_table_is_refused():
@@ -523,3 +523,26 @@ def test_protect_data_is_true_or_false_and_on_by_default():
     assert parse_config(EXAMPLE).protect_data is True
     assert parse_config("protect_data = false\n" + EXAMPLE).protect_data is False
     assert "protect_data: must be true or false, got 'no'" in rejection('protect_data = "no"\n' + EXAMPLE)
+
+
+def test_a_repository_without_its_numeric_ids_is_refused_with_the_command_that_prints_them():
+    message = rejection(EXAMPLE + '\n[ci]\ngithub_repository = "acme/infra"\n')
+    assert "ci.repository_id: missing; the workload identity provider binds the repository by id, not name: write the first " \
+        "number `gh api repos/acme/infra --jq .id,.owner.id` prints" in message
+    assert "ci.repository_owner_id: missing;" in message and "write the second number" in message
+
+
+def test_ids_without_a_repository_are_refused():
+    message = rejection(EXAMPLE + "\n[ci]\nrepository_id = 812345678\n")
+    assert "ci.repository_id: 812345678 is set without ci.github_repository; set the repository too, or remove it" in message
+
+
+@pytest.mark.parametrize("value, problem", [('"812345678"', "must be a whole number"), ("-1", "must be 0 or more")])
+def test_repository_ids_are_whole_numbers(value, problem):
+    message = rejection(EXAMPLE + f'\n[ci]\ngithub_repository = "acme/infra"\nrepository_id = {value}\nrepository_owner_id = 2\n')
+    assert "ci.repository_id: " in message and problem in message, message
+
+
+def test_a_repository_with_its_ids_is_accepted():
+    cfg = parse_config(EXAMPLE + '\n[ci]\ngithub_repository = "acme/infra"\nrepository_id = 812345678\nrepository_owner_id = 4123456\n')
+    assert (cfg.ci.repository_id, cfg.ci.repository_owner_id) == (812345678, 4123456)

@@ -15,8 +15,12 @@ from tests.invariants import (
     RULES,
     cloud_run_ingress_never_all,
     data_is_protected_from_destroy,
+    grantable_roles,
+    iam_admin_grants_carry_a_condition,
     iap_enabled_service_is_invoked_only_by_iap,
     iam_bindings_grant_only_allowed_roles,
+    no_identity_may_modify_how_it_signs_in,
+    no_project_level_act_as_or_token_creator,
     no_public_ip_on_sql,
     no_public_members,
     no_service_account_keys,
@@ -65,10 +69,10 @@ def test_an_editor_role_for_the_server_is_caught(mlflow):
     ]
 
 
-def test_a_stack_whose_server_account_cannot_be_found_fails_rather_than_passes(mlflow):
-    bad = broken(mlflow, lambda s: s["resource"].pop("google_service_account"))
+def test_a_service_whose_account_cannot_be_read_fails_rather_than_passes(mlflow):
+    bad = broken(mlflow, lambda s: first(s, "google_cloud_run_v2_service")["template"].pop("service_account"))
     assert server_account_has_no_admin_roles(bad) == [
-        "the stack runs a Cloud Run service but its server account cannot be found"
+        "a Cloud Run service runs as no dedicated account it names: ['serviceAccount:']"
     ]
 
 
@@ -182,3 +186,98 @@ def test_the_bucket_intents_grant_object_roles_only(tmp_path):
 
     roles = {k: v["role"] for k, v in resources(synth_construct(tmp_path, build), "google_storage_bucket_iam_member").items()}
     assert roles == {"b/user": "roles/storage.objectUser", "b/creator": "roles/storage.objectCreator", "b/viewer": "roles/storage.objectViewer"}
+
+
+# --- Identities: act-as per account, conditioned IAM admins, no way to widen one's own sign-in ---------
+
+
+def deployer_grant(stack, role):
+    return next(
+        body for body in stack["resource"]["google_project_iam_member"].values()
+        if body["//"]["metadata"]["path"].endswith(f"ci-identity/deployer-{role.split('/')[-1]}")
+    )
+
+
+def test_act_as_on_the_whole_project_is_caught(app):
+    bad = broken(app.stacks["mlflow-prod-project"], lambda s: deployer_grant(s, "roles/run.admin").update(role="roles/iam.serviceAccountUser"))
+    assert no_project_level_act_as_or_token_creator(bad) == [
+        "mlflow-prod-project/ci-identity/deployer-run.admin: grants roles/iam.serviceAccountUser on the whole project; "
+        "grant it on the one service account"
+    ]
+
+
+def test_a_project_iam_admin_without_its_condition_is_caught(app):
+    bad = broken(app.stacks["mlflow-prod-project"], lambda s: deployer_grant(s, "roles/resourcemanager.projectIamAdmin").pop("condition"))
+    assert iam_admin_grants_carry_a_condition(bad) == [
+        "mlflow-prod-project/ci-identity/deployer-resourcemanager.projectIamAdmin: grants roles/resourcemanager.projectIamAdmin "
+        "without a condition limiting what it may grant"
+    ]
+
+
+def widen_condition(role):
+    def change(stack):
+        condition = deployer_grant(stack, "roles/resourcemanager.projectIamAdmin")["condition"]
+        condition["expression"] = condition["expression"].replace("hasOnly([", f"hasOnly(['{role}', ")
+
+    return change
+
+
+@pytest.mark.parametrize("role", ["roles/iam.workloadIdentityPoolAdmin", "roles/iam.serviceAccountAdmin", "roles/owner"])
+def test_a_deployer_that_may_grant_itself_power_over_its_pool_or_bindings_is_caught(app, role):
+    bad = broken(app.stacks["mlflow-prod-project"], widen_condition(role))
+    assert no_identity_may_modify_how_it_signs_in(bad) == [
+        "mlflow-prod-project/ci-identity/deployer-resourcemanager.projectIamAdmin: a federated identity holds "
+        "roles/resourcemanager.projectIamAdmin, which can change the pool or its own bindings"
+    ]
+
+
+def test_a_condition_this_cannot_read_counts_as_granting_anything(app):
+    def loosen(stack):
+        deployer_grant(stack, "roles/resourcemanager.projectIamAdmin")["condition"]["expression"] = "true"
+
+    assert no_identity_may_modify_how_it_signs_in(broken(app.stacks["mlflow-prod-project"], loosen))
+    assert grantable_roles({"expression": "true"}) is None
+    assert grantable_roles(None) is None
+
+
+def test_a_pool_admin_role_for_the_deployer_is_caught(app):
+    bad = broken(
+        app.stacks["mlflow-prod-project"],
+        lambda s: deployer_grant(s, "roles/dns.admin").update(role="roles/iam.workloadIdentityPoolAdmin"),
+    )
+    assert no_identity_may_modify_how_it_signs_in(bad) == [
+        "mlflow-prod-project/ci-identity/deployer-dns.admin: a federated identity holds roles/iam.workloadIdentityPoolAdmin, "
+        "which can change the pool or its own bindings"
+    ]
+
+
+def test_the_planner_acting_as_the_deployer_is_caught(app):
+    """Token Creator on the deployer would let any pull-request job apply, skipping the approval."""
+
+    def planner_signs_as_deployer(stack):
+        grants = stack["resource"]["google_service_account_iam_member"]
+        act_as = next(b for b in grants.values() if b["//"]["metadata"]["path"].endswith("server-identity/deployer-acts-as"))
+        deployer = act_as["member"].replace(".member}", ".name}")
+        planner = next(b["member"] for b in stack["resource"]["google_project_iam_member"].values() if "ci-identity/planner-" in b["//"]["metadata"]["path"])
+        grants["bad"] = {
+            "//": {"metadata": {"path": "mlflow-prod-project/ci-identity/bad"}},
+            "service_account_id": deployer, "role": "roles/iam.serviceAccountTokenCreator", "member": planner,
+        }
+
+    assert no_identity_may_modify_how_it_signs_in(broken(app.stacks["mlflow-prod-project"], planner_signs_as_deployer)) == [
+        "mlflow-prod-project/ci-identity/bad: a federated identity may act as another one, skipping that one's sign-in condition"
+    ]
+
+
+def test_act_as_on_an_account_other_than_the_build_or_server_identity_is_caught(app):
+    def move(stack):
+        body = next(
+            b for b in stack["resource"]["google_service_account_iam_member"].values()
+            if b["//"]["metadata"]["path"].endswith("server-identity/deployer-acts-as")
+        )
+        body["//"]["metadata"]["path"] = "mlflow-prod-project/ci-identity/deployer-acts-as"
+
+    assert iam_bindings_grant_only_allowed_roles(broken(app.stacks["mlflow-prod-project"], move)) == [
+        "mlflow-prod-project/ci-identity/deployer-acts-as: actAs on an account other than the build or server identity "
+        "lets its holder deploy as it"
+    ]

@@ -44,10 +44,12 @@ def accepted(check: str, path: str) -> bool:
 
 
 def scannable_copy(stack_dir: Path, into: Path) -> Path:
-    """The stack without `terraform.required_version`: checkov 3.3.30's terraform_json parser fails on
-    that string ("Failed to parse template") and then evaluates nothing. No check reads it."""
+    """The stack without `terraform.required_version` and `removed` blocks: checkov 3.3.30's
+    terraform_json parser fails on either ("Failed to parse template") and then evaluates nothing. No
+    check reads them (a `removed` block makes nothing; it only tells Terraform to forget an address)."""
     stack = json.loads((stack_dir / "cdk.tf.json").read_text())
     stack.get("terraform", {}).pop("required_version", None)
+    stack.pop("removed", None)
     into.mkdir(parents=True)
     (into / "cdk.tf.json").write_text(json.dumps(stack, indent=2))
     return into
@@ -57,6 +59,14 @@ def scannable_copy(stack_dir: Path, into: Path) -> Path:
 def scans(app, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("checkov")
     return {name: scan(scannable_copy(app.stack_dir(name), tmp / name)) for name in app.stacks}
+
+
+# The gate's ceiling: each skip is a finding accepted, not fixed.
+MAX_SKIPS = 7
+
+
+def test_skips_stay_few():
+    assert len(SKIPS) <= MAX_SKIPS, f"{len(SKIPS)} checkov skips; fix findings instead of accepting more than {MAX_SKIPS}"
 
 
 def test_every_skip_has_a_reason_worth_reading():

@@ -47,7 +47,7 @@ def test_every_configuration_key_is_documented():
 
 def test_every_output_the_readme_names_exists(app):
     outputs = {name for stack in app.stacks.values() for name in stack.get("output", {})}
-    named = {"name_servers", "migration_command", "client_service_account", "image_build_command"}
+    named = {"name_servers", "migration_command", "client_service_accounts", "image_build_command"}
     assert named <= outputs, named - outputs
     for name in named:
         assert f"`{name}`" in README or f"<{name} output>" in README, name
@@ -80,11 +80,22 @@ def runbooks() -> str:
     return README[start : README.index("\n## ", start + 1)]
 
 
-def test_the_deployer_roles_the_readme_lists_are_the_ones_ci_grants():
-    from constructs.ci_identity import DEPLOYER_ROLES
+def deployer_roles_table() -> str:
+    return re.search(r"<!-- deployer-roles -->\n(.*?)<!-- /deployer-roles -->", README, re.S).group(1)
 
-    listed = re.search(r"<!-- deployer-roles -->\n(.*?)<!-- /deployer-roles -->", README, re.S).group(1)
-    assert re.findall(r"^- `(roles/[\w.]+)`$", listed, re.M) == list(DEPLOYER_ROLES)
+
+def test_the_deployer_roles_the_readme_lists_are_the_ones_ci_grants():
+    from constructs.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES
+
+    assert re.findall(r"^\| `(roles/[\w.]+)` \|", deployer_roles_table(), re.M) == [*DEPLOYER_ROLES, DEPLOYER_IAM_ADMIN_ROLE]
+
+
+def test_the_readme_names_every_role_the_deployer_may_grant():
+    from constructs.server_roles import PROJECT_ROLES
+
+    [row] = [line for line in deployer_roles_table().splitlines() if "projectIamAdmin" in line]
+    assert "modifiedGrantsByRole" in row
+    assert sorted(re.findall(r"`(\w+\.\w+)`(?=[,)]| \()", row)) == sorted(r.removeprefix("roles/") for r in PROJECT_ROLES)
 
 
 def test_the_runbooks_name_what_the_default_prefix_creates(mlflow, example_config):

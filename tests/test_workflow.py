@@ -69,3 +69,18 @@ def test_apply_runs_only_on_main_in_the_approved_environment():
     assert "if: github.event_name == 'push' && github.ref == 'refs/heads/main'" in apply_job
     assert "environment: ${{ vars.DEPLOY_ENVIRONMENT }}" in apply_job
     assert "service_account: ${{ vars.DEPLOYER_SERVICE_ACCOUNT }}" in apply_job
+
+
+def test_the_deployer_applies_the_mlflow_stack_of_its_environment_only():
+    """The project stack holds the pool and the deployer's own roles: a person applies it."""
+    apply_job = TEXT.split("\n  apply:\n")[1]
+    deploys = [line.strip() for line in apply_job.splitlines() if "cdktf deploy" in line]
+    assert deploys == ['run: npx cdktf deploy "mlflow-${DEPLOY_ENVIRONMENT}" --ignore-missing-stack-dependencies --auto-approve']
+    assert "DEPLOY_ENVIRONMENT: ${{ vars.DEPLOY_ENVIRONMENT }}" in apply_job
+
+
+def test_the_deployer_may_apply_only_from_the_ref_the_apply_job_runs_on():
+    from constructs.ci_identity import DEPLOY_REF
+
+    apply_job = TEXT.split("\n  apply:\n")[1]
+    assert f"github.ref == '{DEPLOY_REF}'" in apply_job

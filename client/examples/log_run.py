@@ -7,7 +7,7 @@ token to every request by itself.
     export MLFLOW_TRACKING_URI=https://mlflow.example.com
     # on a workstation (on GCE, Cloud Run or GKE the attached service account is used instead):
     gcloud auth application-default login
-    export MLFLOW_IAP_SERVICE_ACCOUNT=mlflow-client@PROJECT_ID.iam.gserviceaccount.com
+    export MLFLOW_IAP_SERVICE_ACCOUNTS='<client_service_accounts output, JSON>'   # picks your own
     python client/examples/log_run.py
 """
 

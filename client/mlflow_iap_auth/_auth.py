@@ -33,6 +33,8 @@ import google.auth.transport.requests
 import google.oauth2.service_account
 import requests
 
+from mlflow_iap_auth._own_account import OwnAccountError, own_account_for
+
 _LOGGER = logging.getLogger(__name__)
 
 ENV_SERVICE_ACCOUNT = "MLFLOW_IAP_SERVICE_ACCOUNT"
@@ -204,6 +206,8 @@ def _resolve(service_account: str | None):
         credentials.service_account_email,
     ):
         return credentials, credentials.service_account_email, True
+    if not service_account:
+        service_account = _own_account(credentials)
     if service_account:
         return credentials, service_account, False
     email = getattr(credentials, "service_account_email", None)
@@ -222,6 +226,14 @@ def _resolve(service_account: str | None):
             "account you may impersonate (roles/iam.serviceAccountTokenCreator on it), or use the web UI"
         )
     return credentials, email, False
+
+
+def _own_account(credentials: object) -> str | None:
+    """A person's own client account from MLFLOW_IAP_SERVICE_ACCOUNTS (see _own_account.py)."""
+    try:
+        return own_account_for(credentials)
+    except OwnAccountError as exc:
+        raise IapAuthError(str(exc)) from exc
 
 
 def _reason(exc: BaseException) -> str:

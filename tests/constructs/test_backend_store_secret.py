@@ -34,7 +34,7 @@ def test_the_secret_stays_in_the_region_and_is_protected(mlflow_prod):
 def test_only_the_server_account_may_read_it(mlflow_prod):
     assert_matches(
         one(mlflow_prod, "google_secret_manager_secret_iam_member"),
-        {"role": "roles/secretmanager.secretAccessor", "member": "${google_service_account.server-identity_account_25E041FD.member}"},
+        {"role": "roles/secretmanager.secretAccessor", "member": "serviceAccount:mlflow-server@example-mlflow-prod.iam.gserviceaccount.com"},
     )
     assert not [m for m in mlflow_prod["resource"]["google_project_iam_member"].values() if "secretmanager" in m["role"]]
 

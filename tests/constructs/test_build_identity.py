@@ -11,6 +11,7 @@ from tests.synth import assert_matches, resource, resources
 
 ACCOUNT = "${google_service_account.build-identity_account_2C7A9AB2.member}"
 BUCKET = "${google_storage_bucket.build-identity_bucket_FB188A51.name}"
+BUILDER_ROLE = "${google_project_iam_custom_role.build-identity_builder-role_24231E0A.name}"
 
 
 def grants_to(stack: dict, member: str) -> dict[str, str]:
@@ -82,9 +83,17 @@ def test_no_one_else_may_submit_builds_as_it_unless_configured(app):
     prod = app.stacks["mlflow-prod-project"]
     assert grants_to(prod, "group:ml-platform@example.com") == {
         "build-identity/submitter-group-ml-platform-example-com-acts-as": "roles/iam.serviceAccountUser",
-        "build-identity/submitter-group-ml-platform-example-com-builds": "roles/cloudbuild.builds.editor",
+        "build-identity/submitter-group-ml-platform-example-com-builds": BUILDER_ROLE,
         "build-identity/bucket/submitter-group-ml-platform-example-com-bucket": "roles/storage.objectUser",
     }
+
+
+def test_builders_may_create_and_follow_builds_and_nothing_more_of_cloud_build(app):
+    """Not cloudbuild.builds.editor: no updating, cancelling or approving other people's builds."""
+    role = resource(app.stacks["mlflow-prod-project"], "google_project_iam_custom_role", "build-identity/builder-role")
+    assert_matches(role, {"role_id": "mlflow_build_submitter", "project": "example-mlflow-prod",
+                          "permissions": ["cloudbuild.builds.create", "cloudbuild.builds.get"]})
+    assert "google_project_iam_custom_role" not in app.stacks["mlflow-example-project"]["resource"]
 
 
 @pytest.mark.parametrize(

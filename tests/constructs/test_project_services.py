@@ -109,6 +109,15 @@ def apis_of_role(role: str) -> set[str]:
     return ROLE_APIS[service]
 
 
+def apis_of_granted(stack: dict, role: str) -> set[str]:
+    """A predefined role's APIs, or a custom role's of this stack: those its permissions name."""
+    custom = re.fullmatch(r"\$\{google_project_iam_custom_role\.([\w-]+)\.name\}", role)
+    if not custom:
+        return apis_of_role(role)
+    permissions = stack["resource"]["google_project_iam_custom_role"][custom.group(1)]["permissions"]
+    return set().union(*(apis_of_role(f"roles/{permission}") for permission in permissions))
+
+
 def apis_of_commands(text: str) -> set[str]:
     apis: set[str] = set()
     for group in GCLOUD.findall(text):
@@ -134,7 +143,7 @@ def needed_by(stack: dict) -> set[str]:
             apis |= apis_of_resource_type(type_)
             for body in items.values():
                 if isinstance(body.get("role"), str):
-                    apis |= apis_of_role(body["role"])
+                    apis |= apis_of_granted(stack, body["role"])
     return apis | apis_of_commands(commands_of(stack))
 
 

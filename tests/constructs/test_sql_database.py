@@ -76,7 +76,7 @@ def test_query_insights_and_the_cis_logging_flags_are_on(mlflow):
 
 # --- IAM login, the default ------------------------------------------------------------------------
 
-SERVER_ACCOUNT_EMAIL = "google_service_account.server-identity_account_25E041FD.email"
+SERVER_ACCOUNT_EMAIL = "mlflow-server@example-mlflow-project.iam.gserviceaccount.com"
 
 
 def test_by_default_no_password_is_generated_and_the_user_is_the_servers_iam_user(mlflow):
@@ -88,7 +88,7 @@ def test_by_default_no_password_is_generated_and_the_user_is_the_servers_iam_use
         {
             "type": "CLOUD_IAM_SERVICE_ACCOUNT",
             # Cloud SQL names a service account's IAM user by its e-mail without the domain's suffix.
-            "name": f'${{trimsuffix({SERVER_ACCOUNT_EMAIL}, ".gserviceaccount.com")}}',
+            "name": SERVER_ACCOUNT_EMAIL.removesuffix(".gserviceaccount.com"),
             "deletion_policy": "ABANDON",
         },
     )

@@ -26,7 +26,7 @@ def test_it_runs_the_configured_image_as_its_own_account(mlflow):
     assert_matches(
         service(mlflow)["template"],
         {
-            "service_account": "${google_service_account.server-identity_account_25E041FD.email}",
+            "service_account": "mlflow-server@example-mlflow-project.iam.gserviceaccount.com",
             "execution_environment": "EXECUTION_ENVIRONMENT_GEN2",
         },
     )
