@@ -27,7 +27,8 @@ BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def gateway_enabled(environ: MutableMapping[str, str]) -> bool:
-    value = environ.get(GATEWAY_ENV, "").strip().lower() or "true"
+    # Exactly as MLflow reads it (no stripping), start.sh having turned an empty value into true.
+    value = (environ.get(GATEWAY_ENV) or "true").lower()
     if value not in BOOLEANS:
         raise ValueError(f"{GATEWAY_ENV} must be true or false, got {environ[GATEWAY_ENV]!r}")
     return BOOLEANS[value]
