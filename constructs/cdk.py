@@ -164,6 +164,24 @@ def terraform_data(
     return resource
 
 
+def ephemeral_random_password(scope: Any, id: str, *, length: int) -> str:
+    """An `ephemeral "random_password"` block (random >= 3.7, Terraform >= 1.10); its `result` reference.
+
+    Ephemeral: a new value at every plan and apply that Terraform never writes to the plan or the state,
+    so it may only feed a write-only argument (whose `_version` decides when it is actually sent).
+    Neither runtime's Python API has ephemeral resources in both (cdktf 0.21 has none), so the block
+    is written as a stack override, the same JSON on both. Its name is the scope's construct path.
+    """
+    stack = core.TerraformStack.of(scope)
+    parts = scope.node.path.split("/")[1:] + [id]
+    name = "_".join(parts)
+    stack.add_override(
+        f"ephemeral.random_password.{name}",
+        {"length": length, "special": False, "//": {"metadata": {"path": "/".join([stack.node.id, *parts])}}},
+    )
+    return f"${{ephemeral.random_password.{name}.result}}"
+
+
 def set_newer_provider_attribute(resource: Any, path: str, value: Any) -> None:
     """The one escape hatch for arguments the Terraform (google 8.x) has but the cdktf binding (6.50) lacks.
 

@@ -138,6 +138,38 @@ def iap_audience_env(audience: str, s: RunStructs) -> Any:
     return s("ContainersEnv", name=IAP_AUDIENCE_ENV, value=audience)
 
 
+GATEWAY_KEY_ENV = "MLFLOW_CRYPTO_KEK_PASSPHRASE"
+GATEWAY_KEY_VERSION_ENV = "MLFLOW_CRYPTO_KEK_VERSION"
+"""What MLflow derives the AI gateway's key-encryption key from; start.sh refuses MLflow's default."""
+
+
+@dataclass(frozen=True)
+class GatewayKeyRef:
+    """The AI gateway's passphrase in Secret Manager, pinned to a version, and MLflow's KEK version."""
+
+    secret_id: str
+    secret_version: str
+    kek_version: int
+
+    def __post_init__(self) -> None:
+        if not (self.secret_id and self.secret_version):
+            raise ValueError(
+                "GatewayKeyRef: give secret_id and secret_version; without them MLflow would encrypt stored API keys "
+                "with its published default passphrase"
+            )
+        if self.kek_version < 1:
+            raise ValueError(f"GatewayKeyRef.kek_version: {self.kek_version} must be 1 or more")
+
+
+def gateway_key_env(key: GatewayKeyRef, s: RunStructs) -> list[Any]:
+    """Only the service gets it: the migration job stores and reads no gateway secret."""
+    secret_ref = s("ContainersEnvValueSourceSecretKeyRef", secret=key.secret_id, version=key.secret_version)
+    return [
+        s("ContainersEnv", name=GATEWAY_KEY_ENV, value_source=s("ContainersEnvValueSource", secret_key_ref=secret_ref)),
+        s("ContainersEnv", name=GATEWAY_KEY_VERSION_ENV, value=str(key.kek_version)),
+    ]
+
+
 def cloudsql_volume(props: ServerContainerProps, s: RunStructs) -> Any:
     return s("Volumes", name="cloudsql", cloud_sql_instance=s("VolumesCloudSqlInstance", instances=[props.sql_connection_name]))
 

@@ -23,12 +23,14 @@ from constructs import Construct
 
 from constructs.server_container import (
     SERVICE_STRUCTS,
+    GatewayKeyRef,
     RunPlacement,
     ServerContainerProps,
     artifact_mount,
     artifact_volume,
     cloudsql_mount,
     cloudsql_volume,
+    gateway_key_env,
     iap_audience_env,
     iap_audience_problem,
     mount_as_image_user,
@@ -54,6 +56,9 @@ class TrackingServiceProps:
     # Who the server believes: only requests IAP signed for this audience (the front door's
     # iap_audience); only the service gets it, the migration job serves no requests.
     iap_audience: str
+    # The AI gateway's passphrase (constructs/gateway_key_secret.py); required, so the server never
+    # encrypts stored API keys with MLflow's published default.
+    gateway_key: GatewayKeyRef
     # default: 2 minutes for MLflow to start (imports, DB connection through the socket) before restart.
     startup_allowance_seconds: int = 120
     # default: False, reachable only through the load balancer (ingress internal and load balancing).
@@ -125,7 +130,11 @@ class TrackingService(Construct):
                         # h2c: end-to-end HTTP/2 lifts Cloud Run's 32 MiB HTTP/1 request limit, so
                         # large models upload in MLflow's single PUT (the server speaks h2c and HTTP/1).
                         ports=CloudRunV2ServiceTemplateContainersPorts(container_port=CONTAINER_PORT, name="h2c"),
-                        env=[*server_env(c, s), iap_audience_env(props.iap_audience, s)],
+                        env=[
+                            *server_env(c, s),
+                            iap_audience_env(props.iap_audience, s),
+                            *gateway_key_env(props.gateway_key, s),
+                        ],
                         resources=CloudRunV2ServiceTemplateContainersResources(
                             limits={"cpu": props.cpu, "memory": props.memory},
                             cpu_idle=True,

@@ -33,7 +33,10 @@ included). What this adds, checked against MLflow 3.17.2's source:
    verification, with uvicorn's HTTP/2 protocol mended (see there): the command MLflow built is
    otherwise run as it is. The IAP settings are checked first (iap_identity.py), before the database.
 
-6. With MLFLOW_BACKEND_STORE_AUTH=iam, every database connection here and in uvicorn logs in with
+6. The AI gateway's key is never MLflow's published default passphrase (gateway_key.py, next to
+   this file): checked before the database, like the IAP settings.
+
+7. With MLFLOW_BACKEND_STORE_AUTH=iam, every database connection here and in uvicorn logs in with
    an IAM access token (cloudsql_iam.py, next to this file); a token that cannot be had or that the
    database refuses stops the start with one line.
 """
@@ -46,6 +49,7 @@ import os
 import sys
 import time
 
+import gateway_key
 import iap_identity
 
 PROG = "start.sh"
@@ -175,6 +179,10 @@ def main() -> None:
     except ValueError as e:
         fail(str(e))
     gc.disable()
+    try:
+        gateway_key.check()
+    except ValueError as e:
+        fail(str(e))
     backend_store_uri = os.environ.get("MLFLOW_BACKEND_STORE_URI", "")
     if not backend_store_uri:
         fail("MLFLOW_BACKEND_STORE_URI is not set")

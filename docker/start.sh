@@ -21,6 +21,14 @@
 #                                          iap_identity.py); off: neither (a local server, no IAP)
 #   MLFLOW_IAP_AUDIENCE         unset      required when on: /projects/NUMBER/global/backendServices/ID
 #                                          (or .../locations/REGION/services/NAME, IAP on Cloud Run)
+#   MLFLOW_CRYPTO_KEK_PASSPHRASE unset     required while the AI gateway is on: the key MLflow encrypts
+#                                          the API keys users store with (32+ characters, the
+#                                          deployment's Secret Manager secret); MLflow's published
+#                                          default is refused (gateway_key.py)
+#   MLFLOW_CRYPTO_KEK_VERSION   1          MLflow's KEK version of that key (the secret's revision;
+#                                          docker/rotate_gateway_key.py moves stored keys to the next)
+#   MLFLOW_ENABLE_AI_GATEWAY    true       false: MLflow's AI gateway is off, nothing can store an
+#                                          API key, and no passphrase is needed
 #   MLFLOW_WORKERS              1          uvicorn worker processes
 #   MLFLOW_SQLALCHEMYSTORE_POOL_SIZE    2  per engine; each worker has 2 engines (tracking, registry)
 #   MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW 1  per engine, >= 1 (MLflow ignores 0)
@@ -77,12 +85,16 @@ MLFLOW_ALLOWED_HOSTS=${MLFLOW_ALLOWED_HOSTS:-}
 MLFLOW_CORS_ALLOWED_ORIGINS=${MLFLOW_CORS_ALLOWED_ORIGINS:-}
 MLFLOW_IAP_VERIFICATION=${MLFLOW_IAP_VERIFICATION:-on}
 MLFLOW_IAP_AUDIENCE=${MLFLOW_IAP_AUDIENCE:-}
+MLFLOW_CRYPTO_KEK_PASSPHRASE=${MLFLOW_CRYPTO_KEK_PASSPHRASE:-}
+MLFLOW_CRYPTO_KEK_VERSION=${MLFLOW_CRYPTO_KEK_VERSION:-1}
+MLFLOW_ENABLE_AI_GATEWAY=${MLFLOW_ENABLE_AI_GATEWAY:-true}
 MLFLOW_WORKERS=${MLFLOW_WORKERS:-1}
 MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=${MLFLOW_SQLALCHEMYSTORE_POOL_SIZE:-2}
 MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=${MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW:-1}
 
 require_int PORT 1 65535
 require_int MLFLOW_WORKERS 1
+require_int MLFLOW_CRYPTO_KEK_VERSION 1 '' 'MLflow derives the key of each version'
 # MLflow passes these to SQLAlchemy only when truthy: a 0 would silently become SQLAlchemy's
 # defaults (pool_size 5, max_overflow 10) and break the database connection budget.
 require_int MLFLOW_SQLALCHEMYSTORE_POOL_SIZE 1 '' 'MLflow ignores 0'
@@ -100,9 +112,11 @@ artifacts_writable ||
     fail "cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION=$MLFLOW_ARTIFACTS_DESTINATION as uid $(id -u); mount it read-write for this user (Cloud Run GCS volume: read_only false, mount options uid=$(id -u),gid=$(id -g)) or point MLFLOW_ARTIFACTS_DESTINATION at a writable directory"
 
 # MLflow reads the pool settings itself, in every worker; iap_identity.py reads the IAP ones (serve.py
-# checks them first, before the database); cloudsql_iam.py reads MLFLOW_BACKEND_STORE_AUTH.
+# checks them first, before the database); cloudsql_iam.py reads MLFLOW_BACKEND_STORE_AUTH; MLflow
+# reads the gateway's three, which gateway_key.py checks (in serve.py, before the database). The
+# passphrase stays in the environment, never on a command line.
 export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW MLFLOW_IAP_VERIFICATION MLFLOW_IAP_AUDIENCE \
-    MLFLOW_BACKEND_STORE_AUTH
+    MLFLOW_BACKEND_STORE_AUTH MLFLOW_CRYPTO_KEK_PASSPHRASE MLFLOW_CRYPTO_KEK_VERSION MLFLOW_ENABLE_AI_GATEWAY
 # No huey job runner and consumers (7 extra processes, ~1 GB): nothing here uses MLflow jobs.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 # No usage reporting to MLflow's telemetry endpoint from a private server.

@@ -301,6 +301,9 @@ class ServerConfig(Section):
                                  "path such as \"/mnt/gcs\"") = Field(
         "/mnt/gcs", description="where the GCS volume is mounted and MLflow writes artifacts"
     )
+    gateway_key_revision: within(1, why="; bump it to rotate") = Field(
+        1, description="bump to generate a new key for the AI gateway's stored API keys (see *AI gateway secrets*)"
+    )
 
     @model_validator(mode="after")
     def fits_cloud_run(self) -> ServerConfig:

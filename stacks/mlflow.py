@@ -12,6 +12,7 @@ from constructs.client_identity import client_accounts
 from constructs.cloud_run_iap import CloudRunIap, CloudRunIapProps
 from constructs.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door import FrontDoor, FrontDoorProps
+from constructs.gateway_key_secret import GatewayKeySecret, GatewayKeySecretProps
 from constructs.iam_members import keyed_members, service_account_email
 from constructs.iap_service_agent import iap_service_agent_member
 from constructs.migration_job import MigrationJob, MigrationJobProps
@@ -20,7 +21,7 @@ from constructs.network import Network, NetworkProps
 from constructs.private_bucket import PrivateBucket, PrivateBucketProps
 from constructs.run_url import signed_header_audience
 from constructs.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
-from constructs.server_container import RunPlacement, ServerContainerProps
+from constructs.server_container import GatewayKeyRef, RunPlacement, ServerContainerProps
 from constructs.server_roles import ServerRoles, ServerRolesProps
 from constructs.sql_database import SqlDatabase, SqlDatabaseProps
 from constructs.tracking_service import TrackingService, TrackingServiceProps
@@ -47,8 +48,8 @@ class MlflowStack(TerraformStack):
         use_state_bucket(self, cfg, name)
         use_google(self, cfg.project_id, cfg.region)
         iam_login = cfg.database.auth == "iam"
-        if not iam_login:
-            use_random(self)
+        # The gateway key always; the database password too with password login.
+        use_random(self)
         p, prefix = cfg.project_id, cfg.name_prefix
         direct_iap = cfg.front_door.mode == "direct_iap"
         instance_name = cfg.database.instance_name or f"{prefix}-db"
@@ -135,6 +136,20 @@ class MlflowStack(TerraformStack):
             server_grants.insert(0, secret.grant_access("server-reads-uri", server_member))
             backend_store = {"backend_store_secret_id": secret.secret_id, "backend_store_secret_version": secret.version}
 
+        gateway_key = GatewayKeySecret(
+            self,
+            "gateway-key",
+            GatewayKeySecretProps(
+                project=p,
+                region=cfg.region,
+                secret_id=f"{prefix}-gateway-key",
+                revision=cfg.server.gateway_key_revision,
+                protect_from_destroy=cfg.protect_data,
+            ),
+        )
+        # Only the service reads it; the migration job stores and reads no gateway secret.
+        key_grant = gateway_key.grant_access("server-reads-key", server_member)
+
         container = ServerContainerProps(
             image=cfg.server_image,
             sql_connection_name=database.connection_name,
@@ -214,6 +229,7 @@ class MlflowStack(TerraformStack):
                 concurrency=cfg.server.concurrency,
                 direct_iap=direct_iap,
                 iap_audience=iap_audience,
+                gateway_key=GatewayKeyRef(gateway_key.secret_id, gateway_key.version, gateway_key.kek_version),
             ),
         )
         if direct_iap:
@@ -250,7 +266,7 @@ class MlflowStack(TerraformStack):
         # run with it, behind the closed ingress.
         wait_for(migration, server_grants)
         wait_for(migration.execution, [upgrade.writers_stopped])
-        wait_for(service, [*server_grants, migration.execution])
+        wait_for(service, [*server_grants, key_grant, migration.execution])
         wait_for(upgrade.reopen, [service])
         # Created by the project stack, which is applied first.
         service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))

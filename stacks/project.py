@@ -77,7 +77,6 @@ OPTIONAL_DEPLOYER_ROLES: dict[str, Callable[[Config], bool]] = {
     "roles/monitoring.dashboardEditor": lambda cfg: cfg.alerts.enabled,
     "roles/monitoring.notificationChannelEditor": lambda cfg: cfg.alerts.enabled,
     "roles/monitoring.uptimeCheckConfigEditor": lambda cfg: cfg.alerts.enabled,
-    "roles/secretmanager.admin": lambda cfg: cfg.database.auth == "password",
     "roles/serviceusage.serviceUsageConsumer": lambda cfg: bool(cfg.budget.billing_account),
 }
 

@@ -36,6 +36,8 @@ PROD_TOML = edited(
     # One state bucket for both, in the example's project (the example's [state] gets it by default).
     ("[state]\n", '[state]\nproject = "example-mlflow-project"\n'),
     ('tier = "db-f1-micro"', 'tier = "db-custom-2-7680"\nauth = "password"\npassword_revision = 2'),
+    # The AI gateway's key rotated once: revision 2 is the secret version's and MLflow's KEK version.
+    ("[server]\n", "[server]\ngateway_key_revision = 2\n"),
 ) + (
     '\n[dns]\nexisting_zone = "example-com"\n\n[ci]\ngithub_repository = "acme/mlflow-infra"\nrepository_id = 812345678\nrepository_owner_id = 4123456\n'
     '\n[iap_oauth_client]\nclient_id = "123456789012-iapclient.apps.googleusercontent.com"\nsecret_version = 2\n'

@@ -54,10 +54,10 @@ def test_every_stack_requires_the_maintained_google_provider_and_terraform_1_11(
         assert terraform["required_providers"]["google"] == {"source": "hashicorp/google", "version": "~> 8.7"}, name
 
 
-def test_random_is_required_only_where_the_password_is_generated(app):
+def test_random_is_required_only_where_a_password_or_key_is_generated(app):
     for name, stack in app.stacks.items():
         random = stack["terraform"]["required_providers"].get("random")
-        if "random_password" in stack.get("resource", {}):
+        if "random_password" in stack.get("resource", {}) | stack.get("ephemeral", {}):
             assert random == {"source": "hashicorp/random", "version": "~> 3.9"}, name
         else:
             assert random is None, name

@@ -24,8 +24,11 @@ README = (REPO / "README.md").read_text()
 REQUIRED = "<required>"
 # What the deployment must set to something other than the image's default: the domain it serves,
 # the audience of IAP's signed header (its backend service's id) and the IAM database login (the
-# config's default; the image's is password login, which the URI shows).
-DEPLOYMENT_VALUES = {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS", "MLFLOW_IAP_AUDIENCE", "MLFLOW_BACKEND_STORE_AUTH"}
+# config's default; the image's is password login, which the URI shows), and the AI gateway's key.
+DEPLOYMENT_VALUES = {
+    "MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS", "MLFLOW_IAP_AUDIENCE", "MLFLOW_BACKEND_STORE_AUTH",
+    "MLFLOW_CRYPTO_KEK_PASSPHRASE",
+}
 
 
 def start_sh_contract(text: str = START_SH) -> dict[str, str]:
@@ -107,7 +110,7 @@ def test_the_migration_output_is_the_command_the_apply_runs(mlflow):
 
 def test_the_cloudsql_mount_is_where_the_backend_store_uri_looks(mlflow, mlflow_prod):
     iam_uri = env_of(one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0])["MLFLOW_BACKEND_STORE_URI"]
-    password_uri = one(mlflow_prod, "google_secret_manager_secret_version")["secret_data_wo"]
+    password_uri = resource(mlflow_prod, "google_secret_manager_secret_version", "backend-store-uri/version")["secret_data_wo"]
     for stack, uri in ((mlflow, iam_uri), (mlflow_prod, password_uri)):
         mounts = one(stack, "google_cloud_run_v2_service")["template"]["containers"][0]["volume_mounts"]
         assert f"?host={CLOUDSQL_MOUNT}/" in uri

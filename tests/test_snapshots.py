@@ -21,9 +21,10 @@ def normalized(stack: dict) -> dict:
     for items in stack.get("resource", {}).values():
         for body in items.values():
             body.pop("//", None)
-    for items in stack.get("data", {}).values():
-        for body in items.values():
-            body.pop("//", None)
+    for block in ("data", "ephemeral"):
+        for items in stack.get(block, {}).values():
+            for body in items.values():
+                body.pop("//", None)
     return stack
 
 

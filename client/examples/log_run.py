@@ -1,10 +1,11 @@
 """Log a test run (params, metrics, an artifact) to the IAP-protected MLflow server.
 
-Nothing here knows about IAP: with mlflow-iap-auth installed, the normal MLflow client adds the IAP
-token to every request by itself.
+Nothing here knows about IAP: with mlflow-iap-auth installed and switched on, the normal MLflow
+client adds the IAP token to every request to the tracking server by itself.
 
     pip install ./client                       # next to mlflow or mlflow-skinny
     export MLFLOW_TRACKING_URI=https://mlflow.example.com
+    export MLFLOW_TRACKING_AUTH=iap
     # on a workstation (on GCE, Cloud Run or GKE the attached service account is used instead):
     gcloud auth application-default login
     export MLFLOW_IAP_SERVICE_ACCOUNTS='<client_service_accounts output, JSON>'   # picks your own

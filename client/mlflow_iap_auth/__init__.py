@@ -1,8 +1,9 @@
 """Keyless MLflow client access to a tracking server behind Google Cloud Identity-Aware Proxy.
 
-Installing the package is the whole setup: MLflow discovers `IapRequestHeaderProvider` through the
-`mlflow.request_header_provider` entry point and adds a service-account-signed JWT to every request
-to an https:// tracking URI. `get_token()` gives the same token to other HTTP clients.
+Install the package and set MLFLOW_TRACKING_AUTH=iap: MLflow then finds `IapRequestAuthProvider`
+through the `mlflow.request_auth_provider` entry point, and each request it sends to the https://
+tracking server (that origin only) carries a service-account-signed JWT; requests to any other host
+carry none. `get_token()` gives the same token to other HTTP clients.
 """
 
 from mlflow_iap_auth._auth import (

@@ -55,6 +55,18 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _SERVICE_ACCOUNT = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+def origin(url: str) -> tuple[str, str, int] | None:
+    """`(https, host, port)` of an https URL, the default port made explicit; None for anything else."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        return None
+    return "https", parts.hostname.lower().rstrip("."), port or 443
+
+
 def one_line(text: object, limit: int = 600) -> str:
     """`text` with all whitespace runs (newlines included) collapsed to one space, at most `limit` long."""
     flat = " ".join(str(text).split())
@@ -88,6 +100,8 @@ class Settings:
             )
         audience = env.get(ENV_AUDIENCE, "").strip() or None
         hosts = tuple(h.strip().lower() for h in env.get(ENV_HOSTS, "").split(",") if h.strip())
+        if bad := [h for h in hosts if "/" in h or "@" in h or origin(f"https://{h}") is None]:
+            raise IapAuthError(f"{ENV_HOSTS}={bad[0]!r} is not a host name; write HOST or HOST:PORT, comma-separated")
         raw = env.get(ENV_TOKEN_LIFETIME, "").strip()
         lifetime = MAX_TOKEN_LIFETIME
         if raw:
@@ -98,18 +112,18 @@ class Settings:
                 )
         return cls(service_account, audience, hosts, lifetime)
 
-    def applies_to(self, url: str) -> bool:
-        """Whether requests to `url` go through IAP: https only, to a listed host if hosts are listed,
-        else to the audience's host if the audience is overridden."""
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "https" or not parts.hostname:
+    def sends_token(self, url: str, tracking_uri: str) -> bool:
+        """Whether a request to `url` gets the token: https only, and only to the IAP application's
+        origin (scheme, host, port): a host listed in MLFLOW_IAP_HOSTS (port 443 unless written), else
+        the overridden audience's, else the tracking server's. Nothing else ever sees it."""
+        target = origin(url)
+        if target is None:
             return False
         if self.hosts:
-            return parts.hostname.lower() in self.hosts
+            return target in {origin(f"https://{entry}") for entry in self.hosts}
         if self.audience:
-            # An audience override names one IAP app: never send its token to any other host.
-            return parts.hostname.lower() == (urlsplit(self.audience).hostname or "").lower()
-        return True
+            return target == origin(self.audience)
+        return target == origin(tracking_uri)
 
     def audience_for(self, url: str) -> str:
         """The `aud` IAP expects for `url`: the override if set, else `https://HOST/*`."""

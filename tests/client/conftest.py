@@ -53,6 +53,10 @@ sys.path.insert(0, str(CLIENT_DIR))
 MLFLOW_HOST = "mlflow.example.test"  # behind the load balancer (front_door.mode = "load_balancer")
 # IAP on the Cloud Run service itself (front_door.mode = "direct_iap"): its deterministic run.app host.
 RUN_APP_HOST = "mlflow-server-123456789012.europe-west1.run.app"
+# Origins that are not the IAP application: an artifact store on another host, and the tracking
+# server's own host on another port. They serve files and record what each request carried.
+OTHER_HOST = "artifacts.example.test"
+OTHER_PORT = "8443"
 OAUTH_HOST = "oauth2.googleapis.com"
 IAM_HOST = "iamcredentials.googleapis.com"
 PROJECT = "demo-project"
@@ -175,6 +179,17 @@ class ServiceAccount:
 
 
 @dataclass
+class ElsewhereRecord:
+    """A request that reached an origin other than the IAP application, with its credential headers."""
+
+    origin: str
+    method: str
+    path: str
+    authorization: str | None
+    proxy_authorization: str | None
+
+
+@dataclass
 class IapRecord:
     method: str
     path: str
@@ -220,12 +235,16 @@ class FakeGoogle:
     AUDIENCE = f"https://{MLFLOW_HOST}/*"
     RUN_APP_URL = f"https://{RUN_APP_HOST}"
     RUN_APP_AUDIENCE = f"https://{RUN_APP_HOST}/*"
+    OTHER_HOST_URL = f"https://{OTHER_HOST}"
+    OTHER_PORT_URL = f"https://{MLFLOW_HOST}:{OTHER_PORT}"
     # The IAP applications in front of the one MLflow server, by host, with the `aud` each accepts.
     APPS = {MLFLOW_HOST: AUDIENCE, RUN_APP_HOST: RUN_APP_AUDIENCE}
 
     def __init__(self, workdir: Path):
-        self.ca_path, self.tls_context = make_tls(workdir, [MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST])
-        self.hosts = {MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST}
+        self.ca_path, self.tls_context = make_tls(workdir, [MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST, OTHER_HOST])
+        self.hosts = {MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST, OTHER_HOST}
+        # (host, port) pairs served as another origin than IAP's.
+        self.elsewhere = {(OTHER_HOST, "443"), (MLFLOW_HOST, OTHER_PORT)}
         self.service_accounts = {
             email: ServiceAccount(email, rsa.generate_private_key(public_exponent=65537, key_size=2048), uuid.uuid4().hex)
             for email in (CLIENT_SA, RUNNER_SA, OUTSIDER_SA)
@@ -247,6 +266,7 @@ class FakeGoogle:
 
     def reset(self) -> None:
         self.iap_log: list[IapRecord] = []
+        self.elsewhere_log: list[ElsewhereRecord] = []
         self.sign_log: list[SignRecord] = []
         self.refused: list[str] = []
 
@@ -267,7 +287,9 @@ class FakeGoogle:
 
     # Requests arriving through the proxy tunnel, by host.
 
-    def route(self, host: str, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
+    def route(self, host: str, method: str, path: str, headers, body: bytes, port: str = "443") -> tuple[int, dict, bytes]:
+        if (host, port) in self.elsewhere:
+            return self._elsewhere(f"https://{host}:{port}", method, path, headers)
         if host == OAUTH_HOST:
             return self._oauth_token(method, path, body)
         if host == IAM_HOST:
@@ -276,6 +298,16 @@ class FakeGoogle:
             return self._iap(self.APPS[host], method, path, headers, body)
         self.refused.append(f"{method} https://{host}{path}")
         return 404, {}, b"not faked"
+
+    def _elsewhere(self, origin: str, method: str, path: str, headers) -> tuple[int, dict, bytes]:
+        """An https file server that is not behind IAP: MLflow's http artifact listing (no files: the
+        path is a file) and the file itself."""
+        self.elsewhere_log.append(
+            ElsewhereRecord(origin, method, path, headers.get("Authorization"), headers.get("Proxy-Authorization"))
+        )
+        if "?" in path:
+            return _json({"files": []})
+        return 200, {"Content-Type": "application/octet-stream"}, b"weights from another host\n"
 
     def _oauth_token(self, method: str, path: str, body: bytes) -> tuple[int, dict, bytes]:
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
@@ -370,6 +402,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     tunnel_host: str | None = None
+    tunnel_port: str = "443"
     _tls: ssl.SSLSocket | None = None
 
     def log_message(self, format, *args):  # noqa: A002 - quiet
@@ -381,7 +414,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def do_CONNECT(self):
         host, _, port = self.path.rpartition(":")
-        if host not in self.fake.hosts or port != "443":
+        if host not in self.fake.hosts or (port != "443" and (host, port) not in self.fake.elsewhere):
             self.fake.refused.append(f"CONNECT {self.path}")
             self.send_error(403, "host not faked")
             self.close_connection = True
@@ -397,6 +430,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.rfile = tls.makefile("rb")
         self.wfile = tls.makefile("wb")
         self.tunnel_host = host
+        self.tunnel_port = port
         self.close_connection = False
 
     def _dispatch(self):
@@ -405,7 +439,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.send_error(400, "only CONNECT is proxied")
             return
         body = self._read_body()
-        status, headers, payload = self.fake.route(self.tunnel_host, self.command, self.path, self.headers, body)
+        status, headers, payload = self.fake.route(
+            self.tunnel_host, self.command, self.path, self.headers, body, self.tunnel_port
+        )
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -652,6 +688,7 @@ class ClientWorld:
             "REQUESTS_CA_BUNDLE": str(self.fake.ca_path),
             "NO_GCE_CHECK": "true",  # a workstation: no metadata server
             "MLFLOW_TRACKING_URI": self.fake.MLFLOW_URL,
+            "MLFLOW_TRACKING_AUTH": "iap",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "true",
         }

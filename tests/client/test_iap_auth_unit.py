@@ -16,6 +16,8 @@ import google.oauth2.service_account
 from pathlib import Path
 
 import pytest
+import requests
+import requests.auth
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
@@ -97,21 +99,36 @@ def test_audience_override_wins():
     assert settings.audience_for("https://mlflow.example.com") == "https://other.example.com/*"
 
 
+TRACKING = "https://mlflow.example.com"
+
+
 @pytest.mark.parametrize(
-    ("uri", "hosts", "applies"),
+    ("url", "tracking_uri", "hosts", "sends"),
     [
-        ("https://mlflow.example.com", "", True),
-        ("http://mlflow.example.com", "", False),
-        ("file:///tmp/mlruns", "", False),
-        ("sqlite:///mlflow.db", "", False),
-        ("databricks", "", False),
-        ("https://mlflow.example.com", "mlflow.example.com, other.example.com", True),
-        ("https://MLFLOW.example.com", "mlflow.example.com", True),
-        ("https://somewhere.else", "mlflow.example.com", False),
+        ("https://mlflow.example.com/api/2.0/mlflow/runs/create", TRACKING, "", True),
+        ("https://MLFLOW.example.com:443/get-artifact?path=x", TRACKING, "", True),
+        ("https://mlflow.example.com./api", TRACKING, "", True),
+        # Another origin than the tracking server's gets nothing: another host, another port, plain http.
+        ("https://artifacts.example.com/mlflow-artifacts/artifacts/0/model.pkl", TRACKING, "", False),
+        ("https://storage.googleapis.com/bucket/model.pkl?X-Goog-Signature=1", TRACKING, "", False),
+        ("https://mlflow.example.com:8443/api", TRACKING, "", False),
+        ("http://mlflow.example.com/api", TRACKING, "", False),
+        ("https://mlflow.example.com.evil.test/api", TRACKING, "", False),
+        ("https://evil.test/?u=https://mlflow.example.com", TRACKING, "", False),
+        # Nothing at all when the tracking server is not an https one.
+        ("http://127.0.0.1:5000/api", "http://127.0.0.1:5000", "", False),
+        ("https://mlflow.example.com/api", "file:///tmp/mlruns", "", False),
+        ("https://mlflow.example.com/api", "sqlite:///mlflow.db", "", False),
+        ("https://mlflow.example.com/api", "databricks", "", False),
+        # MLFLOW_IAP_HOSTS lists the IAP applications' hosts (port 443 unless written) instead.
+        ("https://other.example.com/api", TRACKING, "mlflow.example.com, other.example.com", True),
+        ("https://mlflow.example.com/api", TRACKING, "other.example.com", False),
+        ("https://other.example.com:8443/api", TRACKING, "other.example.com", False),
+        ("https://other.example.com:8443/api", TRACKING, "other.example.com:8443", True),
     ],
 )
-def test_only_https_tracking_uris_on_listed_hosts_get_a_token(uri, hosts, applies):
-    assert Settings.from_env({"MLFLOW_IAP_HOSTS": hosts}).applies_to(uri) is applies
+def test_the_token_goes_only_to_the_iap_applications_origin(url, tracking_uri, hosts, sends):
+    assert Settings.from_env({"MLFLOW_IAP_HOSTS": hosts}).sends_token(url, tracking_uri) is sends
 
 
 @pytest.mark.parametrize(
@@ -121,6 +138,9 @@ def test_only_https_tracking_uris_on_listed_hosts_get_a_token(uri, hosts, applie
         ({"MLFLOW_IAP_TOKEN_LIFETIME": "0"}, "MLFLOW_IAP_TOKEN_LIFETIME"),
         ({"MLFLOW_IAP_TOKEN_LIFETIME": "1h"}, "MLFLOW_IAP_TOKEN_LIFETIME"),
         ({"MLFLOW_IAP_SERVICE_ACCOUNT": "not-an-email"}, "MLFLOW_IAP_SERVICE_ACCOUNT"),
+        ({"MLFLOW_IAP_HOSTS": "https://mlflow.example.com"}, "MLFLOW_IAP_HOSTS"),
+        ({"MLFLOW_IAP_HOSTS": "mlflow.example.com/api"}, "MLFLOW_IAP_HOSTS"),
+        ({"MLFLOW_IAP_HOSTS": "mlflow.example.com:http"}, "MLFLOW_IAP_HOSTS"),
     ],
 )
 def test_bad_settings_are_one_line_errors_naming_the_variable(env, mentions):
@@ -293,23 +313,51 @@ def plugin(monkeypatch):
     return module, signer
 
 
-def test_plugin_is_in_context_only_for_https_tracking_uris(plugin, monkeypatch):
-    plugin, _ = plugin
-    provider = plugin.IapRequestHeaderProvider()
-    for uri, expected in [("https://mlflow.example.com", True), ("http://127.0.0.1:5000", False), ("", False)]:
-        monkeypatch.setattr(plugin, "_tracking_uri", lambda uri=uri: uri)
-        assert provider.in_context() is expected
-    monkeypatch.setenv("MLFLOW_IAP_HOSTS", "other.example.com")
-    monkeypatch.setattr(plugin, "_tracking_uri", lambda: "https://mlflow.example.com")
-    assert provider.in_context() is False
+def prepared(url: str) -> requests.PreparedRequest:
+    return requests.Request("GET", url).prepare()
 
 
-def test_plugin_sends_the_token_in_proxy_authorization(plugin, monkeypatch):
+def test_the_auth_plugin_adds_the_token_to_the_tracking_servers_requests_only(plugin, monkeypatch):
     plugin, signer = plugin
     monkeypatch.setattr(plugin, "_tracking_uri", lambda: "https://mlflow.example.com/")
     monkeypatch.setenv("MLFLOW_IAP_SERVICE_ACCOUNT", SA)
-    assert plugin.IapRequestHeaderProvider().request_headers() == {"Proxy-Authorization": "Bearer jwt-1"}
+    auth = plugin.IapRequestAuthProvider().get_auth()
+    tracking = auth(prepared("https://mlflow.example.com/api/2.0/mlflow/runs/create"))
+    assert tracking.headers["Proxy-Authorization"] == "Bearer jwt-1"
     assert signer.signed[0]["aud"] == "https://mlflow.example.com/*"
+    for elsewhere in ("https://artifacts.example.com/mlflow-artifacts/artifacts/m.pkl", "https://mlflow.example.com:8443/x"):
+        request = auth(prepared(elsewhere))
+        assert "Proxy-Authorization" not in request.headers and "Authorization" not in request.headers
+    assert len(signer.signed) == 1, "nothing is even signed for another host"
+
+
+def test_the_auth_plugin_is_the_one_mlflow_finds_for_mlflow_tracking_auth_iap(plugin):
+    plugin, _ = plugin
+    assert plugin.IapRequestAuthProvider().get_name() == "iap"
+    assert isinstance(plugin.IapRequestAuthProvider().get_auth(), requests.auth.AuthBase)
+
+
+def test_the_header_plugin_adds_nothing_and_warns_once_without_mlflow_tracking_auth(plugin, monkeypatch, caplog):
+    plugin, signer = plugin
+    monkeypatch.setattr(plugin.IapRequestHeaderProvider, "_warned", False)
+    monkeypatch.setattr(plugin, "_tracking_uri", lambda: "https://mlflow.example.com")
+    monkeypatch.delenv("MLFLOW_TRACKING_AUTH", raising=False)
+    provider = plugin.IapRequestHeaderProvider()
+    assert [provider.in_context(), provider.in_context()] == [False, False]
+    assert provider.request_headers() == {}
+    [warning] = [r.getMessage() for r in caplog.records if "mlflow-iap-auth" in r.getMessage()]
+    assert "set MLFLOW_TRACKING_AUTH=iap to send IAP tokens to https://mlflow.example.com" in warning
+    assert signer.signed == []
+
+
+@pytest.mark.parametrize(("uri", "auth"), [("https://mlflow.example.com", "iap"), ("http://127.0.0.1:5000", "")])
+def test_the_header_plugin_is_silent_when_configured_or_not_an_iap_server(plugin, monkeypatch, caplog, uri, auth):
+    plugin, _ = plugin
+    monkeypatch.setattr(plugin.IapRequestHeaderProvider, "_warned", False)
+    monkeypatch.setattr(plugin, "_tracking_uri", lambda: uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_AUTH", auth)
+    assert plugin.IapRequestHeaderProvider().in_context() is False
+    assert not [r for r in caplog.records if "mlflow-iap-auth" in r.getMessage()]
 
 
 def test_plugin_reads_mlflows_own_tracking_uri(plugin, monkeypatch):
@@ -323,6 +371,9 @@ def test_plugin_reads_mlflows_own_tracking_uri(plugin, monkeypatch):
 def test_package_declares_the_entry_point_and_the_command():
     project = tomllib.loads((CLIENT_DIR / "pyproject.toml").read_text())
     assert project["project"]["name"] == "mlflow-iap-auth"
+    assert project["project"]["entry-points"]["mlflow.request_auth_provider"] == {
+        "iap": "mlflow_iap_auth.plugin:IapRequestAuthProvider"
+    }
     assert project["project"]["entry-points"]["mlflow.request_header_provider"] == {
         "iap": "mlflow_iap_auth.plugin:IapRequestHeaderProvider"
     }
@@ -331,9 +382,10 @@ def test_package_declares_the_entry_point_and_the_command():
 
 
 @pytest.mark.parametrize(
-    "uri, applies",
-    [("https://mlflow.example.com", True), ("https://other.example.com", False), ("https://MLFLOW.example.com:443", True)],
+    "url, sends",
+    [("https://mlflow.example.com/api", True), ("https://other.example.com/api", False), ("https://MLFLOW.example.com:443/x", True),
+     ("https://mlflow.example.com:8443/x", False)],
 )
-def test_an_audience_override_keeps_its_token_to_the_audiences_own_host(uri, applies):
+def test_an_audience_override_keeps_its_token_to_the_audiences_own_origin(url, sends):
     settings = Settings.from_env({"MLFLOW_IAP_AUDIENCE": "https://mlflow.example.com/*"})
-    assert settings.applies_to(uri) is applies
+    assert settings.sends_token(url, "https://tracking-alias.example.com") is sends

@@ -48,12 +48,14 @@ def test_installed_package_registers_the_plugin_and_the_command(world):
         "-c",
         "import importlib.metadata as m, mlflow_iap_auth;"
         "print(mlflow_iap_auth.__file__);"
+        "print([e.value for e in m.entry_points(group='mlflow.request_auth_provider')]);"
         "print([e.value for e in m.entry_points(group='mlflow.request_header_provider')])",
     )
     assert result.returncode == 0, result.stderr
-    location, entry_points = result.stdout.splitlines()
+    location, auth_providers, header_providers = result.stdout.splitlines()
     assert location.startswith(str(world.venv))
-    assert "mlflow_iap_auth.plugin:IapRequestHeaderProvider" in entry_points
+    assert "mlflow_iap_auth.plugin:IapRequestAuthProvider" in auth_providers
+    assert "mlflow_iap_auth.plugin:IapRequestHeaderProvider" in header_providers
     assert (world.venv / "bin" / "mlflow-iap-token").exists()
 
 
@@ -71,6 +73,57 @@ def test_a_human_logs_the_example_run_by_impersonating_a_service_account(world):
         (f"user:{world.fake.ALICE}", world.fake.CLIENT_SA, 200)
     ], "one JWT, signed by Google for alice acting as the service account, served the whole run"
     assert world.fake.refused == []
+
+
+# Logs a run on the tracking server, then downloads one file from each URL given, the way MLflow reads
+# an `https://` artifact URI (listing, then the file), all with the client's default credentials.
+LOG_THEN_DOWNLOAD = """
+import sys, tempfile
+import mlflow, mlflow.artifacts
+mlflow.set_experiment("iap-elsewhere")
+with mlflow.start_run() as run:
+    mlflow.log_param("where", "tracking server")
+for url in sys.argv[1:]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=url, dst_path=tmp)
+        print(open(path).read().strip())
+print(f"run_id={run.info.run_id}")
+"""
+
+
+def test_the_token_goes_to_the_tracking_server_only_never_to_another_host_or_port(world):
+    """The same MLflow process, the same credentials: the tracking server's requests carry the token,
+    an artifact store on another host and the tracking host on another port get no credential."""
+    world.login_as(world.fake.ALICE)
+    elsewhere = [
+        f"{world.fake.OTHER_HOST_URL}/mlflow-artifacts/artifacts/0/abc/artifacts/model.txt",
+        f"{world.fake.OTHER_PORT_URL}/mlflow-artifacts/artifacts/0/abc/artifacts/model.txt",
+    ]
+    result = world.python("-c", LOG_THEN_DOWNLOAD, *elsewhere, MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("weights from another host") == 2
+
+    log = world.fake.iap_log
+    assert log and all(r.reason is None and r.identity == world.fake.CLIENT_SA for r in log), log
+    assert any(r.path.startswith("/api/2.0/mlflow/runs/create") for r in log)
+    seen = world.fake.elsewhere_log
+    assert {r.origin for r in seen} == {"https://artifacts.example.test:443", "https://mlflow.example.test:8443"}
+    assert len(seen) >= 4, "each download listed, then fetched the file"
+    assert [(r.origin, r.path, r.authorization, r.proxy_authorization) for r in seen if r.authorization or r.proxy_authorization] == []
+    assert world.fake.refused == []
+
+
+def test_without_mlflow_tracking_auth_no_token_is_sent_and_a_warning_names_the_setting(world):
+    """An install that predates the auth provider: one warning says what to set; IAP refuses (401)."""
+    world.login_as(world.fake.ALICE)
+    result = world.python(
+        str(EXAMPLE), "--experiment", "iap-unset", "--steps", "1",
+        MLFLOW_TRACKING_AUTH=None, MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count("mlflow-iap-auth: set MLFLOW_TRACKING_AUTH=iap to send IAP tokens to") == 1
+    assert world.fake.iap_log and all(r.status == 401 and r.token is None for r in world.fake.iap_log)
+    assert world.fake.sign_log == [], "nothing was signed"
 
 
 def test_a_workload_signs_as_its_own_service_account_and_refreshes_expiring_tokens(world):
@@ -163,11 +216,11 @@ def test_the_token_command_prints_a_token_for_curl(world):
 def test_no_credentials_is_one_clear_line(world):
     line = _assert_one_line_error(world.token_cli(), "no Google credentials found", "gcloud auth application-default login")
 
-    # The MLflow client shows the same line (as MLflow's warning) before IAP turns the request away.
-    result = world.python("-c", "import mlflow; mlflow.search_experiments()")
+    # The MLflow call fails with the same line in its error, and nothing is sent without a token.
+    result = world.python("-c", "import mlflow; mlflow.search_experiments()", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     assert result.returncode != 0
     assert line in result.stderr
-    assert world.fake.iap_log and all(r.reason == "empty token" for r in world.fake.iap_log)
+    assert world.fake.iap_log == []
     assert world.fake.sign_log == [] and world.fake.refused == []
 
 

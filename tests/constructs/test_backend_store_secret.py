@@ -7,11 +7,11 @@ import re
 import pytest
 
 from constructs.backend_store_secret import BackendStoreSecretProps
-from tests.synth import assert_matches, env_of, one
+from tests.synth import assert_matches, env_of, one, resource, resources
 
 
 def test_the_secret_holds_the_cloudsql_socket_uri_with_an_urlencoded_password(mlflow_prod):
-    version = one(mlflow_prod, "google_secret_manager_secret_version")
+    version = resource(mlflow_prod, "google_secret_manager_secret_version", "backend-store-uri/version")
     assert version["secret_data_wo"] == (
         "postgresql+psycopg2://${google_sql_user.database_user_9EB13DDB.name}:"
         "${urlencode(random_password.database_password_22A6A8E7.result)}@/${google_sql_database.database_7CF902CB.name}"
@@ -22,7 +22,7 @@ def test_the_secret_holds_the_cloudsql_socket_uri_with_an_urlencoded_password(ml
 
 def test_the_secret_stays_in_the_region_and_is_protected(mlflow_prod):
     assert_matches(
-        one(mlflow_prod, "google_secret_manager_secret"),
+        resource(mlflow_prod, "google_secret_manager_secret", "backend-store-uri/secret"),
         {
             "secret_id": "mlflow-backend-store-uri",
             "replication": {"user_managed": {"replicas": [{"location": "europe-west1"}]}},
@@ -33,7 +33,7 @@ def test_the_secret_stays_in_the_region_and_is_protected(mlflow_prod):
 
 def test_only_the_server_account_may_read_it(mlflow_prod):
     assert_matches(
-        one(mlflow_prod, "google_secret_manager_secret_iam_member"),
+        resource(mlflow_prod, "google_secret_manager_secret_iam_member", "backend-store-uri/server-reads-uri"),
         {"role": "roles/secretmanager.secretAccessor", "member": "serviceAccount:mlflow-server@example-mlflow-prod.iam.gserviceaccount.com"},
     )
     assert not [m for m in mlflow_prod["resource"]["google_project_iam_member"].values() if "secretmanager" in m["role"]]
@@ -52,7 +52,7 @@ def test_the_secret_refuses_props_that_make_no_sense(change, message):
 def test_a_password_rotation_writes_the_new_version_before_it_disables_the_old_one(mlflow_prod):
     """`secret_data_wo_version` forces a replacement: the live version must outlive the rollout."""
     assert_matches(
-        one(mlflow_prod, "google_secret_manager_secret_version"),
+        resource(mlflow_prod, "google_secret_manager_secret_version", "backend-store-uri/version"),
         {"secret_data_wo_version": "2", "lifecycle": {"create_before_destroy": True}, "deletion_policy": "DISABLE"},
     )
 
@@ -63,8 +63,9 @@ IAM_URI = (
 )
 
 
-def test_with_iam_login_nothing_is_secret_so_nothing_goes_to_secret_manager(mlflow):
-    assert not [t for t in mlflow["resource"] if t.startswith("google_secret_manager")]
+def test_with_iam_login_the_login_has_no_secret_so_the_gateway_key_is_the_only_one(mlflow):
+    for type_ in ("google_secret_manager_secret", "google_secret_manager_secret_version", "google_secret_manager_secret_iam_member"):
+        assert all(path.startswith("gateway-key/") for path in resources(mlflow, type_)), type_
 
 
 @pytest.mark.parametrize("type_", ["google_cloud_run_v2_service", "google_cloud_run_v2_job"])
@@ -74,4 +75,7 @@ def test_with_iam_login_the_service_and_job_get_a_uri_without_credential_and_the
     env = env_of(container)
     assert env["MLFLOW_BACKEND_STORE_URI"] == IAM_URI
     assert env["MLFLOW_BACKEND_STORE_AUTH"] == "iam"
-    assert not [e for e in container["env"] if "value_source" in e], "no secret reference is left"
+    referenced = [e["name"] for e in container["env"] if "value_source" in e]
+    assert referenced == (["MLFLOW_CRYPTO_KEK_PASSPHRASE"] if type_ == "google_cloud_run_v2_service" else []), (
+        "no secret reference is left but the service's gateway key"
+    )

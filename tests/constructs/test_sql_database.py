@@ -6,7 +6,7 @@ import re
 import pytest
 
 from constructs.sql_database import SqlDatabaseProps
-from tests.synth import assert_matches, one
+from tests.synth import assert_matches, one, resource, resources
 
 
 def test_the_instance_has_no_public_ip_and_uses_the_private_path(mlflow):
@@ -81,7 +81,6 @@ SERVER_ACCOUNT_EMAIL = "mlflow-server@example-mlflow-project.iam.gserviceaccount
 
 def test_by_default_no_password_is_generated_and_the_user_is_the_servers_iam_user(mlflow):
     assert "random_password" not in mlflow["resource"]
-    assert "random" not in mlflow["terraform"]["required_providers"]
     user = one(mlflow, "google_sql_user")
     assert_matches(
         user,
@@ -125,7 +124,7 @@ def test_bumping_the_password_revision_rotates_password_user_and_secret(mlflow_p
     """The prod-like environment has `password_revision = 2`: all three must follow it."""
     assert one(mlflow_prod, "random_password")["keepers"] == {"revision": "2"}
     assert one(mlflow_prod, "google_sql_user")["password_wo_version"] == 2
-    assert one(mlflow_prod, "google_secret_manager_secret_version")["secret_data_wo_version"] == "2"
+    assert resource(mlflow_prod, "google_secret_manager_secret_version", "backend-store-uri/version")["secret_data_wo_version"] == "2"
 
 
 def test_no_literal_password_or_sensitive_output_anywhere(app):
@@ -154,7 +153,9 @@ def test_a_database_refuses_props_that_make_no_sense(change, message):
 
 
 def test_with_iam_login_no_resource_has_a_password_or_secret_argument(mlflow):
-    """The example's Terraform (and so its state) holds no password: no argument of that kind anywhere."""
+    """The example's Terraform (and so its state) holds no password: no argument of that kind anywhere
+    but the AI gateway's key, which only ever goes write-only from an ephemeral value into its secret
+    and the service's reference to that secret (tests/constructs/test_gateway_key_secret.py)."""
 
     def keys(value, path=""):
         if isinstance(value, dict):
@@ -165,5 +166,14 @@ def test_with_iam_login_no_resource_has_a_password_or_secret_argument(mlflow):
             for index, inner in enumerate(value):
                 yield from keys(inner, f"{path}.{index}")
 
+    service = mlflow["resource"]["google_cloud_run_v2_service"]
+    [(service_name, body)] = service.items()
+    [key_env] = [i for i, e in enumerate(body["template"]["containers"][0]["env"]) if e["name"] == "MLFLOW_CRYPTO_KEK_PASSPHRASE"]
+    secret_types = [t for t in mlflow["resource"] if t.startswith("google_secret_manager_secret")]
+    assert all(name.startswith("gateway-key_") for t in secret_types for name in mlflow["resource"][t])
+    gateway_key = (
+        *(f".{t}" for t in secret_types),
+        f".google_cloud_run_v2_service.{service_name}.template.containers.0.env.{key_env}.value_source.secret_key_ref",
+    )
     found = [k for k in keys(mlflow["resource"]) if re.search(r"password|secret|_wo$", k.rsplit(".", 1)[-1])]
-    assert found == []
+    assert [k for k in found if not k.startswith(gateway_key)] == []

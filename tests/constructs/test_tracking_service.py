@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from constructs.server_container import RunPlacement, ServerContainerProps
+from constructs.server_container import GatewayKeyRef, RunPlacement, ServerContainerProps
 from constructs.tracking_service import TrackingServiceProps
 from tests.synth import ABSENT, assert_matches, env_of, one, resources
 
@@ -150,13 +150,17 @@ SERVER_ROLES = {
 }
 
 
+GATEWAY_KEY_GRANT = "google_secret_manager_secret_iam_member.gateway-key_server-reads-key_3535A6E7"
+
+
 def test_it_starts_only_after_its_grants_and_the_migration_for_its_image(mlflow, mlflow_prod):
-    """With IAM login the database login role, with a password the secret's reader grant."""
+    """With IAM login the database login role, with a password the secret's reader grant; the
+    gateway key's reader grant always."""
     assert set(service(mlflow)["depends_on"]) == SERVER_ROLES | {
-        "google_project_iam_member.server-identity_cloudsqlinstanceUser_9F96A692"
+        "google_project_iam_member.server-identity_cloudsqlinstanceUser_9F96A692", GATEWAY_KEY_GRANT
     }
     assert set(service(mlflow_prod)["depends_on"]) == SERVER_ROLES | {
-        "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8"
+        "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8", GATEWAY_KEY_GRANT
     }
 
 
@@ -189,7 +193,7 @@ def service_props(**change):
     placement = RunPlacement("p", "europe-west1", "sa@p.iam.gserviceaccount.com", "vpc", "subnet")
     props = dict(name="mlflow-server", placement=placement, container=container, cpu="1", memory="1Gi",
                  min_instances=0, max_instances=2, concurrency=20,
-                 iap_audience="/projects/1/global/backendServices/2")
+                 iap_audience="/projects/1/global/backendServices/2", gateway_key=GatewayKeyRef("k", "1", 1))
     return TrackingServiceProps(**{**props, **change})
 
 

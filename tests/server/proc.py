@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,10 +29,17 @@ MIGRATE_SH = DOCKER_DIR / "migrate.sh"
 VENV_BIN = Path(sys.executable).parent
 
 
+GATEWAY_KEY = secrets.token_urlsafe(48)
+"""The AI gateway's passphrase every script gets, as Terraform gives every deployment its own (start.sh
+refuses to serve the gateway without one)."""
+
+
 def script_env(**variables: str) -> dict[str, str]:
-    """This process's environment without any MLflow or PORT setting of its own, plus `variables`."""
+    """This process's environment without any MLflow or PORT setting of its own, plus the gateway's
+    key and `variables`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PORT"}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_CRYPTO_KEK_PASSPHRASE"] = GATEWAY_KEY
     env.update(variables)
     return env
 
