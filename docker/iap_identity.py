@@ -85,6 +85,8 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 class Settings:
     audience: str
     keys_url: str = KEYS_URL
+    canonical_only: bool = True
+    """False only in the attack tests, which must reach the route rules with every spelling."""
 
 
 def settings_from_environ(environ: Mapping[str, str] = os.environ) -> Settings | None:
@@ -115,7 +117,12 @@ def settings_from_environ(environ: Mapping[str, str] = os.environ) -> Settings |
             raise ValueError(
                 f"MLFLOW_IAP_TEST_KEYS_URL is for tests only and must be http://127.0.0.1:PORT/..., got {keys_url!r}"
             )
-        return Settings(audience, keys_url)
+        accept = environ.get("MLFLOW_IAP_TEST_NON_CANONICAL", "refuse")
+        if accept not in ("refuse", "accept"):
+            raise ValueError(f"MLFLOW_IAP_TEST_NON_CANONICAL must be refuse or accept, got {accept!r}")
+        return Settings(audience, keys_url, canonical_only=accept == "refuse")
+    if "MLFLOW_IAP_TEST_NON_CANONICAL" in environ:
+        raise ValueError("MLFLOW_IAP_TEST_NON_CANONICAL is for tests only (with MLFLOW_IAP_TEST_KEYS_URL); unset it")
     return Settings(audience)
 
 
@@ -256,7 +263,8 @@ def _assertions(scope: Scope) -> list[bytes]:
 
 
 class _Answered(Exception):
-    """Raised from `receive` to stop the application; the middleware answers with `refusal`."""
+    """Raised from `receive` to stop the application; the middleware answers with `refusal` (and
+    drops what the application's error handlers send meanwhile)."""
 
     def __init__(self, refusal: route_rules.Refusal) -> None:
         super().__init__(refusal.message)
@@ -276,13 +284,21 @@ class _GuardedBody:
 
     def __init__(self, scope: Scope, receive: Receive, identity: str) -> None:
         self.scope, self.receive, self.identity = scope, receive, identity
-        self.decided: bool = False
-        self.streams = False
+        self.decided = False
+        self.refused: list[route_rules.Refusal] = []
+        """Filled, before the application hears of it, when the body is refused."""
 
     async def __call__(self) -> Message:
         if self.decided:
             return await self.receive()
         self.decided = True
+        try:
+            return await self._first()
+        except _Answered as e:
+            self.refused.append(e.refusal)
+            raise
+
+    async def _first(self) -> Message:
         name = route_rules.endpoint_name(self.scope.get("endpoint"))
         treatment = route_rules.FASTAPI.get(name, route_rules.PASS)
         if name != route_rules.FLASK_MOUNT and route_rules.fastapi_treatment(name) is route_rules.STRICT:
@@ -353,11 +369,12 @@ class IapIdentity:
     def __init__(self, app: App, settings: Settings) -> None:
         self.app = app
         self.verifier = Verifier(settings)
+        self.canonical_only = settings.canonical_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        if reason := non_canonical(scope):
+        if self.canonical_only and (reason := non_canonical(scope)):
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
             return await _answer(send, *_error(400, "BAD_REQUEST", reason))
@@ -391,23 +408,24 @@ class IapIdentity:
 
     async def _serve(self, scope: Scope, receive: _GuardedBody, send: Send) -> None:
         """Runs the application; a refusal raised while it reads the body replaces its answer."""
+        refused: list[route_rules.Refusal] = []
+        receive.refused = refused
         started = False
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if refused is None:
+            if not refused:
                 started = started or message["type"] == "http.response.start"
                 await send(message)
 
-        refused: route_rules.Refusal | None = None
         try:
             await self.app(scope, receive, guarded_send)
         except BaseException as e:  # also when Starlette wraps it in an exception group
-            refused = _refusal_in(e)
-            if refused is None:
+            if not refused or _refusal_in(e) is None:
                 raise
-        if refused is not None and not started:
-            await _answer(send, *_error(refused.status, refused.code, refused.message))
+        if refused and not started:
+            refusal = refused[0]
+            await _answer(send, *_error(refusal.status, refusal.code, refusal.message))
 
 
 def _refusal_in(error: BaseException) -> route_rules.Refusal | None:
@@ -478,7 +496,9 @@ class FlaskRules:
         from flask import g, request
 
         decided = DECIDED.get()
-        if request.url_rule is None or request.url_rule.endpoint != decided:
+        if request.url_rule is None:
+            return None  # Flask answers its routing error; no view runs
+        if request.url_rule.endpoint != decided:
             return _flask_refusal(route_rules.forbidden(f"route {request.endpoint} is not the one decided on ({decided})"))
         if identity := IDENTITY.get():
             g.mlflow_authenticated_user = identity  # what MLflow's auth app sets; review queues read it

@@ -277,15 +277,13 @@ def record_transition(msg: Any, call: Call, notes: Mapping[str, Any]) -> None:
 
 
 def stamp_promptlab_run(request: dict[str, Any], call: Call) -> None:
-    """create-promptlab-run reads plain JSON (no protobuf): user_id and a list of {key, value} tags."""
-    tags = request.get("tags") if isinstance(request.get("tags"), list) else []
-    tags = [t for t in tags if isinstance(t, dict)]
-    claimed = next((t.get("value") for t in tags if t.get("key") == USER_TAG), None) or request.get("user_id")
-    tags = [t for t in tags if not is_server_tag(t.get("key"))]
-    tags.append({"key": USER_TAG, "value": call.identity})
-    if isinstance(claimed, str) and claimed:
-        tags.append({"key": CLAIMED_TAG, "value": claimed})
-    request["tags"] = tags
+    """create-promptlab-run reads plain JSON: its user_id is the caller. (MLflow 3.17 hands its
+    `tags` to the store as dicts, which fails: no client can set a tag here, so there is no place
+    for the claim.)"""
+    tags = request.get("tags")
+    for tag in tags if isinstance(tags, list) else []:
+        if isinstance(tag, dict) and is_server_tag(tag.get("key")):
+            raise _server_tag_refusal(tag["key"])
     request["user_id"] = call.identity
 
 
