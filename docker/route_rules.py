@@ -161,6 +161,27 @@ def stamp_created_dataset(msg: Any, call: Call) -> None:
     msg.created_by = call.identity
 
 
+def stamp_dataset_records(msg: Any, call: Call) -> None:
+    """Each record's tag mlflow.user becomes its created_by and the dataset's last_updated_by."""
+    try:
+        records = json.loads(msg.records) if msg.records else []
+    except ValueError as e:
+        raise Refusal(400, "INVALID_PARAMETER_VALUE", "records must be a JSON list") from e
+    if not isinstance(records, list):
+        raise Refusal(400, "INVALID_PARAMETER_VALUE", "records must be a JSON list")
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        tags = record.get("tags") if isinstance(record.get("tags"), dict) else {}
+        claimed = tags.get(USER_TAG)
+        tags = {k: v for k, v in tags.items() if not is_server_tag(k)}
+        tags[USER_TAG] = call.identity
+        if isinstance(claimed, str) and claimed and claimed != call.identity:
+            tags[CLAIMED_TAG] = claimed
+        record["tags"] = tags
+    msg.records = json.dumps(records)
+
+
 def refuse_server_json_tags(msg: Any, call: Call) -> None:
     for key in _json_tags(msg.tags):
         if is_server_tag(key):
@@ -303,6 +324,7 @@ FLASK: dict[str, Treatment] = {
     "_start_trace_v3": _t("metadata mlflow.trace.user, human assessments' source_id", stamp_trace_v3),
     "_deprecated_start_trace_v2": _t("metadata mlflow.trace.user", stamp_trace_v2),
     "_deprecated_end_trace_v2": _t("metadata mlflow.trace.user", stamp_trace_v2),
+    "_upsert_dataset_records_handler": _t("records' created_by, dataset's last_updated_by", stamp_dataset_records),
     "_create_assessment": _t("human source_id", stamp_assessment),
     "_update_assessment": _t("human source_id", stamp_assessment),
     "_create_issue": _t("created_by", stamp_field("created_by")),
@@ -341,6 +363,7 @@ FLASK: dict[str, Treatment] = {
     "_set_trace_tag_v3": _t("server tags", refuse_server_key("key")),
     "_delete_trace_tag": _t("server tags", refuse_server_key("key")),
     "_delete_trace_tag_v3": _t("server tags", refuse_server_key("key")),
+    "_create_experiment": _t("server tags", refuse_server_tags),
     "_set_experiment_tag": _t("server tags", refuse_server_key("key")),
     "_delete_experiment_tag": _t("server tags", refuse_server_key("key")),
     # The review queue's owner: MLflow reads flask.g.mlflow_authenticated_user, which iap_identity sets.
@@ -350,7 +373,7 @@ FLASK: dict[str, Treatment] = {
 
 REVIEWED_FLASK_READS_AND_PLAIN_WRITES = frozenset(
     """
-    _create_experiment _search_experiments _get_experiment _get_experiment_by_name _delete_experiment _restore_experiment
+    _search_experiments _get_experiment _get_experiment_by_name _delete_experiment _restore_experiment
     _update_experiment _update_run _delete_run _restore_run _log_metric _log_param _get_run _search_runs
     _list_artifacts _create_presigned_upload_url _create_presigned_download_url _get_metric_history
     get_metric_history_bulk_interval_handler _log_model _log_inputs _log_outputs _not_implemented
@@ -362,7 +385,7 @@ REVIEWED_FLASK_READS_AND_PLAIN_WRITES = frozenset(
     _log_logged_model_params _get_assessment _delete_assessment _update_issue _get_issue _search_issues
     _create_label_schema _get_label_schema _get_label_schema_by_name _list_label_schemas _update_label_schema
     _delete_label_schema _get_dataset_handler _delete_dataset_handler _search_evaluation_datasets_handler
-    _upsert_dataset_records_handler _get_dataset_experiment_ids_handler _register_scorer _list_scorers
+    _get_dataset_experiment_ids_handler _register_scorer _list_scorers
     _list_scorer_versions _get_scorer _delete_scorer _get_dataset_records_handler _delete_dataset_records_handler
     _add_dataset_to_experiments_handler _remove_dataset_from_experiments_handler _get_gateway_secret_info
     _delete_gateway_secret _list_gateway_secrets _get_gateway_endpoint _delete_gateway_endpoint
@@ -396,6 +419,23 @@ REVIEWED_FLASK_READS_AND_PLAIN_WRITES = frozenset(
 tag: they run as MLflow has them. (_create_gateway_guardrail, _add_guardrail_to_endpoint and
 _create_prompt_optimization_job record MLflow's own `_get_user()`, the server process's OS user, never
 the client's.)"""
+
+AUTHOR_LIKE_FIELDS = frozenset(
+    {"user_id", "created_by", "updated_by", "last_updated_by", "source_id", "user", "users", "owner", "changed_by",
+     "author", "username", "tags", "trace_metadata", "request_metadata", "metadata"}
+)
+"""Request fields that could name a person or carry the server's tags (the inventory test looks for them)."""
+
+AUTHOR_LIKE_BUT_NOT_AN_AUTHOR: dict[str, str] = {
+    "_create_prompt_optimization_job": "tags are the job's own; its user_id is MLflow's _get_user()",
+    "_get_or_create_user_queue": "user names whose queue it is (an assignment, not who made it); created_by is not read",
+    "_list_review_queues": "user is a search filter",
+    "_update_review_queue": "users are the queue's reviewers (an assignment)",
+    "_log_inputs": "datasets' tags are the dataset input's context, not the run's tags",
+    "_create_review_queue": "created_by is not read from the request: MLflow stamps flask.g.mlflow_authenticated_user, "
+    "which iap_identity sets to the verified caller",
+}
+"""Endpoints whose request has an AUTHOR_LIKE_FIELDS field that, read in MLflow 3.17.2, records no author."""
 
 FASTAPI: dict[str, Treatment] = {
     "mlflow.server.artifact_router:upload_artifact": Treatment("streams the artifact to storage", streams_body=True),
