@@ -204,6 +204,10 @@ def recorded_dataset(victim: Victim, answer: Answer) -> None:
     assert json.loads(dataset["tags"])["mlflow.user.client_claimed"] == ALICE
 
 
+def recorded_dataset_update(victim: Victim) -> None:
+    assert victim.api("GET", f"/api/3.0/mlflow/datasets/{victim.dataset_id}")["dataset"]["last_updated_by"] == MALLORY
+
+
 def recorded_trace(victim: Victim, answer: Answer) -> None:
     metadata = answer.json()["trace"]["trace_info"]["trace_metadata"]
     assert (metadata["mlflow.trace.user"], metadata["mlflow.trace.user.client_claimed"]) == (MALLORY, ALICE)
@@ -271,6 +275,11 @@ ATTACKS: dict[str, Attack] = {
     ),
     "datasets PATCH tags mlflow.user": Attack(
         "PATCH", "3.0/mlflow/datasets/{dataset_id}/tags", lambda v: {"tags": json.dumps({"mlflow.user": MALLORY})}, 403,
+    ),
+    "datasets records claim alice": Attack(
+        "POST", "3.0/mlflow/datasets/{dataset_id}/records",
+        lambda v: {"records": json.dumps([{"inputs": {"q": _unique("q")}, "tags": {"mlflow.user": ALICE}}])},
+        200, lambda v, answer: recorded_dataset_update(v),
     ),
     "traces start claims alice": Attack(
         "POST", "3.0/mlflow/traces", lambda v: trace_body(v.experiment_id, ALICE), 200, recorded_trace,
@@ -435,3 +444,27 @@ def test_a_body_over_the_cap_is_refused_with_one_json_line_on_any_route(server: 
             assert response.status_code == 413, (path, response.text[:300])
             assert response.json()["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
             assert "\n" not in response.text
+
+
+def test_otlp_spans_record_the_caller_as_the_traces_user(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
+    """MLflow makes a span's `user.id` attribute its trace's mlflow.trace.user."""
+    import os
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "root"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
+    attribute = span.attributes.add()
+    attribute.key, attribute.value.string_value = "user.id", ALICE
+    headers = {
+        **signer.headers(MALLORY),
+        "Content-Type": "application/x-protobuf",
+        "X-Mlflow-Experiment-Id": victim.experiment_id,
+    }
+    answer = TRANSPORTS["h2c"](server.port, "POST", "/v1/traces", headers, request.SerializeToString())
+    assert answer.status == 200, answer.body
+    trace_id = f"tr-{span.trace_id.hex()}"
+    metadata = victim.api("GET", f"/api/3.0/mlflow/traces/{trace_id}")["trace"]["trace_info"]["trace_metadata"]
+    assert metadata["mlflow.trace.user"] == MALLORY
