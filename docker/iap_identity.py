@@ -8,23 +8,29 @@ refused (401 without, 403 with a bad one), except /health, which Cloud Run's pro
 Signed-in people and service accounts (the keyless client plugin) are both named by the token's
 `email` claim; the unsigned `x-goog-authenticated-user-email` header is never read.
 
-With the verified identity:
-- runs/create records it as the run's user (`user_id` and tag `mlflow.user`); what the client
-  claimed (its `mlflow.user` tag, else its `user_id`) is kept as tag `mlflow.user.client_claimed`;
-- model-versions/create records it as the version's tag `mlflow.user` (MLflow's registry store
-  takes no user from a request), the claim likewise;
-- an alias set or deleted records it as the registered model's tag `mlflow.alias.ALIAS.changed_by`,
-  a stage transition as the version's tag `mlflow.stage.changed_by`, written once MLflow has made
-  the change and before the client gets the answer;
-- those tags are the server's: a client may not set or delete them (403);
-- users/current, which MLflow's UI asks to show who is signed in, answers with it.
-On both /api/2.0 and /ajax-api/2.0 (the UI's); MLflow 3.17 serves these endpoints on 2.0 only.
+Exactly one assertion: two or more are refused like a bad one (IAP sends one).
+
+What the verified identity is recorded as, and which tags are the server's, is route_rules.py's
+table, keyed by the endpoint the framework will run. It is applied where that endpoint is known:
+- MLflow's Flask routes (`FlaskRules`, around Flask's `wsgi_app`): matched with Flask's own URL
+  adapter on the environ Flask is about to route (Werkzeug upper-cases the method and merges
+  slashes; so does this match), the body rewritten or the request refused before the view runs;
+  a before_request hook refuses any request whose view is not the one decided on;
+- MLflow's FastAPI routes (`_GuardedBody`): when the application first asks for the body, Starlette
+  has routed the request and `scope["endpoint"]` is what runs. An unreviewed FastAPI route is
+  refused there, and the server does not start while one exists (`wrap`).
+Every body but an artifact upload is read at most MAX_BODY_BYTES into memory (413 past it).
+A request whose method or path is not in its one canonical spelling is refused 400 up front: a
+second line, the rules hold without it (tests/server/test_identity_attacks.py turns it off).
+users/current, which MLflow's UI asks to show who is signed in, answers with the identity.
 
 Environment (start.sh sets the defaults; `settings_from_environ` is the one check, run by serve.py
 before the server starts and again here):
   MLFLOW_IAP_VERIFICATION   on | off. off: nothing is verified or recorded (a local server).
   MLFLOW_IAP_AUDIENCE       required when on, refused when off.
   MLFLOW_IAP_TEST_KEYS_URL  tests only: a loopback http:// URL serving a key set in IAP's format.
+  MLFLOW_IAP_TEST_NON_CANONICAL  tests only (with the above): `accept` lets non-canonical spellings
+                            reach the route rules, so that the attack suite tests the rules themselves.
 
 IAP's keys come from KEYS_URL, the PEM form of the set also published as JWK (`public_key-jwk`):
 google-auth 2.63 reads a JWK set only through PyJWT, which the image does not have, and reads this

@@ -1,7 +1,8 @@
 """The one enforcement point for identity rules: a table of the routes MLflow will run, keyed by the
 route's endpoint (the view function Werkzeug or Starlette has chosen, never the request's path
 text), each with its treatment. iap_identity.py looks a request up here once the framework has
-routed it; a permissions layer can look up the same `Route` and add its own check.
+routed it; a permissions layer can look up the same endpoint (`flask_treatment`, `fastapi_treatment`,
+the `Call` a treatment gets) and add its own check.
 
 A treatment reads the request as MLflow's handler will (the endpoint's protobuf message, parsed
 with MLflow's own `parse_dict`, so `userId` and `user_id` are one field) and either lets it run,
