@@ -1,6 +1,6 @@
 """Memory under hostile requests, and what the identity rules cost: docker/ against main's docker/.
 
-    python bench/identity_memory.py [--seconds 8] [--rounds 2] [--body-mib 300] [--artifact-mib 400]
+    python bench/identity_memory.py [--seconds 8] [--rounds 4] [--body-mib 300] [--artifact-mib 400]
 
 One throwaway PostgreSQL (tests/server/pg.py); two start.sh servers with IAP verification on, each
 on its own migrated database, both pinned to the same CPU (Cloud Run's cpu=1) and measured in turn:
@@ -8,7 +8,8 @@ on its own migrated database, both pinned to the same CPU (Cloud Run's cpu=1) an
   old: `git archive main docker` (the code before the route rules), the baseline.
 
 1. log_metric throughput (requests per second, --clients threads back to back), old and new
-   alternating for --rounds rounds; the ratio new/old must be at least 0.90.
+   alternating for --rounds rounds; the ratio new/old must be at least 0.90. The server's CPU per
+   request is printed beside it (steadier than throughput when others share the machine).
 2. RSS growth of the server for one --body-mib JSON body to runs/search (not an artifact route):
    HTTP/1.1 with Content-Length, HTTP/1.1 chunked and h2c without a length (counted as it comes).
 3. RSS growth while 3 readers that stop reading hold a --artifact-mib artifact, on the Flask
@@ -95,17 +96,22 @@ class Target:
 # --- 1. throughput ---------------------------------------------------------------------------------
 
 
-def throughput(targets: list[Target], clients: int, seconds: float, rounds: int) -> dict[str, float]:
+def throughput(targets: list[Target], clients: int, seconds: float, rounds: int) -> dict[str, tuple[float, float]]:
+    """Per server: (log_metric/s, server CPU ms per request), summed over the rounds. The CPU cost is
+    the steadier of the two on a machine others share (it does not count time spent waiting)."""
     ok = {t.label: 0 for t in targets}
     spent = {t.label: 0.0 for t in targets}
+    cpu = {t.label: 0.0 for t in targets}
     for round_ in range(rounds):
         for target in targets if round_ % 2 == 0 else reversed(targets):
+            cpu_before = target.server.cpu_seconds()
             result = run_load(clients, seconds, target.log_metric)
+            cpu[target.label] += target.server.cpu_seconds() - cpu_before
             ok[target.label] += result.ok
             spent[target.label] += result.seconds
             failed = f", failed {dict(result.failed)}" if result.failed else ""
             print(f"  round {round_ + 1} {target.label}: {result.per_second:8.1f} log_metric/s{failed}", flush=True)
-    return {label: ok[label] / spent[label] for label in ok}
+    return {label: (ok[label] / spent[label], 1000 * cpu[label] / max(ok[label], 1)) for label in ok}
 
 
 # --- 2. one large body -------------------------------------------------------------------------------
@@ -192,7 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--body-mib", type=int, default=300)
     parser.add_argument("--artifact-mib", type=int, default=400)
     parser.add_argument("--stall-seconds", type=float, default=10.0)
@@ -213,8 +219,12 @@ def main() -> None:
                 targets.append(Target(label, server, artifacts, headers))
             print(f"log_metric, {args.clients} clients, {args.seconds:.0f} s x {args.rounds} rounds each, alternating:")
             rates = throughput(targets, args.clients, args.seconds, args.rounds)
-            ratio = rates["new"] / rates["old"]
-            print(f"log_metric/s old {rates['old']:.1f}, new {rates['new']:.1f}: ratio new/old {ratio:.3f} (floor {THROUGHPUT_FLOOR})")
+            ratio = rates["new"][0] / rates["old"][0]
+            print(
+                f"log_metric/s old {rates['old'][0]:.1f}, new {rates['new'][0]:.1f}: ratio new/old {ratio:.3f} "
+                f"(floor {THROUGHPUT_FLOOR}); server CPU per request old {rates['old'][1]:.2f} ms, "
+                f"new {rates['new'][1]:.2f} ms: ratio {rates['new'][1] / rates['old'][1]:.3f}"
+            )
             rows: list[tuple[str, str, int, str]] = []
             for target in reversed(targets):
                 print(f"memory, {target.label}:", flush=True)
