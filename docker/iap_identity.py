@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gzip
 import io
 import json
 import logging
@@ -50,6 +51,7 @@ import re
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -338,24 +340,50 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
+OTLP_INFLATED_LIMIT = 4 * MAX_BODY_BYTES
+"""Most an OTLP body may inflate to (gzip/deflate): MLflow inflates it without a limit."""
+
+
 def _stamp_otlp(scope: Scope, body: bytes, identity: str) -> bytes:
     """OTLP spans: every `user.id` attribute (MLflow makes it the trace's mlflow.trace.user) becomes
-    the caller. Decoded as MLflow's otel_api does; re-sent as plain protobuf."""
-    from mlflow.server.otel_api import _convert_otlp_json_ids_to_base64
-    from mlflow.tracing.utils.otlp import decompress_otlp_body
-    from google.protobuf.json_format import Parse
+    the caller; the body keeps its format and encoding, since MLflow has read those headers already."""
+    headers = {k.lower().decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    encoding = headers.get("content-encoding", "").strip().lower()
+    data = _inflate(body, encoding) if encoding else body
+    if headers.get("content-type", "").split(";")[0].strip() == "application/json":
+        stamped = _stamp_otlp_json(data, identity)  # parsed always: JSON may spell the key with escapes
+    elif route_rules.OTLP_USER_ATTRIBUTE.encode() in data:  # protobuf strings are their raw bytes
+        stamped = _stamp_otlp_protobuf(data, identity)
+    else:
+        return body
+    if encoding == "gzip":
+        return gzip.compress(stamped)
+    return zlib.compress(stamped) if encoding == "deflate" else stamped
+
+
+def _inflate(body: bytes, encoding: str) -> bytes:
+    bad = route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", f"cannot decode a {encoding!r} OTLP body")
+    attempts = {"gzip": [31], "deflate": [15, -15]}.get(encoding)
+    if attempts is None:
+        raise _Answered(bad)
+    for wbits in attempts:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(body, OTLP_INFLATED_LIMIT + 1)
+        except zlib.error:
+            continue
+        if len(data) > OTLP_INFLATED_LIMIT or inflater.unconsumed_tail:
+            raise _Answered(route_rules.Refusal(413, "RESOURCE_LIMIT_EXCEEDED", f"OTLP body inflates past {OTLP_INFLATED_LIMIT} bytes"))
+        return data
+    raise _Answered(bad)
+
+
+def _stamp_otlp_protobuf(data: bytes, identity: str) -> bytes:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    headers = {k.lower().decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    media_type = headers.get("content-type", "").split(";")[0].strip()
     request = ExportTraceServiceRequest()
     try:
-        if encoding := headers.get("content-encoding"):
-            body = decompress_otlp_body(body, encoding.lower())
-        if media_type == "application/json":
-            Parse(_convert_otlp_json_ids_to_base64(body), request, ignore_unknown_fields=True)
-        else:
-            request.ParseFromString(body)
+        request.ParseFromString(data)
     except Exception as e:
         raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", "Invalid OpenTelemetry format")) from e
     for resource_spans in request.resource_spans:
@@ -365,10 +393,27 @@ def _stamp_otlp(scope: Scope, body: bytes, identity: str) -> bytes:
                     if attribute.key == route_rules.OTLP_USER_ATTRIBUTE:
                         attribute.value.Clear()
                         attribute.value.string_value = identity
-    scope["headers"] = [
-        (k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-encoding", b"content-length")
-    ] + [(b"content-type", b"application/x-protobuf")]
     return request.SerializeToString()
+
+
+def _stamp_otlp_json(data: bytes, identity: str) -> bytes:
+    """OTLP/JSON (camelCase, or the proto names protobuf's parser also takes)."""
+    try:
+        request = json.loads(data)
+    except ValueError as e:
+        raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", "Invalid OpenTelemetry format")) from e
+
+    def each(value: Any, *names: str) -> list[Any]:
+        found = next((value[n] for n in names if isinstance(value, dict) and isinstance(value.get(n), list)), [])
+        return [item for item in found if isinstance(item, dict)]
+
+    for resource_spans in each(request, "resourceSpans", "resource_spans"):
+        for scope_spans in each(resource_spans, "scopeSpans", "scope_spans"):
+            for span in each(scope_spans, "spans"):
+                for attribute in each(span, "attributes"):
+                    if attribute.get("key") == route_rules.OTLP_USER_ATTRIBUTE:
+                        attribute["value"] = {"stringValue": identity}
+    return json.dumps(request).encode()
 
 
 class IapIdentity:

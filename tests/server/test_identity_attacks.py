@@ -446,25 +446,53 @@ def test_a_body_over_the_cap_is_refused_with_one_json_line_on_any_route(server: 
             assert "\n" not in response.text
 
 
-def test_otlp_spans_record_the_caller_as_the_traces_user(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
-    """MLflow makes a span's `user.id` attribute its trace's mlflow.trace.user."""
+@pytest.mark.parametrize("encoding", ["protobuf", "protobuf gzip", "json", "json deflate"])
+def test_otlp_spans_record_the_caller_as_the_traces_user(server: ServerProcess, signer: IapSigner, victim: Victim, encoding: str) -> None:
+    """MLflow makes a span's `user.id` attribute its trace's mlflow.trace.user; the body keeps its format."""
+    import gzip
     import os
+    import zlib
 
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    request = ExportTraceServiceRequest()
-    span = request.resource_spans.add().scope_spans.add().spans.add()
-    span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "root"
-    span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
-    attribute = span.attributes.add()
-    attribute.key, attribute.value.string_value = "user.id", ALICE
+    trace_id, span_id = os.urandom(16), os.urandom(8)
+    if encoding.startswith("protobuf"):
+        request = ExportTraceServiceRequest()
+        span = request.resource_spans.add().scope_spans.add().spans.add()
+        span.trace_id, span.span_id, span.name = trace_id, span_id, "root"
+        span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
+        attribute = span.attributes.add()
+        attribute.key, attribute.value.string_value = "user.id", ALICE
+        body, content_type = request.SerializeToString(), "application/x-protobuf"
+    else:
+        span_json = {
+            "traceId": trace_id.hex(), "spanId": span_id.hex(), "name": "root",
+            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
+            "attributes": [{"key": "user.id", "value": {"stringValue": ALICE}}],
+        }
+        # The key spelled with a JSON escape: still "user.id" once parsed, as MLflow parses it.
+        text = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span_json]}]}]})
+        body = text.replace('"user.id"', '"user\\u002eid"').encode()
+        content_type = "application/json"
+    headers = {**signer.headers(MALLORY), "Content-Type": content_type, "X-Mlflow-Experiment-Id": victim.experiment_id}
+    if encoding.endswith("gzip"):
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    elif encoding.endswith("deflate"):
+        body, headers["Content-Encoding"] = zlib.compress(body), "deflate"
+    answer = TRANSPORTS["h2c"](server.port, "POST", "/v1/traces", headers, body)
+    assert answer.status == 200, answer.body
+    metadata = victim.api("GET", f"/api/3.0/mlflow/traces/tr-{trace_id.hex()}")["trace"]["trace_info"]["trace_metadata"]
+    assert metadata["mlflow.trace.user"] == MALLORY
+
+
+def test_an_otlp_body_that_inflates_past_the_limit_is_refused(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
+    import gzip
+
+    bomb = gzip.compress(b"user.id" + b"\0" * (80 * 2**20))
     headers = {
-        **signer.headers(MALLORY),
-        "Content-Type": "application/x-protobuf",
+        **signer.headers(MALLORY), "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip",
         "X-Mlflow-Experiment-Id": victim.experiment_id,
     }
-    answer = TRANSPORTS["h2c"](server.port, "POST", "/v1/traces", headers, request.SerializeToString())
-    assert answer.status == 200, answer.body
-    trace_id = f"tr-{span.trace_id.hex()}"
-    metadata = victim.api("GET", f"/api/3.0/mlflow/traces/{trace_id}")["trace"]["trace_info"]["trace_metadata"]
-    assert metadata["mlflow.trace.user"] == MALLORY
+    response = requests.post(f"{server.url}/v1/traces", data=bomb, headers=headers, timeout=60)
+    assert response.status_code == 413, response.text[:300]
+    assert response.json()["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
