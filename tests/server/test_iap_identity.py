@@ -280,3 +280,31 @@ def test_a_non_canonical_request_is_refused_400_up_front(server: ServerProcess, 
         answer = send(server.port, method, path, {**signer.headers(ALICE), "Content-Type": "application/json"}, b"{}")
         assert answer.status == 400, (method, path, answer.body)
         assert answer.json()["error_code"] == "BAD_REQUEST"
+
+
+def test_mlflows_own_client_records_the_caller_on_logged_models_and_traces(
+    server: ServerProcess, client: MlflowClient, iap: SignedByIap
+) -> None:
+    """The rewrites keep MLflow's client working: what it sends still parses, and what it claims is kept."""
+    iap.email = CLIENT_SA
+    experiment_id = client.create_experiment(f"client-{time.monotonic_ns()}")
+    model = client.create_logged_model(experiment_id, tags={"mlflow.user": "root"})
+    tags = client.get_logged_model(model.model_id).tags
+    assert (tags["mlflow.user"], tags["mlflow.user.client_claimed"]) == (CLIENT_SA, "root")
+
+    mlflow.set_tracking_uri(server.url)
+    try:
+        mlflow.set_experiment(experiment_id=experiment_id)
+
+        @mlflow.trace
+        def answer(question: str) -> str:
+            mlflow.update_current_trace(metadata={"mlflow.trace.user": "root"})
+            return question.upper()
+
+        answer("who?")
+        trace_id = mlflow.get_last_active_trace_id()
+        mlflow.flush_trace_async_logging()
+    finally:
+        mlflow.set_tracking_uri(None)
+    metadata = client.get_trace(trace_id).info.trace_metadata
+    assert (metadata["mlflow.trace.user"], metadata["mlflow.trace.user.client_claimed"]) == (CLIENT_SA, "root")
