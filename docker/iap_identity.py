@@ -8,23 +8,29 @@ refused (401 without, 403 with a bad one), except /health, which Cloud Run's pro
 Signed-in people and service accounts (the keyless client plugin) are both named by the token's
 `email` claim; the unsigned `x-goog-authenticated-user-email` header is never read.
 
-With the verified identity:
-- runs/create records it as the run's user (`user_id` and tag `mlflow.user`); what the client
-  claimed (its `mlflow.user` tag, else its `user_id`) is kept as tag `mlflow.user.client_claimed`;
-- model-versions/create records it as the version's tag `mlflow.user` (MLflow's registry store
-  takes no user from a request), the claim likewise;
-- an alias set or deleted records it as the registered model's tag `mlflow.alias.ALIAS.changed_by`,
-  a stage transition as the version's tag `mlflow.stage.changed_by`, written once MLflow has made
-  the change and before the client gets the answer;
-- those tags are the server's: a client may not set or delete them (403);
-- users/current, which MLflow's UI asks to show who is signed in, answers with it.
-On both /api/2.0 and /ajax-api/2.0 (the UI's); MLflow 3.17 serves these endpoints on 2.0 only.
+Exactly one assertion: two or more are refused like a bad one (IAP sends one).
+
+What the verified identity is recorded as, and which tags are the server's, is route_rules.py's
+table, keyed by the endpoint the framework will run. It is applied where that endpoint is known:
+- MLflow's Flask routes (`FlaskRules`, around Flask's `wsgi_app`): matched with Flask's own URL
+  adapter on the environ Flask is about to route (Werkzeug upper-cases the method and merges
+  slashes; so does this match), the body rewritten or the request refused before the view runs;
+  a before_request hook refuses any request whose view is not the one decided on;
+- MLflow's FastAPI routes (`_GuardedBody`): when the application first asks for the body, Starlette
+  has routed the request and `scope["endpoint"]` is what runs. An unreviewed FastAPI route is
+  refused there, and the server does not start while one exists (`wrap`).
+Every body but an artifact upload is read at most MAX_BODY_BYTES into memory (413 past it).
+A request whose method or path is not in its one canonical spelling is refused 400 up front: a
+second line, the rules hold without it (tests/server/test_identity_attacks.py turns it off).
+users/current, which MLflow's UI asks to show who is signed in, answers with the identity.
 
 Environment (start.sh sets the defaults; `settings_from_environ` is the one check, run by serve.py
 before the server starts and again here):
   MLFLOW_IAP_VERIFICATION   on | off. off: nothing is verified or recorded (a local server).
   MLFLOW_IAP_AUDIENCE       required when on, refused when off.
   MLFLOW_IAP_TEST_KEYS_URL  tests only: a loopback http:// URL serving a key set in IAP's format.
+  MLFLOW_IAP_TEST_NON_CANONICAL  tests only (with the above): `accept` lets non-canonical spellings
+                            reach the route rules, so that the attack suite tests the rules themselves.
 
 IAP's keys come from KEYS_URL, the PEM form of the set also published as JWK (`public_key-jwk`):
 google-auth 2.63 reads a JWK set only through PyJWT, which the image does not have, and reads this
@@ -35,6 +41,9 @@ their Cache-Control max-age, and fetched again early when a token names a key id
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gzip
+import io
 import json
 import logging
 import os
@@ -42,12 +51,15 @@ import re
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import google.auth.exceptions
 import google.auth.jwt
+
+import route_rules
 
 ISSUER = "https://cloud.google.com/iap"
 KEYS_URL = "https://www.gstatic.com/iap/verify/public_key"
@@ -62,13 +74,9 @@ AUDIENCE_SHAPES = (
     re.compile(r"/projects/[0-9]+/locations/[a-z][a-z0-9-]*/services/[a-z][a-z0-9-]*"),
 )
 
-USER_TAG = "mlflow.user"
-CLAIMED_TAG = "mlflow.user.client_claimed"
-STAGE_TAG = "mlflow.stage.changed_by"
-ALIAS_TAG = "mlflow.alias.{alias}.changed_by"
-_ALIAS_TAG_PATTERN = re.compile(r"mlflow\.alias\..+\.changed_by", re.S)
-MAX_BODY_BYTES = 8 * 2**20
-"""The largest body read here (only the JSON requests below are; MLflow's own batch limit is 1 MB)."""
+MAX_BODY_BYTES = 16 * 2**20
+"""The largest request body read into memory (every route but artifact uploads, which stream to storage;
+MLflow's own batch limit is 1 MB); Cloud Run's h2c port has no limit of its own."""
 
 _log = logging.getLogger("uvicorn.error")
 Scope = dict[str, Any]
@@ -85,6 +93,8 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 class Settings:
     audience: str
     keys_url: str = KEYS_URL
+    canonical_only: bool = True
+    """False only in the attack tests, which must reach the route rules with every spelling."""
 
 
 def settings_from_environ(environ: Mapping[str, str] = os.environ) -> Settings | None:
@@ -115,7 +125,12 @@ def settings_from_environ(environ: Mapping[str, str] = os.environ) -> Settings |
             raise ValueError(
                 f"MLFLOW_IAP_TEST_KEYS_URL is for tests only and must be http://127.0.0.1:PORT/..., got {keys_url!r}"
             )
-        return Settings(audience, keys_url)
+        accept = environ.get("MLFLOW_IAP_TEST_NON_CANONICAL", "refuse")
+        if accept not in ("refuse", "accept"):
+            raise ValueError(f"MLFLOW_IAP_TEST_NON_CANONICAL must be refuse or accept, got {accept!r}")
+        return Settings(audience, keys_url, canonical_only=accept == "refuse")
+    if "MLFLOW_IAP_TEST_NON_CANONICAL" in environ:
+        raise ValueError("MLFLOW_IAP_TEST_NON_CANONICAL is for tests only (with MLFLOW_IAP_TEST_KEYS_URL); unset it")
     return Settings(audience)
 
 
@@ -220,7 +235,14 @@ def _reason(error: Exception) -> str:
     return "invalid"
 
 
-# --- the middleware ----------------------------------------------------------------------------
+# --- the ASGI layer: who calls, canonical requests, bounded bodies -------------------------------
+
+
+IDENTITY: contextvars.ContextVar[str | None] = contextvars.ContextVar("iap_identity", default=None)
+"""The verified caller of the request being served; the Flask layer (in the WSGI thread, which
+anyio starts with a copy of this context) reads it."""
+CANONICAL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_NON_CANONICAL_PATH = re.compile(r"//|/\.\.?(?:/|$)")
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
@@ -231,6 +253,337 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def non_canonical(scope: Scope) -> str | None:
+    """Why a request is not in the one spelling the server takes, or None. A second line of defence:
+    the rules themselves are decided on the route the framework picks, whatever the spelling."""
+    if scope["type"] == "http" and scope["method"] not in CANONICAL_METHODS:
+        return f"method {scope['method'][:20]!r} is not one of {', '.join(sorted(CANONICAL_METHODS))} (upper case)"
+    path = scope["path"]
+    if not path.startswith("/") or _NON_CANONICAL_PATH.search(path):
+        return "path has an empty, '.' or '..' segment; send the canonical path"
+    return None
+
+
+def _assertions(scope: Scope) -> list[bytes]:
+    return [v for k, v in scope["headers"] if k.lower() == ASSERTION_HEADER]
+
+
+class _Answered(Exception):
+    """Raised from `receive` to stop the application; the middleware answers with `refusal` (and
+    drops what the application's error handlers send meanwhile)."""
+
+    def __init__(self, refusal: route_rules.Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def _too_large() -> route_rules.Refusal:
+    return route_rules.Refusal(
+        413, "RESOURCE_LIMIT_EXCEEDED", f"request body over {MAX_BODY_BYTES} bytes (artifacts go to mlflow-artifacts/artifacts)"
+    )
+
+
+class _GuardedBody:
+    """The application's `receive`. Its first call comes after Starlette has routed the request
+    (scope["endpoint"] is what will run): that route's treatment decides whether the body streams
+    (artifact uploads) or is read whole, at most MAX_BODY_BYTES, and handed over in one piece."""
+
+    def __init__(self, scope: Scope, receive: Receive, identity: str) -> None:
+        self.scope, self.receive, self.identity = scope, receive, identity
+        self.decided = False
+        self.refused: list[route_rules.Refusal] = []
+        """Filled, before the application hears of it, when the body is refused."""
+
+    async def __call__(self) -> Message:
+        if self.decided:
+            return await self.receive()
+        self.decided = True
+        try:
+            return await self._first()
+        except _Answered as e:
+            self.refused.append(e.refusal)
+            raise
+
+    async def _first(self) -> Message:
+        name = route_rules.endpoint_name(self.scope.get("endpoint"))
+        treatment = route_rules.FASTAPI.get(name, route_rules.PASS)
+        if name != route_rules.FLASK_MOUNT and route_rules.fastapi_treatment(name) is route_rules.STRICT:
+            raise _Answered(route_rules.forbidden(f"route {name} is not reviewed for identity rules"))
+        if treatment.streams_body:
+            return await self.receive()
+        declared = next((v for k, v in self.scope["headers"] if k.lower() == b"content-length"), b"0")
+        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            raise _Answered(_too_large() if declared.isdigit() else route_rules.Refusal(400, "BAD_REQUEST", "bad content-length"))
+        body = await _read_body(self.receive)
+        if body is None:
+            return {"type": "http.disconnect"}
+        if name == "mlflow.server.otel_api:export_traces":
+            body = _stamp_otlp(self.scope, body, self.identity)
+        return {"type": "http.request", "body": body, "more_body": False}
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, refused past MAX_BODY_BYTES; None if the client went away."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Answered(_too_large())
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+OTLP_INFLATED_LIMIT = 4 * MAX_BODY_BYTES
+"""Most an OTLP body may inflate to (gzip/deflate): MLflow inflates it without a limit."""
+
+
+def _stamp_otlp(scope: Scope, body: bytes, identity: str) -> bytes:
+    """OTLP spans: every `user.id` attribute (MLflow makes it the trace's mlflow.trace.user) becomes
+    the caller; the body keeps its format and encoding, since MLflow has read those headers already."""
+    headers = {k.lower().decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    encoding = headers.get("content-encoding", "").strip().lower()
+    data = _inflate(body, encoding) if encoding else body
+    if headers.get("content-type", "").split(";")[0].strip() == "application/json":
+        stamped = _stamp_otlp_json(data, identity)  # parsed always: JSON may spell the key with escapes
+    elif route_rules.OTLP_USER_ATTRIBUTE.encode() in data:  # protobuf strings are their raw bytes
+        stamped = _stamp_otlp_protobuf(data, identity)
+    else:
+        return body
+    if encoding == "gzip":
+        return gzip.compress(stamped)
+    return zlib.compress(stamped) if encoding == "deflate" else stamped
+
+
+def _inflate(body: bytes, encoding: str) -> bytes:
+    bad = route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", f"cannot decode a {encoding!r} OTLP body")
+    attempts = {"gzip": [31], "deflate": [15, -15]}.get(encoding)
+    if attempts is None:
+        raise _Answered(bad)
+    for wbits in attempts:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(body, OTLP_INFLATED_LIMIT + 1)
+        except zlib.error:
+            continue
+        if len(data) > OTLP_INFLATED_LIMIT or inflater.unconsumed_tail:
+            raise _Answered(route_rules.Refusal(413, "RESOURCE_LIMIT_EXCEEDED", f"OTLP body inflates past {OTLP_INFLATED_LIMIT} bytes"))
+        return data
+    raise _Answered(bad)
+
+
+def _stamp_otlp_protobuf(data: bytes, identity: str) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(data)
+    except Exception as e:
+        raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", "Invalid OpenTelemetry format")) from e
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                for attribute in span.attributes:
+                    if attribute.key == route_rules.OTLP_USER_ATTRIBUTE:
+                        attribute.value.Clear()
+                        attribute.value.string_value = identity
+    return request.SerializeToString()
+
+
+def _stamp_otlp_json(data: bytes, identity: str) -> bytes:
+    """OTLP/JSON (camelCase, or the proto names protobuf's parser also takes)."""
+    try:
+        request = json.loads(data)
+    except ValueError as e:
+        raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", "Invalid OpenTelemetry format")) from e
+
+    def each(value: Any, *names: str) -> list[Any]:
+        found = next((value[n] for n in names if isinstance(value, dict) and isinstance(value.get(n), list)), [])
+        return [item for item in found if isinstance(item, dict)]
+
+    for resource_spans in each(request, "resourceSpans", "resource_spans"):
+        for scope_spans in each(resource_spans, "scopeSpans", "scope_spans"):
+            for span in each(scope_spans, "spans"):
+                for attribute in each(span, "attributes"):
+                    if attribute.get("key") == route_rules.OTLP_USER_ATTRIBUTE:
+                        attribute["value"] = {"stringValue": identity}
+    return json.dumps(request).encode()
+
+
+class IapIdentity:
+    def __init__(self, app: App, settings: Settings) -> None:
+        self.app = app
+        self.verifier = Verifier(settings)
+        self.canonical_only = settings.canonical_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        if self.canonical_only and (reason := non_canonical(scope)):
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
+            return await _answer(send, *_error(400, "BAD_REQUEST", reason))
+        if scope["path"] in UNVERIFIED_PATHS and scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        identity, refusal = await self._identity(scope)
+        if refusal is not None:
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
+            return await _answer(send, *refusal)
+        IDENTITY.set(identity)
+        # What MLflow's auth app would leave for its FastAPI routes (MCP servers record it as created_by).
+        scope.setdefault("state", {})["username"] = identity
+        if scope["type"] == "websocket":
+            return await self.app(scope, receive, send)
+        if scope["method"] == "GET" and _ENDPOINT.fullmatch(scope["path"]) and scope["path"].endswith("/users/current"):
+            user = {"user": {"username": identity, "is_admin": False}, "is_basic_auth": False}
+            return await _answer(send, 200, json.dumps(user).encode())
+        await self._serve(scope, _GuardedBody(scope, receive, identity), send)
+
+    async def _identity(self, scope: Scope) -> tuple[str, tuple[int, bytes] | None]:
+        assertions = _assertions(scope)
+        if not assertions:
+            return "", _error(401, "UNAUTHENTICATED", NO_ASSERTION)
+        if len(assertions) > 1:
+            return "", _error(403, "PERMISSION_DENIED", f"IAP assertion refused: {len(assertions)} assertions, IAP sends one")
+        try:
+            return await self.verifier.identity(assertions[0].decode("latin-1")), None
+        except Refused as e:
+            return "", _error(403, "PERMISSION_DENIED", f"IAP assertion refused: {e}")
+
+    async def _serve(self, scope: Scope, receive: _GuardedBody, send: Send) -> None:
+        """Runs the application; a refusal raised while it reads the body replaces its answer."""
+        refused: list[route_rules.Refusal] = []
+        receive.refused = refused
+        started = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if not refused:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        try:
+            await self.app(scope, receive, guarded_send)
+        except BaseException as e:  # also when Starlette wraps it in an exception group
+            if not refused or _refusal_in(e) is None:
+                raise
+        if refused and not started:
+            refusal = refused[0]
+            await _answer(send, *_error(refusal.status, refusal.code, refusal.message))
+
+
+def _refusal_in(error: BaseException) -> route_rules.Refusal | None:
+    if isinstance(error, _Answered):
+        return error.refusal
+    for inner in getattr(error, "exceptions", ()):
+        if found := _refusal_in(inner):
+            return found
+    cause = error.__cause__ or error.__context__
+    return _refusal_in(cause) if cause is not None and cause is not error else None
+
+
+_ENDPOINT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/.+")
+
+
+# --- the Flask layer: the route Werkzeug picked, its treatment ------------------------------------
+
+
+DECIDED: contextvars.ContextVar[str | None] = contextvars.ContextVar("iap_identity_route", default=None)
+
+
+class FlaskRules:
+    """Around MLflow's Flask `wsgi_app`: the route is matched with Flask's own URL adapter on the very
+    environ Flask is about to route (its method upper-cased, its slashes merged as Werkzeug does), and
+    the endpoint's treatment from route_rules applies. A before_request hook then checks that the
+    view Flask dispatches to is the one decided on; anything else is refused."""
+
+    def __init__(self, flask_app: Any) -> None:
+        self.flask_app, self.inner = flask_app, flask_app.wsgi_app
+        flask_app.wsgi_app = self
+        flask_app.before_request(self._check_dispatch)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        DECIDED.set(None)
+        identity = IDENTITY.get()
+        try:
+            rule, view_args = self.flask_app.create_url_adapter(self.flask_app.request_class(environ)).match(return_rule=True)
+        except Exception:  # 404, 405, a redirect: Flask answers it without running a view
+            return self.inner(environ, start_response)
+        DECIDED.set(rule.endpoint)
+        treatment = route_rules.flask_treatment(rule.endpoint)
+        if identity is None and rule.endpoint != "health":
+            return _wsgi_refusal(start_response, route_rules.forbidden("no verified identity for this request"))
+        if treatment is route_rules.PASS or identity is None:
+            return self.inner(environ, start_response)
+        call = route_rules.Call(identity, rule.endpoint, view_args)
+        try:
+            message, notes = _apply(treatment, call, environ)
+        except route_rules.Refusal as refusal:
+            return _wsgi_refusal(start_response, refusal)
+        if treatment.after is None:
+            return self.inner(environ, start_response)
+        status: list[str] = []
+
+        def remember(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(status_line)
+            return start_response(status_line, headers, exc_info)
+
+        answer = self.inner(environ, remember)
+        if status and status[0].startswith("200"):
+            try:
+                treatment.after(message, call, notes)
+            except Exception as e:  # the change is made; say plainly that its author was not recorded
+                _log.error("iap_identity: %s by %s is done but its author could not be recorded: %s", rule.endpoint, identity, e)
+        return answer
+
+    def _check_dispatch(self) -> Any:
+        from flask import g, request
+
+        decided = DECIDED.get()
+        if request.url_rule is None:
+            return None  # Flask answers its routing error; no view runs
+        if request.url_rule.endpoint != decided:
+            return _flask_refusal(route_rules.forbidden(f"route {request.endpoint} is not the one decided on ({decided})"))
+        if identity := IDENTITY.get():
+            g.mlflow_authenticated_user = identity  # what MLflow's auth app sets; review queues read it
+        return None
+
+
+def _apply(treatment: route_rules.Treatment, call: route_rules.Call, environ: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Refuses, or rewrites the body in `environ` so that MLflow's handler reads the verified author."""
+    if treatment.refuse:
+        raise route_rules.forbidden(f"route {call.endpoint}: {treatment.reason}")
+    stream = environ["wsgi.input"]
+    request = _request_json(stream.read())
+    notes: dict[str, Any] = {}
+    message = route_rules.request_message(call.endpoint)
+    if treatment.rewrite_json is not None:
+        treatment.rewrite_json(request, call)
+        body = json.dumps(request).encode()
+    elif message is not None:
+        from mlflow.utils.proto_json_utils import message_to_json, parse_dict
+
+        try:
+            parse_dict(request, message)
+        except Exception as e:
+            raise route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", f"request is not a valid {type(message).__name__}") from e
+        if treatment.rewrite is not None:
+            treatment.rewrite(message, call)
+        if treatment.before is not None:
+            notes = treatment.before(message, call)
+        body = message_to_json(message).encode()
+    else:
+        raise route_rules.forbidden(f"route {call.endpoint} has a treatment but no request message")
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return message, notes
 
 
 def _request_json(body: bytes) -> dict[str, Any]:
@@ -244,208 +597,32 @@ def _request_json(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _tags(request: dict[str, Any]) -> list[dict[str, Any]]:
-    tags = request.get("tags")
-    return [t for t in tags if isinstance(t, dict)] if isinstance(tags, list) else []
+_REASONS = {400: "BAD REQUEST", 403: "FORBIDDEN", 413: "REQUEST ENTITY TOO LARGE"}
 
 
-def _with_identity(
-    request: dict[str, Any], identity: str, *, user_field: bool, servers_tag: Callable[[str], bool]
-) -> dict[str, Any]:
-    """A creation request whose user is `identity`, with the client's claim kept under CLAIMED_TAG
-    and none of the server's other tags."""
-    tags = _tags(request)
-    claims = [t.get("value") for t in tags if t.get("key") == USER_TAG]
-    if user_field:
-        claims += [request.get("user_id"), request.get("userId")]
-    claimed = next((c for c in claims if isinstance(c, str) and c), None)
-    kept = [t for t in tags if not (isinstance(t.get("key"), str) and servers_tag(t["key"]))]
-    kept.append({"key": USER_TAG, "value": identity})
-    if claimed is not None:
-        kept.append({"key": CLAIMED_TAG, "value": claimed})
-    rewritten = {k: v for k, v in request.items() if k not in ("user_id", "userId", "tags")}
-    if user_field:
-        rewritten["user_id"] = identity
-    return {**rewritten, "tags": kept}
+def _wsgi_refusal(start_response: Callable[..., Any], refusal: route_rules.Refusal) -> list[bytes]:
+    status, body = _error(refusal.status, refusal.code, refusal.message)
+    start_response(
+        f"{status} {_REASONS.get(status, 'REFUSED')}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
-def _run_tag(key: str) -> bool:
-    return key in (USER_TAG, CLAIMED_TAG)
+def _flask_refusal(refusal: route_rules.Refusal) -> Any:
+    from flask import Response
+
+    return Response(_error(refusal.status, refusal.code, refusal.message)[1], refusal.status, mimetype="application/json")
 
 
-def _model_version_tag(key: str) -> bool:
-    return key in (USER_TAG, CLAIMED_TAG, STAGE_TAG)
-
-
-def _registered_model_tag(key: str) -> bool:
-    return bool(_ALIAS_TAG_PATTERN.fullmatch(key))
-
-
-# (method, endpoint below /mlflow/) -> which of the server's tags the request could touch, and where.
-_GUARDED: dict[tuple[str, str], tuple[Callable[[str], bool], bool]] = {
-    # tags=True: the request's `tags` list; False: its `key`.
-    ("POST", "runs/set-tag"): (_run_tag, False),
-    ("POST", "runs/delete-tag"): (_run_tag, False),
-    ("POST", "runs/log-batch"): (_run_tag, True),
-    ("POST", "model-versions/set-tag"): (_model_version_tag, False),
-    ("DELETE", "model-versions/delete-tag"): (_model_version_tag, False),
-    ("POST", "registered-models/create"): (_registered_model_tag, True),
-    ("POST", "registered-models/set-tag"): (_registered_model_tag, False),
-    ("DELETE", "registered-models/delete-tag"): (_registered_model_tag, False),
-}
-_CREATES = {("POST", "runs/create"): (True, _run_tag), ("POST", "model-versions/create"): (False, _model_version_tag)}
-"""Creation endpoints -> (whether the request has a `user_id` field, the server's tags)."""
-_RECORDED_AFTER = {
-    ("POST", "registered-models/alias"),
-    ("DELETE", "registered-models/alias"),
-    ("POST", "model-versions/transition-stage"),
-}
-_ENDPOINT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/(.+)")
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body; None if the client went away."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
-def _with_body(scope: Scope, body: bytes) -> Scope:
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length", b"transfer-encoding")]
-    return {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-
-
-class IapIdentity:
-    def __init__(self, app: App, settings: Settings) -> None:
-        self.app = app
-        self.verifier = Verifier(settings)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in UNVERIFIED_PATHS:
-            return await self.app(scope, receive, send)
-        assertion = next((v for k, v in scope["headers"] if k.lower() == ASSERTION_HEADER), b"").decode("latin-1")
-        refusal: tuple[int, bytes] | None = None
-        if not assertion:
-            refusal = _error(401, "UNAUTHENTICATED", NO_ASSERTION)
-        else:
-            try:
-                identity = await self.verifier.identity(assertion)
-            except Refused as e:
-                refusal = _error(403, "PERMISSION_DENIED", f"IAP assertion refused: {e}")
-        if refusal is not None:
-            if scope["type"] == "websocket":
-                return await send({"type": "websocket.close", "code": 1008})
-            return await _answer(send, *refusal)
-        if scope["type"] == "websocket":
-            return await self.app(scope, receive, send)
-
-        match = _ENDPOINT.fullmatch(scope["path"])
-        route = (scope["method"], match.group(1)) if match else None
-        if route == ("GET", "users/current"):
-            user = {"user": {"username": identity, "is_admin": False}, "is_basic_auth": False}
-            return await _answer(send, 200, json.dumps(user).encode())
-        if route not in _GUARDED and route not in _CREATES and route not in _RECORDED_AFTER:
-            return await self.app(scope, receive, send)
-
-        try:
-            body = await _read_body(receive)
-        except _BodyTooLarge:
-            return await _answer(send, *_error(413, "INVALID_PARAMETER_VALUE", f"request body over {MAX_BODY_BYTES} bytes"))
-        if body is None:
-            return
-        request = _request_json(body)
-        if route in _GUARDED:
-            servers_tag, in_list = _GUARDED[route]
-            keys = [t.get("key") for t in _tags(request)] if in_list else [request.get("key")]
-            if taken := [k for k in keys if isinstance(k, str) and servers_tag(k)]:
-                message = f"tag {taken[0]} is recorded by the server from IAP's verified identity; clients cannot set or delete it"
-                return await _answer(send, *_error(403, "PERMISSION_DENIED", message))
-            return await self.app(scope, _replaying(body, receive), send)
-        if route in _CREATES:
-            user_field, servers_tag = _CREATES[route]
-            body = json.dumps(_with_identity(request, identity, user_field=user_field, servers_tag=servers_tag)).encode()
-            return await self.app(_with_body(scope, body), _replaying(body, receive), send)
-        return await self._record_after(scope, route, request, identity, body, receive, send)
-
-    async def _record_after(
-        self,
-        scope: Scope,
-        route: tuple[str, str],
-        request: dict[str, Any],
-        identity: str,
-        body: bytes,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        """Runs the change; once MLflow has answered 200, records who made it, then answers."""
-        held: list[Message] = []
-
-        async def hold(message: Message) -> None:
-            held.append(message)
-
-        await self.app(scope, _replaying(body, receive), hold)
-        if held and held[0]["type"] == "http.response.start" and held[0]["status"] == 200:
-            if route[1] == "registered-models/alias":
-                tag = {"name": request.get("name"), "key": ALIAS_TAG.format(alias=request.get("alias")), "value": identity}
-                await self._set_tag(scope, "registered-models/set-tag", tag)
-            else:
-                tag = {"name": request.get("name"), "version": request.get("version"), "key": STAGE_TAG, "value": identity}
-                await self._set_tag(scope, "model-versions/set-tag", tag)
-        for message in held:
-            await send(message)
-
-    async def _set_tag(self, scope: Scope, endpoint: str, tag: dict[str, Any]) -> None:
-        """Through MLflow's own endpoint (its validation, its store), as the request that caused it."""
-        body = json.dumps(tag).encode()
-        path = f"/api/2.0/mlflow/{endpoint}"
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-        sub = {**scope, "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"", "headers": headers}
-        sub = _with_body(sub, body)
-        sub["headers"].append((b"content-type", b"application/json"))
-        answer: list[Message] = []
-
-        async def collect(message: Message) -> None:
-            answer.append(message)
-
-        async def no_more() -> Message:
-            return {"type": "http.disconnect"}
-
-        await self.app(sub, _replaying(body, no_more), collect)
-        status = answer[0].get("status") if answer else None
-        if status != 200:
-            text = b"".join(m.get("body", b"") for m in answer[1:])[:300].decode(errors="replace")
-            _log.error(
-                "iap_identity: could not record %s=%s on %s: %s %s", tag["key"], tag["value"], tag.get("name"), status, text
-            )
-
-
-def wrap(app: App, environ: Mapping[str, str] = os.environ) -> App:
-    """`app` behind IAP verification, or `app` itself when MLFLOW_IAP_VERIFICATION is off."""
+def wrap(app: App, flask_app: Any = None, environ: Mapping[str, str] = os.environ) -> App:
+    """`app` behind IAP verification and the route rules, or `app` itself when MLFLOW_IAP_VERIFICATION
+    is off. Refuses (ValueError) when MLflow serves a route route_rules.py has not reviewed."""
     settings = settings_from_environ(environ)
-    return app if settings is None else IapIdentity(app, settings)
+    if settings is None:
+        return app
+    if flask_app is not None:
+        if missing := route_rules.unreviewed(app, flask_app):
+            raise ValueError(f"MLflow serves routes nobody has reviewed for identity rules (docker/route_rules.py): {missing}")
+        FlaskRules(flask_app)
+    return IapIdentity(app, settings)

@@ -1,6 +1,6 @@
 """The ASGI application the server runs: MLflow's own (`mlflow.server.fastapi_app:app`) behind IAP
-verification (iap_identity.py: who is calling, recorded on runs and model versions), with two
-defects of uvicorn's HTTP/2 support mended first. serve.py has uvicorn load it in MLflow's place.
+verification (iap_identity.py: who is calling; route_rules.py: what each route records), with two
+defects of uvicorn's HTTP/2 support and one of Starlette's WSGI bridge mended first. serve.py has uvicorn load it in MLflow's place.
 Both are in uvicorn 0.54.0's HTTP/2 protocol (`--http zttp --http2`: zttp_h2_impl), with zttp 0.0.35;
 its HTTP/1.1 protocol (zttp_impl), which Cloud Run's probes and local clients use, has neither.
 
@@ -127,9 +127,31 @@ import cloudsql_iam  # noqa: E402  (IAM database login, in every worker, before 
 
 cloudsql_iam.install()
 
+# --- 3. the Flask bridge's downloads -------------------------------------------------------------
+#
+# MLflow's Flask routes (/get-artifact, model-versions/get-artifact, the UI's artifact and trace
+# routes) answer through Starlette's WSGI bridge, whose thread hands each chunk to the event loop
+# through a memory stream of unbounded size: a reader that stops reading gets the whole file
+# buffered in the server. Bounded here, so the WSGI thread waits for the reader (as the FastAPI
+# artifact route's own streaming does).
+
+import anyio  # noqa: E402
+from mlflow.server.fastapi_app import _EfficientWSGIResponder  # noqa: E402
+
+WSGI_BUFFERED_MESSAGES = 8
+"""Response messages (Flask's send_file: 8 KiB each) the WSGI thread may be ahead of the reader."""
+
+
+@_mend(_EfficientWSGIResponder, "__init__")
+def _bounded_responder(original, self: _EfficientWSGIResponder, app, scope) -> None:
+    original(self, app, scope)
+    self.stream_send, self.stream_receive = anyio.create_memory_object_stream(WSGI_BUFFERED_MESSAGES)
+
+
 import iap_identity  # noqa: E402
+from mlflow.server import app as mlflow_flask_app  # noqa: E402
 from mlflow.server.fastapi_app import app as mlflow_app  # noqa: E402
 
-app = iap_identity.wrap(mlflow_app)
+app = iap_identity.wrap(mlflow_app, mlflow_flask_app)
 
 __all__ = ["app"]

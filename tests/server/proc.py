@@ -92,7 +92,7 @@ class ServerProcess:
             try:
                 if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return time.monotonic() - start
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"server not healthy after {timeout} s:\n{self.log()[-5000:]}")
@@ -106,7 +106,9 @@ class ServerProcess:
             try:
                 if requests.get(f"{self.url}{path}", headers=headers, timeout=2).status_code == 200:
                     return time.monotonic() - self.launched_at
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # A server still starting may accept the connection and answer late (stock
+                # `mlflow server` on a loaded machine): ask again, until `timeout`.
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"{path} not answered {timeout} s after the start:\n{self.log()[-5000:]}")

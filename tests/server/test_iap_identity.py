@@ -255,3 +255,56 @@ def test_users_current_answers_with_the_verified_caller(server: ServerProcess, s
     response = requests.get(api(server, "users/current", ajax), headers=signer.headers(CLIENT_SA), timeout=10)
     assert response.status_code == 200
     assert response.json() == {"user": {"username": CLIENT_SA, "is_admin": False}, "is_basic_auth": False}
+
+
+# --- the second line: one spelling only ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/2.0/mlflow/runs/search"),
+        ("Post", "/api/2.0/mlflow/runs/search"),
+        ("POST", "//api/2.0/mlflow/runs/search"),
+        ("POST", "///ajax-api/2.0/mlflow/runs/search"),
+        ("POST", "/api/2.0/mlflow/../mlflow/runs/search"),
+        ("GET", "/api/2.0/./mlflow/experiments/search"),
+    ],
+)
+def test_a_non_canonical_request_is_refused_400_up_front(server: ServerProcess, signer: IapSigner, method: str, path: str) -> None:
+    """Before verification or routing: the identity rules hold for every spelling (test_identity_attacks.py),
+    and a deployed server does not take the others at all."""
+    from tests.server.raw_http import TRANSPORTS
+
+    for send in TRANSPORTS.values():
+        answer = send(server.port, method, path, {**signer.headers(ALICE), "Content-Type": "application/json"}, b"{}")
+        assert answer.status == 400, (method, path, answer.body)
+        assert answer.json()["error_code"] == "BAD_REQUEST"
+
+
+def test_mlflows_own_client_records_the_caller_on_logged_models_and_traces(
+    server: ServerProcess, client: MlflowClient, iap: SignedByIap
+) -> None:
+    """The rewrites keep MLflow's client working: what it sends still parses, and what it claims is kept."""
+    iap.email = CLIENT_SA
+    experiment_id = client.create_experiment(f"client-{time.monotonic_ns()}")
+    model = client.create_logged_model(experiment_id, tags={"mlflow.user": "root"})
+    tags = client.get_logged_model(model.model_id).tags
+    assert (tags["mlflow.user"], tags["mlflow.user.client_claimed"]) == (CLIENT_SA, "root")
+
+    mlflow.set_tracking_uri(server.url)
+    try:
+        mlflow.set_experiment(experiment_id=experiment_id)
+
+        @mlflow.trace
+        def answer(question: str) -> str:
+            mlflow.update_current_trace(metadata={"mlflow.trace.user": "root"})
+            return question.upper()
+
+        answer("who?")
+        trace_id = mlflow.get_last_active_trace_id()
+        mlflow.flush_trace_async_logging()
+    finally:
+        mlflow.set_tracking_uri(None)
+    metadata = client.get_trace(trace_id).info.trace_metadata
+    assert (metadata["mlflow.trace.user"], metadata["mlflow.trace.user.client_claimed"]) == (CLIENT_SA, "root")

@@ -1,0 +1,84 @@
+"""Every route MLflow serves has been reviewed for identity rules (docker/route_rules.py), so the
+next MLflow upgrade cannot open a hole silently: a new route, or a route whose request gains a
+field that could name a person, fails here until someone has read its handler and listed it.
+The server refuses to start with an unreviewed route as well (iap_identity.wrap)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.server.proc import DOCKER_DIR
+
+
+@pytest.fixture(scope="module")
+def rules() -> Iterator[Any]:
+    sys.path.insert(0, str(DOCKER_DIR))
+    try:
+        yield importlib.import_module("route_rules")
+    finally:
+        sys.path.remove(str(DOCKER_DIR))
+
+
+@pytest.fixture(scope="module")
+def apps() -> tuple[Any, Any]:
+    from mlflow.server import app as flask_app
+    from mlflow.server.fastapi_app import app as fastapi_app
+
+    return fastapi_app, flask_app
+
+
+def _author_like(descriptor: Any, names: frozenset[str], seen: tuple[str, ...] = ()) -> set[str]:
+    """Paths of fields named like an author (or tags) anywhere in a request message."""
+    found: set[str] = set()
+    if descriptor.full_name in seen:
+        return found
+    for f in descriptor.fields:
+        if f.name in names:
+            found.add(f.name)
+        if f.message_type is not None and not f.message_type.GetOptions().map_entry:
+            found |= {f"{f.name}.{inner}" for inner in _author_like(f.message_type, names, (*seen, descriptor.full_name))}
+    return found
+
+
+def test_every_route_mlflow_serves_is_reviewed(rules: Any, apps: tuple[Any, Any]) -> None:
+    assert rules.unreviewed(*apps) == []
+
+
+def test_every_route_whose_request_could_name_a_person_has_a_treatment_or_a_reason(rules: Any, apps: tuple[Any, Any]) -> None:
+    unexplained = {}
+    for _, _, endpoint in rules.flask_routes(apps[1]):
+        message = rules.request_message(endpoint)
+        if message is None:
+            continue
+        fields = _author_like(message.DESCRIPTOR, rules.AUTHOR_LIKE_FIELDS)
+        treated = rules.FLASK.get(endpoint, rules.PASS).writes_identity
+        if fields and not treated and endpoint not in rules.AUTHOR_LIKE_BUT_NOT_AN_AUTHOR:
+            unexplained[endpoint] = sorted(fields)
+    assert unexplained == {}
+
+
+def test_the_reviewed_lists_name_only_routes_mlflow_serves(rules: Any, apps: tuple[Any, Any]) -> None:
+    """A stale entry would hide that an upgrade renamed a route (and its new name is refused)."""
+    flask = {endpoint for _, _, endpoint in rules.flask_routes(apps[1])}
+    fastapi = {name for _, _, name in rules.fastapi_routes(apps[0])}
+    listed_flask = set(rules.FLASK) | rules.REVIEWED_FLASK_READS_AND_PLAIN_WRITES | set(rules.AUTHOR_LIKE_BUT_NOT_AN_AUTHOR)
+    assert listed_flask - flask == set()
+    assert (set(rules.FASTAPI) | rules.REVIEWED_FASTAPI) - fastapi == set()
+    assert set(rules.FLASK) & rules.REVIEWED_FLASK_READS_AND_PLAIN_WRITES == set()
+
+
+def test_every_flask_treatment_that_rewrites_has_the_request_message_mlflow_parses(rules: Any) -> None:
+    needs_message = [e for e, t in rules.FLASK.items() if (t.rewrite or t.before or t.after) and rules.request_message(e) is None]
+    assert needs_message == []
+
+
+def test_an_unknown_endpoint_is_refused_and_a_known_one_is_not(rules: Any) -> None:
+    assert rules.flask_treatment("_a_route_of_a_later_mlflow").refuse
+    assert rules.fastapi_treatment("mlflow.server.later_api:new_route").refuse
+    assert not rules.flask_treatment("_search_runs").refuse
+    assert rules.flask_treatment("_create_run").rewrite is not None
