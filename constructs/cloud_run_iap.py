@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 from constructs.cdk.google.iap_web_cloud_run_service_iam_member import IapWebCloudRunServiceIamMember
 from constructs import Construct

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 from constructs.cdk import TerraformResourceLifecycle, Token
 

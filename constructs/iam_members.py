@@ -37,7 +37,7 @@ def keyed_members(field: str, members: tuple[str, ...]) -> dict[str, str]:
     keys = [member_key(m) for m in members]
     return {
         key if keys.count(key) == 1 else f"{key}-{hashlib.sha256(member.lower().encode()).hexdigest()[:6]}": member
-        for key, member in zip(keys, members)
+        for key, member in zip(keys, members, strict=True)
     }
 
 

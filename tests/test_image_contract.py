@@ -33,7 +33,7 @@ DEPLOYMENT_VALUES = {
 
 def start_sh_contract(text: str = START_SH) -> dict[str, str]:
     """{variable: default} from start.sh's `NAME=${NAME:-default}` lines; REQUIRED for `[ -n "${NAME:-}" ] ||`."""
-    contract = {name: REQUIRED for name in re.findall(r'^\[ -n "\$\{(\w+):-\}" \] \|\|', text, re.M)}
+    contract = dict.fromkeys(re.findall(r'^\[ -n "\$\{(\w+):-\}" \] \|\|', text, re.M), REQUIRED)
     for name, again, default in re.findall(r"^(\w+)=\$\{(\w+):-([^}]*)\}$", text, re.M):
         assert name == again, f"start.sh: {name} takes the default of {again}"
         contract[name] = default
@@ -55,7 +55,7 @@ def readme_contract() -> dict[str, str]:
         names = re.findall(r"`(\w+)`", names)
         values = re.findall(r"`([^`]*)`", defaults) or [defaults.strip()] * len(names)
         assert len(values) == len(names), f"README row {names}: {len(names)} variables but defaults {values}"
-        contract |= {n: {"required": REQUIRED, "unset": ""}.get(v, v) for n, v in zip(names, values)}
+        contract |= {n: {"required": REQUIRED, "unset": ""}.get(v, v) for n, v in zip(names, values, strict=True)}
     return contract
 
 

@@ -100,9 +100,9 @@ def undocumented(filter: str) -> list[str]:
     problems += [f"metric label {label} of {metric} is not documented" for label in labels - allowed]
     kinds = re.findall(r'resource\.type="([^"]+)"', filter)
     if len(kinds) != 1 or kinds[0] not in DOCUMENTED_RESOURCES:
-        return problems + [f"monitored resource {kinds} is not in DOCUMENTED_RESOURCES"]
+        return [*problems, f"monitored resource {kinds} is not in DOCUMENTED_RESOURCES"]
     resource_labels = set(re.findall(r"resource\.labels\.(\w+)=", filter))
-    problems += [f"resource label {l} of {kinds[0]} is not documented" for l in resource_labels - DOCUMENTED_RESOURCES[kinds[0]]]
+    problems += [f"resource label {label} of {kinds[0]} is not documented" for label in resource_labels - DOCUMENTED_RESOURCES[kinds[0]]]
     return problems
 
 

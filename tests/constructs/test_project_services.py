@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import re
 
-import pytest
 
 from constructs.project_services import ProjectServicesProps
 from tests.synth import resources
