@@ -99,25 +99,42 @@ class FrontDoor(Construct):
 
     def __init__(self, scope: Construct, id: str, props: FrontDoorProps) -> None:
         super().__init__(scope, id)
-        n = props.name
         self._project_number = props.project_number
         self._address = ComputeGlobalAddress(
-            self, "address", project=props.project, name=f"{n}-ip", address_type="EXTERNAL", ip_version="IPV4"
+            self, "address", project=props.project, name=f"{props.name}-ip", address_type="EXTERNAL", ip_version="IPV4"
         )
+        self._backend = self._iap_backend(props)
+        self._grant_iap_access(props)
+        https_proxy = self._https_proxy(props)
+        http_proxy = self._http_redirect_proxy(props)
+        for scheme, port, proxy in (("https", "443", https_proxy.id), ("http", "80", http_proxy.id)):
+            ComputeGlobalForwardingRule(
+                self,
+                f"{scheme}-forwarding-rule",
+                project=props.project,
+                name=f"{props.name}-{scheme}",
+                load_balancing_scheme="EXTERNAL_MANAGED",
+                ip_address=self._address.id,
+                port_range=port,
+                target=proxy,
+            )
+
+    def _iap_backend(self, props: FrontDoorProps) -> ComputeBackendService:
+        """The backend service, IAP on, in front of the Cloud Run service through a serverless NEG."""
         neg = ComputeRegionNetworkEndpointGroup(
             self,
             "serverless-neg",
             project=props.project,
             region=props.region,
-            name=f"{n}-neg",
+            name=f"{props.name}-neg",
             network_endpoint_type="SERVERLESS",
             cloud_run=ComputeRegionNetworkEndpointGroupCloudRun(service=props.cloud_run_service),
         )
-        self._backend = ComputeBackendService(
+        backend = ComputeBackendService(
             self,
             "backend",
             project=props.project,
-            name=f"{n}-backend",
+            name=f"{props.name}-backend",
             load_balancing_scheme="EXTERNAL_MANAGED",
             protocol="HTTPS",
             backend=[ComputeBackendServiceBackend(group=neg.id)],
@@ -127,8 +144,12 @@ class FrontDoor(Construct):
         if props.oauth_client_id:
             # Write-only in provider 8 (`oauth2_client_secret_wo`): neither plan nor state holds it.
             # Set by override because the 6.50 binding predates the argument.
-            self._backend.add_override("iap.oauth2_client_secret_wo", props.oauth_client_secret)
-            self._backend.add_override("iap.oauth2_client_secret_wo_version", str(props.oauth_client_secret_version))
+            backend.add_override("iap.oauth2_client_secret_wo", props.oauth_client_secret)
+            backend.add_override("iap.oauth2_client_secret_wo_version", str(props.oauth_client_secret_version))
+        return backend
+
+    def _grant_iap_access(self, props: FrontDoorProps) -> None:
+        """Who may pass IAP, on this backend service only; which OAuth clients' tokens it accepts."""
         accessors = {**keyed_members("iap_members", props.iap_members), **props.iap_accounts}
         for key, member in accessors.items():
             IapWebBackendServiceIamMember(
@@ -150,6 +171,10 @@ class FrontDoor(Construct):
                     )
                 ),
             )
+
+    def _https_proxy(self, props: FrontDoorProps) -> ComputeTargetHttpsProxy:
+        """HTTPS with the managed certificate and the RESTRICTED TLS 1.2+ policy, routed to the backend."""
+        n = props.name
         https_map = ComputeUrlMap(self, "https-url-map", project=props.project, name=f"{n}-https", default_service=self._backend.id)
         # A certificate in use cannot be deleted: a new domain gets a new name and replaces it first.
         self._certificate = ComputeManagedSslCertificate(
@@ -163,7 +188,7 @@ class FrontDoor(Construct):
         tls_policy = ComputeSslPolicy(
             self, "tls-policy", project=props.project, name=f"{n}-tls", profile="RESTRICTED", min_tls_version="TLS_1_2"
         )
-        https_proxy = ComputeTargetHttpsProxy(
+        return ComputeTargetHttpsProxy(
             self,
             "https-proxy",
             project=props.project,
@@ -172,27 +197,21 @@ class FrontDoor(Construct):
             ssl_certificates=[self._certificate.id],
             ssl_policy=tls_policy.id,
         )
+
+    def _http_redirect_proxy(self, props: FrontDoorProps) -> ComputeTargetHttpProxy:
+        """Port 80 only redirects to HTTPS, query kept."""
         redirect_map = ComputeUrlMap(
             self,
             "http-redirect",
             project=props.project,
-            name=f"{n}-http-redirect",
+            name=f"{props.name}-http-redirect",
             default_url_redirect=ComputeUrlMapDefaultUrlRedirect(
                 https_redirect=True, strip_query=False, redirect_response_code="MOVED_PERMANENTLY_DEFAULT"
             ),
         )
-        http_proxy = ComputeTargetHttpProxy(self, "http-proxy", project=props.project, name=f"{n}-http", url_map=redirect_map.id)
-        for scheme, port, proxy in (("https", "443", https_proxy.id), ("http", "80", http_proxy.id)):
-            ComputeGlobalForwardingRule(
-                self,
-                f"{scheme}-forwarding-rule",
-                project=props.project,
-                name=f"{n}-{scheme}",
-                load_balancing_scheme="EXTERNAL_MANAGED",
-                ip_address=self._address.id,
-                port_range=port,
-                target=proxy,
-            )
+        return ComputeTargetHttpProxy(
+            self, "http-proxy", project=props.project, name=f"{props.name}-http", url_map=redirect_map.id
+        )
 
     @property
     def ip_address(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from constructs.cdk.google.logging_metric import LoggingMetric, LoggingMetricMetricDescriptor
 from constructs.cdk.google.monitoring_alert_policy import (
@@ -85,6 +86,25 @@ class MonitoringProps:
             raise ValueError("MonitoringProps.emails: an address is listed twice")
 
 
+@dataclass(frozen=True)
+class _Filters:
+    """Monitoring filters of the watched resources, shared by the policies and the dashboard."""
+
+    service: str
+    job: str
+    sql: str
+    bucket: str
+
+    @classmethod
+    def of(cls, props: MonitoringProps) -> _Filters:
+        return cls(
+            service=f'resource.type="cloud_run_revision" AND resource.labels.service_name="{props.service_name}"',
+            job=f'resource.type="cloud_run_job" AND resource.labels.job_name="{props.migration_job_name}"',
+            sql=f'resource.type="cloudsql_database" AND resource.labels.database_id="{props.project}:{props.sql_instance_name}"',
+            bucket=f'resource.type="gcs_bucket" AND resource.labels.bucket_name="{props.artifact_bucket}"',
+        )
+
+
 def _channel_id(email: str) -> str:
     """Channels are keyed by address, so adding or removing one never moves the others."""
     return "email-" + re.sub(r"[^a-z0-9]+", "-", email.lower()).strip("-")
@@ -99,62 +119,38 @@ class Monitoring(Construct):
     def __init__(self, scope: Construct, id: str, props: MonitoringProps) -> None:
         super().__init__(scope, id)
         self._props = props
-        t = props.thresholds
-        p = props.project
         self._channels = [
             MonitoringNotificationChannel(
                 self,
                 _channel_id(email),
-                project=p,
+                project=props.project,
                 display_name=f"{props.name} alerts: {email}",
                 type="email",
                 labels={"email_address": email},
             )
             for email in props.emails
         ]
-        service = (
-            f'resource.type="cloud_run_revision" AND resource.labels.service_name="{props.service_name}"'
-        )
-        job = f'resource.type="cloud_run_job" AND resource.labels.job_name="{props.migration_job_name}"'
-        sql = f'resource.type="cloudsql_database" AND resource.labels.database_id="{p}:{props.sql_instance_name}"'
-        self._service_filter, self._sql_filter = service, sql
+        watched = _Filters.of(props)
+        self._server_policies(watched.service)
+        self._startup_policy(watched.service)
+        self._migration_policy(watched.job)
+        self._database_policies(watched.sql)
+        self._backup_policy(watched.sql)
+        if props.public_host is not None:
+            self._certificate_check(props.public_host)
+        self._dashboard(watched)
 
-        startup_failures = LoggingMetric(
-            self,
-            "startup-probe-failures",
-            project=p,
-            name=f"{props.name}-startup-probe-failures",
-            description="Cloud Run log lines saying an instance of the tracking server failed its startup probe",
-            # Cloud Run logs e.g. 'STARTUP HTTP probe failed 24 times consecutively for container "mlflow"
-            # on port 8080 path "/health". The instance was not started.'
-            filter=f'{service} AND textPayload:"STARTUP" AND textPayload:"probe failed"',
-            metric_descriptor=LoggingMetricMetricDescriptor(metric_kind="DELTA", value_type="INT64", unit="1"),
-        )
-        backup_failures = LoggingMetric(
-            self,
-            "sql-backup-failures",
-            project=p,
-            name=f"{props.name}-sql-backup-failures",
-            description="System Event audit log entries of automated Cloud SQL backups whose window did not succeed",
-            # The filter Google documents for automated backups' audit logs, narrowed to a failed or
-            # overdue window status (`:` matches FAILED and OVERDUE whatever the enum's prefix).
-            filter=(
-                f'logName="projects/{p}/logs/cloudaudit.googleapis.com%2Fsystem_event" '
-                f'AND protoPayload.methodName="cloudsql.instances.automatedBackup" '
-                f'AND {sql} '
-                f'AND (protoPayload.metadata.windowStatus:"FAILED" OR protoPayload.metadata.windowStatus:"OVERDUE")'
-            ),
-            metric_descriptor=LoggingMetricMetricDescriptor(metric_kind="DELTA", value_type="INT64", unit="1"),
-        )
+    def _server_policies(self, service: str) -> None:
+        """The tracking server's requests: errors, latency, saturation."""
+        t, p, name = self._props.thresholds, self._props.project, self._props.service_name
         requests = f'metric.type="run.googleapis.com/request_count" AND {service}'
-
         self._policy(
             "server-5xx-ratio",
             "MLflow server: 5xx responses",
             "ERROR",
             f"More than {t.error_ratio:.0%} of requests to the tracking server were answered with a 5xx for 5 minutes.",
             "Open the service's logs (`gcloud run services logs read "
-            f"{props.service_name} --project={p}`) and look for tracebacks; a new revision that fails "
+            f"{name} --project={p}`) and look for tracebacks; a new revision that fails "
             "on every request is rolled back with `gcloud run services update-traffic --to-revisions=PREVIOUS=100`.",
             self._threshold(
                 f'{requests} AND metric.labels.response_code_class="5xx"',
@@ -195,6 +191,21 @@ class Monitoring(Construct):
                 comparison="COMPARISON_GE",
             ),
         )
+
+    def _startup_policy(self, service: str) -> None:
+        """Instances that never start: no built-in metric, so a log-based one on Cloud Run's probe lines."""
+        props = self._props
+        startup_failures = LoggingMetric(
+            self,
+            "startup-probe-failures",
+            project=props.project,
+            name=f"{props.name}-startup-probe-failures",
+            description="Cloud Run log lines saying an instance of the tracking server failed its startup probe",
+            # Cloud Run logs e.g. 'STARTUP HTTP probe failed 24 times consecutively for container "mlflow"
+            # on port 8080 path "/health". The instance was not started.'
+            filter=f'{service} AND textPayload:"STARTUP" AND textPayload:"probe failed"',
+            metric_descriptor=LoggingMetricMetricDescriptor(metric_kind="DELTA", value_type="INT64", unit="1"),
+        )
         self._policy(
             "server-startup-failures",
             "MLflow server: instances fail to start",
@@ -211,13 +222,16 @@ class Monitoring(Construct):
                 duration="0s",
             ),
         )
+
+    def _migration_policy(self, job: str) -> None:
+        p, name = self._props.project, self._props.migration_job_name
         self._policy(
             "migration-failed",
             "MLflow migration job failed",
             "ERROR",
-            f"An execution of the `{props.migration_job_name}` job (`mlflow db upgrade`) failed, so the "
+            f"An execution of the `{name}` job (`mlflow db upgrade`) failed, so the "
             "schema may not match the image the service runs.",
-            f"Read the execution's logs (`gcloud run jobs executions list --job={props.migration_job_name} "
+            f"Read the execution's logs (`gcloud run jobs executions list --job={name} "
             f"--project={p}`); do not roll out the new image until a run succeeds. Restore from the backup "
             "taken before the upgrade if the migration stopped half-way.",
             self._threshold(
@@ -229,6 +243,10 @@ class Monitoring(Construct):
                 duration="0s",
             ),
         )
+
+    def _database_policies(self, sql: str) -> None:
+        """The Cloud SQL instance's CPU, disk and connections."""
+        t = self._props.thresholds
         self._policy(
             "sql-cpu",
             "MLflow database: CPU high",
@@ -274,6 +292,26 @@ class Monitoring(Construct):
                 t.sql_connections,
             ),
         )
+
+    def _backup_policy(self, sql: str) -> None:
+        """Failed automated backups: no built-in metric, so a log-based one on Cloud SQL's audit log."""
+        p, props = self._props.project, self._props
+        backup_failures = LoggingMetric(
+            self,
+            "sql-backup-failures",
+            project=p,
+            name=f"{props.name}-sql-backup-failures",
+            description="System Event audit log entries of automated Cloud SQL backups whose window did not succeed",
+            # The filter Google documents for automated backups' audit logs, narrowed to a failed or
+            # overdue window status (`:` matches FAILED and OVERDUE whatever the enum's prefix).
+            filter=(
+                f'logName="projects/{p}/logs/cloudaudit.googleapis.com%2Fsystem_event" '
+                f'AND protoPayload.methodName="cloudsql.instances.automatedBackup" '
+                f'AND {sql} '
+                f'AND (protoPayload.metadata.windowStatus:"FAILED" OR protoPayload.metadata.windowStatus:"OVERDUE")'
+            ),
+            metric_descriptor=LoggingMetricMetricDescriptor(metric_kind="DELTA", value_type="INT64", unit="1"),
+        )
         self._policy(
             "sql-backup-failed",
             "MLflow database: automated backup failed",
@@ -290,9 +328,6 @@ class Monitoring(Construct):
                 duration="0s",
             ),
         )
-        if props.public_host is not None:
-            self._certificate_check(props.public_host)
-        self._dashboard(t)
 
     @property
     def channel_ids(self) -> tuple[str, ...]:
@@ -402,51 +437,8 @@ class Monitoring(Construct):
             ),
         )
 
-    def _dashboard(self, t: AlertThresholds) -> None:
-        service, sql = self._service_filter, self._sql_filter
-        bucket = f'resource.type="gcs_bucket" AND resource.labels.bucket_name="{self._props.artifact_bucket}"'
-        charts = [
-            ("Requests by response class (per second)", f'metric.type="run.googleapis.com/request_count" AND {service}',
-             "ALIGN_RATE", "REDUCE_SUM", ['metric.label."response_code_class"'], None),
-            ("Request latency p95 (ms)", f'metric.type="run.googleapis.com/request_latencies" AND {service}',
-             "ALIGN_PERCENTILE_95", "REDUCE_MAX", [], t.latency_p95_ms),
-            ("Instances by state", f'metric.type="run.googleapis.com/container/instance_count" AND {service}',
-             "ALIGN_MAX", "REDUCE_SUM", ['metric.label."state"'], t.max_instances),
-            ("Container memory utilisation p95", f'metric.type="run.googleapis.com/container/memory/utilizations" AND {service}',
-             "ALIGN_PERCENTILE_95", "REDUCE_MAX", [], None),
-            ("Cloud SQL CPU utilisation", f'metric.type="cloudsql.googleapis.com/database/cpu/utilization" AND {sql}',
-             "ALIGN_MEAN", "REDUCE_MAX", [], t.sql_cpu),
-            ("Cloud SQL disk utilisation", f'metric.type="cloudsql.googleapis.com/database/disk/utilization" AND {sql}',
-             "ALIGN_MEAN", "REDUCE_MAX", [], t.sql_disk),
-            ("PostgreSQL connections (backends)", f'metric.type="cloudsql.googleapis.com/database/postgresql/num_backends" AND {sql}',
-             "ALIGN_MAX", "REDUCE_SUM", [], t.sql_connections),
-            ("Artifact bucket size (bytes)", f'metric.type="storage.googleapis.com/storage/total_bytes" AND {bucket}',
-             "ALIGN_MEAN", "REDUCE_SUM", [], None),
-        ]
-        tiles = []
-        for index, (title, filter, aligner, reducer, group_by, threshold) in enumerate(charts):
-            aggregation = {"alignmentPeriod": "60s", "perSeriesAligner": aligner, "crossSeriesReducer": reducer}
-            if group_by:
-                aggregation["groupByFields"] = group_by
-            chart = {
-                "dataSets": [
-                    {
-                        "plotType": "LINE",
-                        "timeSeriesQuery": {"timeSeriesFilter": {"filter": filter, "aggregation": aggregation}},
-                    }
-                ]
-            }
-            if threshold is not None:
-                chart["thresholds"] = [{"value": threshold, "label": "alert"}]
-            tiles.append(
-                {
-                    "xPos": 6 * (index % 2),
-                    "yPos": 4 * (index // 2),
-                    "width": 6,
-                    "height": 4,
-                    "widget": {"title": title, "xyChart": chart},
-                }
-            )
+    def _dashboard(self, watched: _Filters) -> None:
+        tiles = [_tile(index, chart) for index, chart in enumerate(_charts(watched, self._props.thresholds))]
         MonitoringDashboard(
             self,
             "dashboard",
@@ -455,3 +447,61 @@ class Monitoring(Construct):
                 {"displayName": f"{self._props.name}: MLflow tracking server", "mosaicLayout": {"columns": 12, "tiles": tiles}}
             ),
         )
+
+
+@dataclass(frozen=True)
+class _Chart:
+    title: str
+    metric: str
+    # The resource filter the metric is read from.
+    resource: str
+    aligner: str
+    reducer: str
+    group_by: tuple[str, ...] = ()
+    # The alert's threshold, drawn on the chart.
+    threshold: float | None = None
+
+
+def _charts(watched: _Filters, t: AlertThresholds) -> list[_Chart]:
+    """The dashboard: the service's traffic and instances, then the database and the bucket."""
+    service, sql = watched.service, watched.sql
+    return [
+        _Chart("Requests by response class (per second)", "run.googleapis.com/request_count", service,
+               "ALIGN_RATE", "REDUCE_SUM", ('metric.label."response_code_class"',)),
+        _Chart("Request latency p95 (ms)", "run.googleapis.com/request_latencies", service,
+               "ALIGN_PERCENTILE_95", "REDUCE_MAX", threshold=t.latency_p95_ms),
+        _Chart("Instances by state", "run.googleapis.com/container/instance_count", service,
+               "ALIGN_MAX", "REDUCE_SUM", ('metric.label."state"',), t.max_instances),
+        _Chart("Container memory utilisation p95", "run.googleapis.com/container/memory/utilizations", service,
+               "ALIGN_PERCENTILE_95", "REDUCE_MAX"),
+        _Chart("Cloud SQL CPU utilisation", "cloudsql.googleapis.com/database/cpu/utilization", sql,
+               "ALIGN_MEAN", "REDUCE_MAX", threshold=t.sql_cpu),
+        _Chart("Cloud SQL disk utilisation", "cloudsql.googleapis.com/database/disk/utilization", sql,
+               "ALIGN_MEAN", "REDUCE_MAX", threshold=t.sql_disk),
+        _Chart("PostgreSQL connections (backends)", "cloudsql.googleapis.com/database/postgresql/num_backends", sql,
+               "ALIGN_MAX", "REDUCE_SUM", threshold=t.sql_connections),
+        _Chart("Artifact bucket size (bytes)", "storage.googleapis.com/storage/total_bytes", watched.bucket,
+               "ALIGN_MEAN", "REDUCE_SUM"),
+    ]  # fmt: skip
+
+
+def _tile(index: int, chart: _Chart) -> dict[str, Any]:
+    """One line chart in a two-column grid, 6 by 4 each."""
+    aggregation: dict[str, Any] = {
+        "alignmentPeriod": "60s",
+        "perSeriesAligner": chart.aligner,
+        "crossSeriesReducer": chart.reducer,
+    }
+    if chart.group_by:
+        aggregation["groupByFields"] = list(chart.group_by)
+    query = {"timeSeriesFilter": {"filter": f'metric.type="{chart.metric}" AND {chart.resource}', "aggregation": aggregation}}
+    xy_chart: dict[str, Any] = {"dataSets": [{"plotType": "LINE", "timeSeriesQuery": query}]}
+    if chart.threshold is not None:
+        xy_chart["thresholds"] = [{"value": chart.threshold, "label": "alert"}]
+    return {
+        "xPos": 6 * (index % 2),
+        "yPos": 4 * (index // 2),
+        "width": 6,
+        "height": 4,
+        "widget": {"title": chart.title, "xyChart": xy_chart},
+    }

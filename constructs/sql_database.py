@@ -97,7 +97,23 @@ class SqlDatabase(Construct):
 
     def __init__(self, scope: Construct, id: str, props: SqlDatabaseProps) -> None:
         super().__init__(scope, id)
-        self._instance = SqlDatabaseInstance(
+        self._instance = self._private_instance(props)
+        self._database = SqlDatabaseResource(
+            self,
+            "database",
+            project=props.project,
+            instance=self._instance.name,
+            name=props.database_name,
+            deletion_policy="ABANDON",
+        )
+        self._password: Password | None = None
+        if props.iam_service_account_email:
+            self._user = self._iam_user(props)
+        else:
+            self._user = self._password_user(props)
+
+    def _private_instance(self, props: SqlDatabaseProps) -> SqlDatabaseInstance:
+        return SqlDatabaseInstance(
             self,
             "instance",
             project=props.project,
@@ -122,15 +138,7 @@ class SqlDatabase(Construct):
                     # Cloud Run's built-in Cloud SQL connection needs the per-instance CA.
                     server_ca_mode="GOOGLE_MANAGED_INTERNAL_CA",
                 ),
-                backup_configuration=SqlDatabaseInstanceSettingsBackupConfiguration(
-                    enabled=True,
-                    point_in_time_recovery_enabled=True,
-                    start_time="02:00",
-                    transaction_log_retention_days=min(7, props.backup_retention_days),
-                    backup_retention_settings=SqlDatabaseInstanceSettingsBackupConfigurationBackupRetentionSettings(
-                        retained_backups=props.backup_retention_days, retention_unit="COUNT"
-                    ),
-                ),
+                backup_configuration=self._backups(props),
                 insights_config=SqlDatabaseInstanceSettingsInsightsConfig(
                     query_insights_enabled=True,
                     record_application_tags=False,
@@ -145,27 +153,34 @@ class SqlDatabase(Construct):
             depends_on=[props.private_services_access],
             lifecycle=TerraformResourceLifecycle(prevent_destroy=props.protect_from_destroy),
         )
-        self._database = SqlDatabaseResource(
+
+    @staticmethod
+    def _backups(props: SqlDatabaseProps) -> SqlDatabaseInstanceSettingsBackupConfiguration:
+        """Daily backups at 02:00 with point-in-time recovery (at most 7 days of transaction logs)."""
+        return SqlDatabaseInstanceSettingsBackupConfiguration(
+            enabled=True,
+            point_in_time_recovery_enabled=True,
+            start_time="02:00",
+            transaction_log_retention_days=min(7, props.backup_retention_days),
+            backup_retention_settings=SqlDatabaseInstanceSettingsBackupConfigurationBackupRetentionSettings(
+                retained_backups=props.backup_retention_days, retention_unit="COUNT"
+            ),
+        )
+
+    def _iam_user(self, props: SqlDatabaseProps) -> SqlUser:
+        user = SqlUser(
             self,
-            "database",
+            "iam-user",
             project=props.project,
             instance=self._instance.name,
-            name=props.database_name,
+            name=iam_user_name(props.iam_service_account_email),
+            type="CLOUD_IAM_SERVICE_ACCOUNT",
             deletion_policy="ABANDON",
         )
-        self._password: Password | None = None
-        if props.iam_service_account_email:
-            self._user = SqlUser(
-                self,
-                "iam-user",
-                project=props.project,
-                instance=self._instance.name,
-                name=iam_user_name(props.iam_service_account_email),
-                type="CLOUD_IAM_SERVICE_ACCOUNT",
-                deletion_policy="ABANDON",
-            )
-            set_newer_provider_attribute(self._user, "database_roles", list(IAM_USER_DATABASE_ROLES))
-            return
+        set_newer_provider_attribute(user, "database_roles", list(IAM_USER_DATABASE_ROLES))
+        return user
+
+    def _password_user(self, props: SqlDatabaseProps) -> SqlUser:
         self._password = Password(
             self,
             "password",
@@ -174,7 +189,7 @@ class SqlDatabase(Construct):
             override_special="-_.~!*",
             keepers={"revision": str(props.password_revision)},
         )
-        self._user = SqlUser(
+        return SqlUser(
             self,
             "user",
             project=props.project,

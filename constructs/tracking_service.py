@@ -98,9 +98,7 @@ class TrackingService(Construct):
         super().__init__(scope, id)
         self._ingress = "INGRESS_TRAFFIC_ALL" if props.direct_iap else "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
         c = props.container
-        period = STARTUP_PERIOD_SECONDS
         s = SERVICE_STRUCTS
-        probe = {"period_seconds": period, "timeout_seconds": 3}
         # The Cloud SQL volume and its mount last: the API returns them last, and a list in
         # another order than the API's shows a change in every plan (Fabric does the same).
         volumes = [artifact_volume(c, s), cloudsql_volume(c, s)]
@@ -123,47 +121,48 @@ class TrackingService(Construct):
                 ),
                 vpc_access=private_egress(props.placement, s),
                 volumes=volumes,
-                containers=[
-                    CloudRunV2ServiceTemplateContainers(
-                        name="mlflow",
-                        image=c.image,
-                        # h2c: end-to-end HTTP/2 lifts Cloud Run's 32 MiB HTTP/1 request limit, so
-                        # large models upload in MLflow's single PUT (the server speaks h2c and HTTP/1).
-                        ports=CloudRunV2ServiceTemplateContainersPorts(container_port=CONTAINER_PORT, name="h2c"),
-                        env=[
-                            *server_env(c, s),
-                            iap_audience_env(props.iap_audience, s),
-                            *gateway_key_env(props.gateway_key, s),
-                        ],
-                        resources=CloudRunV2ServiceTemplateContainersResources(
-                            limits={"cpu": props.cpu, "memory": props.memory},
-                            cpu_idle=True,
-                            startup_cpu_boost=True,
-                        ),
-                        volume_mounts=[artifact_mount(c, s), cloudsql_mount(s)],
-                        startup_probe=CloudRunV2ServiceTemplateContainersStartupProbe(
-                            http_get=CloudRunV2ServiceTemplateContainersStartupProbeHttpGet(
-                                path="/health", port=CONTAINER_PORT
-                            ),
-                            failure_threshold=props.startup_allowance_seconds // period,
-                            **probe,
-                        ),
-                        liveness_probe=CloudRunV2ServiceTemplateContainersLivenessProbe(
-                            http_get=CloudRunV2ServiceTemplateContainersLivenessProbeHttpGet(
-                                path="/health", port=CONTAINER_PORT
-                            ),
-                            period_seconds=30,
-                            timeout_seconds=5,
-                            failure_threshold=3,
-                        ),
-                    )
-                ],
+                containers=[self._server_container(props)],
             ),
         )
         mount_as_image_user(self._service, "template.volumes", volumes)
         if props.direct_iap:
             # GA in provider 8.x, not in the 6.50 binding.
             set_newer_provider_attribute(self._service, "iap_enabled", True)
+
+    @staticmethod
+    def _server_container(props: TrackingServiceProps) -> CloudRunV2ServiceTemplateContainers:
+        c, s = props.container, SERVICE_STRUCTS
+        period = STARTUP_PERIOD_SECONDS
+        probe = {"period_seconds": period, "timeout_seconds": 3}
+        return CloudRunV2ServiceTemplateContainers(
+            name="mlflow",
+            image=c.image,
+            # h2c: end-to-end HTTP/2 lifts Cloud Run's 32 MiB HTTP/1 request limit, so
+            # large models upload in MLflow's single PUT (the server speaks h2c and HTTP/1).
+            ports=CloudRunV2ServiceTemplateContainersPorts(container_port=CONTAINER_PORT, name="h2c"),
+            env=[
+                *server_env(c, s),
+                iap_audience_env(props.iap_audience, s),
+                *gateway_key_env(props.gateway_key, s),
+            ],
+            resources=CloudRunV2ServiceTemplateContainersResources(
+                limits={"cpu": props.cpu, "memory": props.memory},
+                cpu_idle=True,
+                startup_cpu_boost=True,
+            ),
+            volume_mounts=[artifact_mount(c, s), cloudsql_mount(s)],
+            startup_probe=CloudRunV2ServiceTemplateContainersStartupProbe(
+                http_get=CloudRunV2ServiceTemplateContainersStartupProbeHttpGet(path="/health", port=CONTAINER_PORT),
+                failure_threshold=props.startup_allowance_seconds // period,
+                **probe,
+            ),
+            liveness_probe=CloudRunV2ServiceTemplateContainersLivenessProbe(
+                http_get=CloudRunV2ServiceTemplateContainersLivenessProbeHttpGet(path="/health", port=CONTAINER_PORT),
+                period_seconds=30,
+                timeout_seconds=5,
+                failure_threshold=3,
+            ),
+        )
 
     @property
     def service_name(self) -> str:
