@@ -77,7 +77,9 @@ class BuildIdentity(Construct):
         # Sources in, logs out, nothing else: object user (no bucket or IAM administration).
         self._bucket.grant_object_user("bucket-object-user", self.member)
         submitters = keyed_members("BuildIdentityProps.submitters", props.submitters)
-        builder = self._builder_role(props) if submitters else None
+        if not submitters:
+            return
+        builder = self._builder_role(props)
         for key, member in submitters.items():
             # Acting as the account, creating builds, uploading sources and streaming the build log.
             ServiceAccountIamMember(

@@ -202,7 +202,7 @@ def ephemeral_random_password(scope: Any, id: str, *, length: int) -> str:
     is written as a stack override, the same JSON on both. Its name is the scope's construct path.
     """
     stack = core.TerraformStack.of(scope)
-    parts = scope.node.path.split("/")[1:] + [id]
+    parts = [*scope.node.path.split("/")[1:], id]
     name = "_".join(parts)
     stack.add_override(
         f"ephemeral.random_password.{name}",

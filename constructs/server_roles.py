@@ -19,7 +19,7 @@ SQL_CLIENT_ROLE = "roles/cloudsql.client"
 DATABASE_LOGIN_ROLE = "roles/cloudsql.instanceUser"
 TELEMETRY_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
 # Every project role the MLflow stack may grant (either login mode): the deployer may grant these only.
-PROJECT_ROLES = (SQL_CLIENT_ROLE, DATABASE_LOGIN_ROLE) + TELEMETRY_ROLES
+PROJECT_ROLES = (SQL_CLIENT_ROLE, DATABASE_LOGIN_ROLE, *TELEMETRY_ROLES)
 
 
 def on_instance(project: str, instance_name: str) -> str:

@@ -107,7 +107,7 @@ def ci_envs(app, tmp_path_factory, example_config, prod_config, direct_iap_confi
 
 def test_the_deployer_holds_its_needed_roles_and_a_conditioned_project_iam_admin_only(app, prod_config):
     grants = deployer_project_grants(app.stacks["mlflow-prod-project"])
-    assert sorted(grants) == sorted(deployer_roles(prod_config) + (DEPLOYER_IAM_ADMIN_ROLE,))
+    assert sorted(grants) == sorted((*deployer_roles(prod_config), DEPLOYER_IAM_ADMIN_ROLE))
     assert set(deployer_roles(prod_config)) <= set(DEPLOYER_ROLES)
     assert all("condition" not in grants[role] for role in DEPLOYER_ROLES if role in grants)
     assert grants[DEPLOYER_IAM_ADMIN_ROLE]["condition"]["expression"].startswith(

@@ -56,7 +56,7 @@ def client_addresses(tmp_path, name, people, type_="google_service_account_iam_m
 
 def test_adding_or_removing_a_person_leaves_every_other_account_and_grant_at_its_address(tmp_path):
     before = client_addresses(tmp_path, "before", PEOPLE)
-    after = client_addresses(tmp_path, "after", PEOPLE[1:] + ("user:cy@example.com",))
+    after = client_addresses(tmp_path, "after", (*PEOPLE[1:], "user:cy@example.com"))
     assert len(set(before.values())) == 3
     assert {m: after[m] for m in PEOPLE[1:]} == {m: before[m] for m in PEOPLE[1:]}
     accounts_before = client_addresses(tmp_path, "accounts-before", PEOPLE, "google_service_account")

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from constructs.sql_database import SqlDatabaseProps
-from tests.synth import assert_matches, one, resource, resources
+from tests.synth import assert_matches, one, resource
 
 
 def test_the_instance_has_no_public_ip_and_uses_the_private_path(mlflow):
