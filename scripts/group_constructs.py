@@ -26,16 +26,26 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("network",),
     ),
     "data": (
-        "What holds the users' data: Cloud SQL, the artifact bucket, the backend-store secret, and the\n"
-        "Cloud SQL socket path both the secret's URI and the server's mount use.\n\n"
+        "What holds the users' data and the server's secrets: Cloud SQL, the artifact bucket, the\n"
+        "backend-store and AI-gateway-key secrets, and the Cloud SQL socket path both the backend-store\n"
+        "secret's URI and the server's mount use.\n\n"
         "May import: constructs.cdk and this package.",
-        ("sql_database", "private_bucket", "backend_store_secret", "cloudsql_socket"),
+        ("sql_database", "private_bucket", "backend_store_secret", "gateway_key_secret", "cloudsql_socket"),
     ),
     "identity": (
-        "Service accounts and who may act as them: the server's, the client's, CI's (keyless, WIF), the\n"
-        "image build's, the IAP service agent, and the keyed IAM member helpers every grant uses.\n\n"
+        "Service accounts and who may act as them: the server's (and its project roles), each person's\n"
+        "client account, CI's (keyless, WIF), the image build's, the IAP service agent, and the keyed IAM\n"
+        "member helpers every grant uses.\n\n"
         "May import: constructs.cdk, this package, and constructs.data (the build identity's bucket).",
-        ("server_identity", "client_identity", "ci_identity", "build_identity", "iap_service_agent", "iam_members"),
+        (
+            "server_identity",
+            "server_roles",
+            "client_identity",
+            "ci_identity",
+            "build_identity",
+            "iap_service_agent",
+            "iam_members",
+        ),
     ),
     "serving": (
         "The tracking server on Cloud Run: the service, the migration job, the schema-upgrade window, the\n"
