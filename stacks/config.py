@@ -30,8 +30,8 @@ CONFIG_ENV_VAR = "MLFLOW_CONFIG"
 
 
 # The one definition of the Cloud SQL socket path, read as a file: importing `constructs.` anything starts Node.
-CLOUDSQL_MOUNT = runpy.run_path(str(REPO_ROOT / "constructs" / "cloudsql_socket.py"))["CLOUDSQL_MOUNT"]
-run_app_host = runpy.run_path(str(REPO_ROOT / "constructs" / "run_url.py"))["run_app_host"]
+CLOUDSQL_MOUNT = runpy.run_path(str(REPO_ROOT / "constructs" / "data" / "cloudsql_socket.py"))["CLOUDSQL_MOUNT"]
+run_app_host = runpy.run_path(str(REPO_ROOT / "constructs" / "serving" / "run_url.py"))["run_app_host"]
 
 GCP_REGIONS = frozenset(
     """

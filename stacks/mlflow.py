@@ -14,25 +14,25 @@ from constructs.cdk import Annotations, TerraformOutput, TerraformStack, Terrafo
 from constructs.cdk.google.provider import GoogleProvider
 from constructs import Construct
 
-from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
-from constructs.billing_budget import BillingBudget, BillingBudgetProps
-from constructs.client_identity import client_accounts
-from constructs.cloud_run_iap import CloudRunIap, CloudRunIapProps
-from constructs.dns_zone import DnsZone, DnsZoneProps
-from constructs.front_door import FrontDoor, FrontDoorProps
-from constructs.gateway_key_secret import GatewayKeySecret, GatewayKeySecretProps
-from constructs.iam_members import keyed_members, service_account_email
-from constructs.iap_service_agent import iap_service_agent_member
-from constructs.migration_job import MigrationJob, MigrationJobProps
-from constructs.monitoring import AlertThresholds, Monitoring, MonitoringProps
-from constructs.network import Network, NetworkProps
-from constructs.private_bucket import PrivateBucket, PrivateBucketProps
-from constructs.run_url import signed_header_audience
-from constructs.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
-from constructs.server_container import GatewayKeyRef, RunPlacement, ServerContainerProps
-from constructs.server_roles import ServerRoles, ServerRolesProps
-from constructs.sql_database import SqlDatabase, SqlDatabaseProps
-from constructs.tracking_service import TrackingService, TrackingServiceProps
+from constructs.data.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
+from constructs.operations.billing_budget import BillingBudget, BillingBudgetProps
+from constructs.identity.client_identity import client_accounts
+from constructs.front_door.cloud_run_iap import CloudRunIap, CloudRunIapProps
+from constructs.front_door.dns_zone import DnsZone, DnsZoneProps
+from constructs.front_door.front_door import FrontDoor, FrontDoorProps
+from constructs.data.gateway_key_secret import GatewayKeySecret, GatewayKeySecretProps
+from constructs.identity.iam_members import keyed_members, service_account_email
+from constructs.identity.iap_service_agent import iap_service_agent_member
+from constructs.serving.migration_job import MigrationJob, MigrationJobProps
+from constructs.operations.monitoring import AlertThresholds, Monitoring, MonitoringProps
+from constructs.network.network import Network, NetworkProps
+from constructs.data.private_bucket import PrivateBucket, PrivateBucketProps
+from constructs.serving.run_url import signed_header_audience
+from constructs.serving.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
+from constructs.serving.server_container import GatewayKeyRef, RunPlacement, ServerContainerProps
+from constructs.identity.server_roles import ServerRoles, ServerRolesProps
+from constructs.data.sql_database import SqlDatabase, SqlDatabaseProps
+from constructs.serving.tracking_service import TrackingService, TrackingServiceProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config, alert_thresholds
 from stacks.project import server_account_id
@@ -45,7 +45,7 @@ def mlflow_stack_name(cfg: Config) -> str:
 
 
 # Where the server's account was in this stack's state before it moved to the project stack (same
-# construct path there, so the same address: tests/constructs/test_server_identity.py checks both).
+# construct path there, so the same address: tests/constructs/identity/test_server_identity.py checks both).
 SERVER_ACCOUNT_BEFORE = "google_service_account.server-identity_account_25E041FD"
 
 

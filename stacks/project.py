@@ -15,22 +15,22 @@ from collections.abc import Callable
 from constructs.cdk import TerraformOutput, TerraformStack
 from constructs import Construct
 
-from constructs.build_identity import BuildIdentity, BuildIdentityProps
-from constructs.ci_identity import DEPLOYER_ROLES, CiIdentity, CiIdentityProps
-from constructs.client_identity import ClientIdentity, ClientIdentityProps
-from constructs.iap_service_agent import IapServiceAgent, IapServiceAgentProps
-from constructs.image_registry import ImageRegistry, ImageRegistryProps
-from constructs.project_services import ProjectServices, ProjectServicesProps
-from constructs.server_identity import ServerIdentity, ServerIdentityProps
-from constructs.server_roles import DATABASE_LOGIN_ROLE, PROJECT_ROLES as SERVER_PROJECT_ROLES
-from constructs.storage_audit_logs import StorageAuditLogs, StorageAuditLogsProps
+from constructs.identity.build_identity import BuildIdentity, BuildIdentityProps
+from constructs.identity.ci_identity import DEPLOYER_ROLES, CiIdentity, CiIdentityProps
+from constructs.identity.client_identity import ClientIdentity, ClientIdentityProps
+from constructs.identity.iap_service_agent import IapServiceAgent, IapServiceAgentProps
+from constructs.project.image_registry import ImageRegistry, ImageRegistryProps
+from constructs.project.project_services import ProjectServices, ProjectServicesProps
+from constructs.identity.server_identity import ServerIdentity, ServerIdentityProps
+from constructs.identity.server_roles import DATABASE_LOGIN_ROLE, PROJECT_ROLES as SERVER_PROJECT_ROLES
+from constructs.operations.storage_audit_logs import StorageAuditLogs, StorageAuditLogsProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config
 from stacks.providers import use_google
 from stacks.wiring import wait_for
 
 # What the stacks' resources, the gcloud commands of the apply, outputs and README, and the granted
-# roles call; tests/constructs/test_project_services.py derives the same set and fails on a difference.
+# roles call; tests/constructs/project/test_project_services.py derives the same set and fails on a difference.
 # serviceusage and cloudresourcemanager must already be on before this stack can enable anything
 # (README: first deploy, step 0); listing them keeps them on.
 APIS = (
@@ -82,7 +82,7 @@ OPTIONAL_DEPLOYER_ROLES: dict[str, Callable[[Config], bool]] = {
 
 
 def deployer_roles(cfg: Config) -> tuple[str, ...]:
-    """The DEPLOYER_ROLES this environment's MLflow stack needs; tests/constructs/test_ci_identity.py
+    """The DEPLOYER_ROLES this environment's MLflow stack needs; tests/constructs/identity/test_ci_identity.py
     derives the same set from the stack's resources."""
     return tuple(r for r in DEPLOYER_ROLES if r not in OPTIONAL_DEPLOYER_ROLES or OPTIONAL_DEPLOYER_ROLES[r](cfg))
 

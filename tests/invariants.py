@@ -10,8 +10,8 @@ import re
 from typing import Any
 from collections.abc import Callable
 
-from constructs.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES, IAM_ADMIN_ROLES, PLANNER_ROLES
-from constructs.server_roles import PROJECT_ROLES
+from constructs.identity.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES, IAM_ADMIN_ROLES, PLANNER_ROLES
+from constructs.identity.server_roles import PROJECT_ROLES
 from tests.synth import all_resources
 
 Stack = dict[str, Any]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from constructs.cloudsql_socket import CLOUDSQL_MOUNT
-from constructs.migration_job import MIGRATE_COMMAND
+from constructs.data.cloudsql_socket import CLOUDSQL_MOUNT
+from constructs.serving.migration_job import MIGRATE_COMMAND
 from stacks.config import ServerConfig
 from tests.synth import Synth, env_of, one, resource
 
@@ -118,11 +118,11 @@ def test_the_cloudsql_mount_is_where_the_backend_store_uri_looks(mlflow, mlflow_
 
 
 def test_terraform_and_the_image_accept_the_same_iap_audiences(monkeypatch):
-    """constructs/server_container.py copies the image's audience shapes (the image imports nothing of ours)."""
+    """constructs/serving/server_container.py copies the image's audience shapes (the image imports nothing of ours)."""
     import importlib.util
     import sys
 
-    from constructs.server_container import IAP_AUDIENCE_SHAPES
+    from constructs.serving.server_container import IAP_AUDIENCE_SHAPES
 
     spec = importlib.util.spec_from_file_location("iap_identity", REPO / "docker" / "iap_identity.py")
     image = importlib.util.module_from_spec(spec)

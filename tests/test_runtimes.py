@@ -162,7 +162,7 @@ RUNTIME_PACKAGES = ("cdktf", "cdktn", "cdktf_cdktf_provider_", "cdktn_provider_"
 def test_only_the_runtime_module_imports_a_runtime_by_name():
     """constructs/ and stacks/ import the runtime and bindings through constructs.cdk alone."""
     offenders = []
-    for source in sorted([*(REPO / "constructs").glob("*.py"), *(REPO / "stacks").glob("*.py"), REPO / "main.py"]):
+    for source in sorted([*(REPO / "constructs").rglob("*.py"), *(REPO / "stacks").glob("*.py"), REPO / "main.py"]):
         if source == REPO / "constructs" / "cdk.py":
             continue
         for node in ast.walk(ast.parse(source.read_text())):
