@@ -33,9 +33,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server.cloud_run_proxy import CloudRunProxy  # noqa: E402
-from tests.server.pg import PostgresCluster, free_port  # noqa: E402
-from tests.server.proc import MIGRATE_SH, START_SH, PeakRss, ServerProcess, run_script, script_env, sha256, split_cpus  # noqa: E402
+from tests.server.cloud_run_proxy import CloudRunProxy
+from tests.server.pg import PostgresCluster, free_port
+from tests.server.proc import MIGRATE_SH, START_SH, PeakRss, ServerProcess, run_script, script_env, sha256, split_cpus
 
 USER, PASSWORD = "bench", "b@nch/p%ss"
 MiB = 2**20

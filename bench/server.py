@@ -38,9 +38,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server.iap_signer import AUDIENCE, IapSigner  # noqa: E402
-from tests.server.pg import PostgresCluster, free_port  # noqa: E402
-from tests.server.proc import (  # noqa: E402
+from tests.server.iap_signer import AUDIENCE, IapSigner
+from tests.server.pg import PostgresCluster, free_port
+from tests.server.proc import (
     MIGRATE_SH,
     START_SH,
     VENV_BIN,

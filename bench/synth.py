@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import stacks  # noqa: E402,F401  (settles JSII_NODE, inherited by every run below, the stock app too)
+import stacks  # noqa: F401  (settles JSII_NODE, inherited by every run below, the stock app too)
 
 REPO = Path(__file__).resolve().parent.parent
 

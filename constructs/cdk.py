@@ -24,9 +24,35 @@ import importlib.util
 import os
 import sys
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # The type checker's view of `from constructs.cdk import X`: cdktf's own typed names (cdktn's are
+    # the same jsii assembly renamed). At run time __getattr__ below serves the chosen runtime's.
+    # The provider bindings (`constructs.cdk.google.*`, `.random.*`) are aliases the checker cannot
+    # follow; pyproject.toml's [tool.mypy] override types them as Any, in one place.
+    from cdktf import (
+        Annotations as Annotations,
+        App as App,
+        Aspects as Aspects,
+        Fn as Fn,
+        GcsBackend as GcsBackend,
+        IAspect as IAspect,
+        ITerraformDependable as ITerraformDependable,
+        LocalBackend as LocalBackend,
+        LocalExecProvisioner as LocalExecProvisioner,
+        TerraformOutput as TerraformOutput,
+        TerraformProvider as TerraformProvider,
+        TerraformResource as TerraformResource,
+        TerraformResourceLifecycle as TerraformResourceLifecycle,
+        TerraformStack as TerraformStack,
+        TerraformVariable as TerraformVariable,
+        Token as Token,
+    )
 
 RUNTIME_ENV_VAR = "CDK_RUNTIME"
 INSTALL_CDKTN = 'pipenv sync --categories "packages dev-packages cdktn"'
@@ -77,12 +103,12 @@ def _register_bare_package(package: str) -> ModuleType:
     bare = importlib.util.module_from_spec(spec)
     bare.__path__ = list(spec.submodule_search_locations)
 
-    def __getattr__(name: str) -> ModuleType:
+    def __getattr__(name: str) -> ModuleType:  # noqa: N807 (a module's __getattr__, PEP 562)
         if name.startswith("__"):
             raise AttributeError(name)
         return importlib.import_module(f"{package}.{name}")
 
-    bare.__getattr__ = __getattr__
+    bare.__getattr__ = __getattr__  # type: ignore[method-assign]
     sys.modules[package] = bare
     try:
         importlib.import_module(f"{package}._jsii")
@@ -105,14 +131,17 @@ class _BindingAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                 return package + fullname[len(alias):]
         return None
 
-    def find_spec(self, fullname, path=None, target=None):
+    def find_spec(
+        self, fullname: str, path: collections.abc.Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
         return importlib.util.spec_from_loader(fullname, self) if self._target(fullname) else None
 
-    def create_module(self, spec):
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
         return ModuleType(spec.name)  # a placeholder; exec_module puts the real module in its place
 
     def exec_module(self, module: ModuleType) -> None:
         target = self._target(module.__name__)
+        assert target is not None, module.__name__  # find_spec only serves names _target knows
         if self._eager and target in self._aliases.values():
             sys.modules[module.__name__] = _register_bare_package(target)
         else:
@@ -173,7 +202,7 @@ def ephemeral_random_password(scope: Any, id: str, *, length: int) -> str:
     is written as a stack override, the same JSON on both. Its name is the scope's construct path.
     """
     stack = core.TerraformStack.of(scope)
-    parts = scope.node.path.split("/")[1:] + [id]
+    parts = [*scope.node.path.split("/")[1:], id]
     name = "_".join(parts)
     stack.add_override(
         f"ephemeral.random_password.{name}",
@@ -214,7 +243,7 @@ def set_newer_provider_attribute(resource: Any, path: str, value: Any) -> None:
     resource.add_override(path, value)
 
 
-def _alternatives(hint: Any):
+def _alternatives(hint: Any) -> Iterator[Any]:
     if typing.get_origin(hint) is typing.Union:
         for arg in typing.get_args(hint):
             yield from _alternatives(arg)
@@ -229,7 +258,7 @@ def _binding_step(hint: Any, part: str, resource: str, path: str) -> Any:
             if typing.get_origin(option) is collections.abc.Sequence:
                 return typing.get_args(option)[0]
         elif isinstance(option, type):
-            fields = typing.get_type_hints(option.__init__)
+            fields = typing.get_type_hints(option.__init__)  # type: ignore[misc]
             if part in fields:
                 return fields[part]
     raise AttributeError(f"{resource}.{path}: {part!r} is not in the {_runtime.google} binding")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Any
 
 AUTH_ENV = "MLFLOW_BACKEND_STORE_AUTH"
 SCOPE = "https://www.googleapis.com/auth/sqlservice.login"
@@ -30,8 +31,9 @@ class AccessTokens:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._credentials = None
-        self._request = None
+        # google-auth's credentials and transport request, made on first use (imports stay lazy).
+        self._credentials: Any = None
+        self._request: Any = None
 
     def current(self) -> str:
         import google.auth
@@ -49,7 +51,8 @@ class AccessTokens:
             except google.auth.exceptions.GoogleAuthError as e:
                 cause = " ".join(str(e).split())
                 raise TokenUnavailable(f"no access token from Application Default Credentials: {cause}") from None
-            return self._credentials.token
+            token: str = self._credentials.token
+            return token
 
 
 _installed: AccessTokens | None = None
@@ -74,7 +77,7 @@ def install() -> AccessTokens | None:
 
     tokens = AccessTokens()
 
-    def provide_token(dialect, connection_record, cargs, cparams) -> None:
+    def provide_token(dialect: Any, connection_record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
         if dialect.name == "postgresql":
             cparams["password"] = tokens.current()
 

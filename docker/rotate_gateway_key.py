@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any, NoReturn
 
 PROG = "rotate_gateway_key.py"
 MIN_PASSPHRASE_LENGTH = 32
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
 
@@ -44,7 +45,7 @@ def settings() -> tuple[str, str, int, str]:
     if not version.isdigit() or int(version) < 1:
         fail(f"MLFLOW_CRYPTO_KEK_VERSION must be a whole number of at least 1, got {version!r}")
     new = sys.stdin.readline().rstrip("\r\n")
-    if new == DEFAULT_KEK_PASSPHRASE or len(new) < MIN_PASSPHRASE_LENGTH or new == old:
+    if new in (DEFAULT_KEK_PASSPHRASE, old) or len(new) < MIN_PASSPHRASE_LENGTH:
         fail(f"the new key on standard input must be {MIN_PASSPHRASE_LENGTH}+ characters, not MLflow's default and not the old key")
     return uri, old, int(version), new
 
@@ -61,7 +62,8 @@ def rotate(uri: str, old: str, version: int, new: str) -> int:
     engine = sqlalchemy.create_engine(uri)
     try:
         with Session(engine) as session, session.begin():
-            secrets = (
+            # MLflow declares the columns untyped (Column[...]); each row's values are plain bytes and ints.
+            secrets: list[Any] = (
                 session.query(SqlGatewaySecret)
                 .filter(SqlGatewaySecret.kek_version == version)
                 .with_for_update()

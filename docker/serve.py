@@ -48,6 +48,8 @@ import importlib
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping
+from typing import NoReturn
 
 import gateway_key
 import iap_identity
@@ -126,7 +128,7 @@ def dispose_store_engines() -> None:
             engine.dispose()
 
 
-def uvicorn_argv(cmd) -> list[str]:
+def uvicorn_argv(cmd: Iterable[object]) -> list[str]:
     """`python -m uvicorn OPTIONS... APP`, as MLflow built it, serving APP from this directory."""
     argv = [str(part) for part in cmd]
     if argv[1:3] != ["-m", "uvicorn"]:
@@ -153,7 +155,7 @@ def worker_count(argv: list[str]) -> int:
     return int(argv[last + 1])
 
 
-def serve_in_place(cmd, *, extra_env=None, **_kwargs):
+def serve_in_place(cmd: Iterable[object], *, extra_env: Mapping[str, str] | None = None, **_kwargs: object) -> NoReturn:
     """Replaces `mlflow.server._exec_cmd(full_command, extra_env=..., synchronous=False)`; never returns."""
     argv = uvicorn_argv(cmd)
     dispose_store_engines()
@@ -197,7 +199,7 @@ def main() -> None:
     import mlflow.server
     from mlflow.cli import cli
 
-    mlflow.server._exec_cmd = serve_in_place
+    mlflow.server._exec_cmd = serve_in_place  # type: ignore[attr-defined]  # MLflow's private launcher
     # The URI stays in the environment (`--backend-store-uri` reads MLFLOW_BACKEND_STORE_URI), out
     # of every process's argv.
     cli.main(args=["server", *sys.argv[1:]], prog_name="mlflow")

@@ -18,9 +18,11 @@ import re
 import runpy
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
+from collections.abc import Callable
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO_ROOT / "config" / "example.toml"
@@ -28,8 +30,8 @@ CONFIG_ENV_VAR = "MLFLOW_CONFIG"
 
 
 # The one definition of the Cloud SQL socket path, read as a file: importing `constructs.` anything starts Node.
-CLOUDSQL_MOUNT = runpy.run_path(str(REPO_ROOT / "constructs" / "cloudsql_socket.py"))["CLOUDSQL_MOUNT"]
-run_app_host = runpy.run_path(str(REPO_ROOT / "constructs" / "run_url.py"))["run_app_host"]
+CLOUDSQL_MOUNT = runpy.run_path(str(REPO_ROOT / "constructs" / "data" / "cloudsql_socket.py"))["CLOUDSQL_MOUNT"]
+run_app_host = runpy.run_path(str(REPO_ROOT / "constructs" / "serving" / "run_url.py"))["run_app_host"]
 
 GCP_REGIONS = frozenset(
     """
@@ -98,7 +100,7 @@ def _raise(problems: list[str]) -> None:
 # --- Checked types: a type, its check and its one-line refusal ("{value!r}" is the value given) -------
 
 
-def checked(ok: Callable[[Any], Any], problem: str, kind: type = str, empty_ok: bool = False, **schema: Any) -> Any:
+def checked(ok: Callable[[Any], Any], problem: str, kind: type = str, *, empty_ok: bool = False, **schema: Any) -> Any:
     """`kind`, refused with `problem` unless `ok(value)` (or it is "" and `empty_ok`); `schema`: JSON Schema keywords."""
 
     def check(value: Any) -> Any:
@@ -112,7 +114,7 @@ def checked(ok: Callable[[Any], Any], problem: str, kind: type = str, empty_ok: 
 def within(low: int, high: int | None = None, why: str = "") -> Any:
     """A whole number from `low` to `high` (None: no upper bound)."""
     bounds = f"between {low} and {high}" if high is not None else f"{low} or more"
-    schema = {"minimum": low} | ({"maximum": high} if high is not None else {})
+    schema: dict[str, Any] = {"minimum": low} | ({"maximum": high} if high is not None else {})
     return checked(lambda v: v >= low and (high is None or v <= high), f"{{value}} must be {bounds}{why}", int, **schema)
 
 
@@ -176,7 +178,10 @@ def check_tier(tier: str) -> str:
 
 
 def mebibytes(memory: str) -> int:
-    number, unit = MEMORY.match(memory).groups()
+    match = MEMORY.match(memory)
+    if match is None:
+        raise ValueError(f"{memory!r} must look like \"1Gi\" or \"768Mi\"")
+    number, unit = match.groups()
     return int(number) * (1024 if unit == "Gi" else 1)
 
 
@@ -274,7 +279,9 @@ class DatabaseConfig(Section):
     def max_connections(self) -> int:
         if self.tier in SHARED_CORE_MAX_CONNECTIONS:
             return SHARED_CORE_MAX_CONNECTIONS[self.tier]
-        memory_mb = int(SQL_TIER.match(self.tier).group(3))
+        tier = SQL_TIER.match(self.tier)
+        assert tier is not None, self.tier  # the field's own check admits only matching tiers
+        memory_mb = int(tier.group(3))
         return next((c for below_mb, c in MEMORY_MAX_CONNECTIONS if memory_mb < below_mb), 1000)
 
 
@@ -594,7 +601,7 @@ def member_domain(member: str) -> str:
     return value.lower() if kind == "domain" else value.rpartition("@")[2].lower()
 
 
-def alert_thresholds(cfg: Config) -> dict[str, float]:
+def alert_thresholds(cfg: Config) -> dict[str, Any]:
     """Thresholds derived from the config: what the monitoring construct is given."""
     return {
         "error_ratio": cfg.alerts.error_ratio_percent / 100,
@@ -618,17 +625,17 @@ KIND_PROBLEMS = {
 }
 
 
-def _model_at(loc: tuple) -> type[BaseModel]:
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
     model: type[BaseModel] = Config
     for part in loc:
-        annotation = model.model_fields[part].annotation
+        annotation = model.model_fields[str(part)].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             break
         model = annotation
     return model
 
 
-def _problem(error: dict[str, Any]) -> list[str]:
+def _problem(error: ErrorDetails) -> list[str]:
     loc = tuple(p for p in error["loc"] if isinstance(p, str))
     name, kind = ".".join(loc), error["type"]
     cause = (error.get("ctx") or {}).get("error")

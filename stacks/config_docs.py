@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo

@@ -47,7 +47,7 @@ def environment_toml(args: argparse.Namespace, number: str) -> str:
     }
     for key, value in values.items():
         literal = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, list) else f'"{value}"'
-        text = re.sub(rf"^{key} = .*$", lambda _: f"{key} = {literal}", text, count=1, flags=re.M)
+        text = re.sub(rf"^{key} = .*$", lambda _: f"{key} = {literal}", text, count=1, flags=re.M)  # noqa: B023 (called now)
     return text
 
 

@@ -10,27 +10,27 @@ the registry lives here and the MLflow stack depends on this stack (README: firs
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from constructs.cdk import TerraformOutput, TerraformStack
 from constructs import Construct
 
-from constructs.build_identity import BuildIdentity, BuildIdentityProps
-from constructs.ci_identity import DEPLOYER_ROLES, CiIdentity, CiIdentityProps
-from constructs.client_identity import ClientIdentity, ClientIdentityProps
-from constructs.iap_service_agent import IapServiceAgent, IapServiceAgentProps
-from constructs.image_registry import ImageRegistry, ImageRegistryProps
-from constructs.project_services import ProjectServices, ProjectServicesProps
-from constructs.server_identity import ServerIdentity, ServerIdentityProps
-from constructs.server_roles import DATABASE_LOGIN_ROLE, PROJECT_ROLES as SERVER_PROJECT_ROLES
-from constructs.storage_audit_logs import StorageAuditLogs, StorageAuditLogsProps
+from constructs.identity.build_identity import BuildIdentity, BuildIdentityProps
+from constructs.identity.ci_identity import DEPLOYER_ROLES, CiIdentity, CiIdentityProps
+from constructs.identity.client_identity import ClientIdentity, ClientIdentityProps
+from constructs.identity.iap_service_agent import IapServiceAgent, IapServiceAgentProps
+from constructs.project.image_registry import ImageRegistry, ImageRegistryProps
+from constructs.project.project_services import ProjectServices, ProjectServicesProps
+from constructs.identity.server_identity import ServerIdentity, ServerIdentityProps
+from constructs.identity.server_roles import DATABASE_LOGIN_ROLE, PROJECT_ROLES as SERVER_PROJECT_ROLES
+from constructs.operations.storage_audit_logs import StorageAuditLogs, StorageAuditLogsProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config
 from stacks.providers import use_google
 from stacks.wiring import wait_for
 
 # What the stacks' resources, the gcloud commands of the apply, outputs and README, and the granted
-# roles call; tests/constructs/test_project_services.py derives the same set and fails on a difference.
+# roles call; tests/constructs/project/test_project_services.py derives the same set and fails on a difference.
 # serviceusage and cloudresourcemanager must already be on before this stack can enable anything
 # (README: first deploy, step 0); listing them keeps them on.
 APIS = (
@@ -82,9 +82,9 @@ OPTIONAL_DEPLOYER_ROLES: dict[str, Callable[[Config], bool]] = {
 
 
 def deployer_roles(cfg: Config) -> tuple[str, ...]:
-    """The DEPLOYER_ROLES this environment's MLflow stack needs; tests/constructs/test_ci_identity.py
+    """The DEPLOYER_ROLES this environment's MLflow stack needs; tests/constructs/identity/test_ci_identity.py
     derives the same set from the stack's resources."""
-    return tuple(r for r in DEPLOYER_ROLES if OPTIONAL_DEPLOYER_ROLES.get(r, lambda cfg: True)(cfg))
+    return tuple(r for r in DEPLOYER_ROLES if r not in OPTIONAL_DEPLOYER_ROLES or OPTIONAL_DEPLOYER_ROLES[r](cfg))
 
 
 class ProjectStack(TerraformStack):
@@ -93,33 +93,9 @@ class ProjectStack(TerraformStack):
         super().__init__(scope, name)
         use_state_bucket(self, cfg, name)
         use_google(self, cfg.project_id, cfg.region)
-        # The budget's API is needed (as the quota project's) only when a budget is configured.
-        budget_apis = ("billingbudgets.googleapis.com",) if cfg.budget.billing_account else ()
-        apis = ProjectServices(
-            self,
-            "apis",
-            ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()) + budget_apis),
-        )
-        registry = ImageRegistry(
-            self,
-            "registry",
-            ImageRegistryProps(project=cfg.project_id, region=cfg.region, repository_id=cfg.registry_repository),
-        )
-        wait_for(registry, apis.enabled)
+        apis = self._apis(cfg)
+        self._image_build(cfg, apis)
         StorageAuditLogs(self, "storage-audit-logs", StorageAuditLogsProps(project=cfg.project_id))
-        build = BuildIdentity(
-            self,
-            "build-identity",
-            BuildIdentityProps(
-                project=cfg.project_id,
-                region=cfg.region,
-                account_id=f"{cfg.name_prefix}-build",
-                bucket_name=f"{cfg.project_id}-{cfg.name_prefix}-build",
-                submitters=cfg.image_builders,
-            ),
-        )
-        registry.grant_writer("build-writer", build.member)
-        wait_for(build, apis.enabled)
         iap_agent = IapServiceAgent(
             self, "iap-service-agent", IapServiceAgentProps(project=cfg.project_id, project_number=cfg.project_number)
         )
@@ -133,6 +109,37 @@ class ProjectStack(TerraformStack):
             ci = self._ci_identity(cfg, apis)
             # Deploying the service and the migration job, which run as the server's account.
             server.grant_act_as("deployer-acts-as", ci.deployer_member)
+
+    def _apis(self, cfg: Config) -> ProjectServices:
+        # The budget's API is needed (as the quota project's) only when a budget is configured.
+        budget_apis = ("billingbudgets.googleapis.com",) if cfg.budget.billing_account else ()
+        return ProjectServices(
+            self,
+            "apis",
+            ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()) + budget_apis),
+        )
+
+    def _image_build(self, cfg: Config, apis: ProjectServices) -> None:
+        """The image registry and the identity that builds the server image into it."""
+        registry = ImageRegistry(
+            self,
+            "registry",
+            ImageRegistryProps(project=cfg.project_id, region=cfg.region, repository_id=cfg.registry_repository),
+        )
+        wait_for(registry, apis.enabled)
+        build = BuildIdentity(
+            self,
+            "build-identity",
+            BuildIdentityProps(
+                project=cfg.project_id,
+                region=cfg.region,
+                account_id=f"{cfg.name_prefix}-build",
+                bucket_name=f"{cfg.project_id}-{cfg.name_prefix}-build",
+                submitters=cfg.image_builders,
+            ),
+        )
+        registry.grant_writer("build-writer", build.member)
+        wait_for(build, apis.enabled)
         TerraformOutput(
             self,
             "image_build_command",

@@ -7,13 +7,13 @@ part: reordering lines of a stack cannot change its dependency graph.
 
 from __future__ import annotations
 
-from typing import Iterable, Union
+from collections.abc import Iterable
 
 import jsii
 from constructs.cdk import Aspects, IAspect, TerraformResource
 from constructs import Construct, IConstruct
 
-Dependable = Union[TerraformResource, Construct]
+Dependable = TerraformResource | Construct
 
 
 def wait_for(construct: Construct, dependables: Iterable[Dependable]) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
-from constructs.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES, IAM_ADMIN_ROLES, PLANNER_ROLES
-from constructs.server_roles import PROJECT_ROLES
+from constructs.identity.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES, IAM_ADMIN_ROLES, PLANNER_ROLES
+from constructs.identity.server_roles import PROJECT_ROLES
 from tests.synth import all_resources
 
 Stack = dict[str, Any]
@@ -115,7 +116,7 @@ def data_is_protected_from_destroy(stack: Stack) -> list[str]:
 # dangerous as a project role when it lets the grantee change that resource's policy or delete it.
 ALLOWED_ROLES: dict[str, tuple[frozenset[str], str]] = {
     "google_project_iam_member": (
-        frozenset(PROJECT_ROLES + PLANNER_ROLES + DEPLOYER_ROLES + (DEPLOYER_IAM_ADMIN_ROLE,)),
+        frozenset((*PROJECT_ROLES, *PLANNER_ROLES, *DEPLOYER_ROLES, DEPLOYER_IAM_ADMIN_ROLE)),
         "only the reviewed lists of server_roles.py and ci_identity.py, and build_identity.py's custom role, are project-wide",
     ),
     "google_storage_bucket_iam_member": (

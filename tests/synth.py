@@ -68,7 +68,7 @@ def mismatches(actual: Any, expected: Any, where: str = "") -> list[str]:
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
             return [f"{where}: expected {len(expected)} items, got {actual!r}"]
-        return [p for i, (a, e) in enumerate(zip(actual, expected)) for p in mismatches(a, e, f"{where}[{i}]")]
+        return [p for i, (a, e) in enumerate(zip(actual, expected, strict=True)) for p in mismatches(a, e, f"{where}[{i}]")]
     return [] if actual == expected else [f"{where}: expected {expected!r}, got {actual!r}"]
 
 
@@ -137,7 +137,7 @@ def dependency_cycle(stack: dict[str, Any]) -> list[str]:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return path[path.index(nxt) :] + [nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = "done"

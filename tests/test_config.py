@@ -88,7 +88,7 @@ def test_unknown_keys_are_rejected_with_the_known_ones():
 
 
 def test_missing_required_keys_are_all_listed_at_once():
-    text = "\n".join(l for l in EXAMPLE.splitlines() if not l.startswith(("project_id", "domain")))
+    text = "\n".join(line for line in EXAMPLE.splitlines() if not line.startswith(("project_id", "domain")))
     message = rejection(text)
     assert "project_id: missing" in message and "domain: missing" in message
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from constructs.cloudsql_socket import CLOUDSQL_MOUNT
-from constructs.migration_job import MIGRATE_COMMAND
+from constructs.data.cloudsql_socket import CLOUDSQL_MOUNT
+from constructs.serving.migration_job import MIGRATE_COMMAND
 from stacks.config import ServerConfig
 from tests.synth import Synth, env_of, one, resource
 
@@ -33,7 +33,7 @@ DEPLOYMENT_VALUES = {
 
 def start_sh_contract(text: str = START_SH) -> dict[str, str]:
     """{variable: default} from start.sh's `NAME=${NAME:-default}` lines; REQUIRED for `[ -n "${NAME:-}" ] ||`."""
-    contract = {name: REQUIRED for name in re.findall(r'^\[ -n "\$\{(\w+):-\}" \] \|\|', text, re.M)}
+    contract = dict.fromkeys(re.findall(r'^\[ -n "\$\{(\w+):-\}" \] \|\|', text, re.M), REQUIRED)
     for name, again, default in re.findall(r"^(\w+)=\$\{(\w+):-([^}]*)\}$", text, re.M):
         assert name == again, f"start.sh: {name} takes the default of {again}"
         contract[name] = default
@@ -55,7 +55,7 @@ def readme_contract() -> dict[str, str]:
         names = re.findall(r"`(\w+)`", names)
         values = re.findall(r"`([^`]*)`", defaults) or [defaults.strip()] * len(names)
         assert len(values) == len(names), f"README row {names}: {len(names)} variables but defaults {values}"
-        contract |= {n: {"required": REQUIRED, "unset": ""}.get(v, v) for n, v in zip(names, values)}
+        contract |= {n: {"required": REQUIRED, "unset": ""}.get(v, v) for n, v in zip(names, values, strict=True)}
     return contract
 
 
@@ -118,11 +118,11 @@ def test_the_cloudsql_mount_is_where_the_backend_store_uri_looks(mlflow, mlflow_
 
 
 def test_terraform_and_the_image_accept_the_same_iap_audiences(monkeypatch):
-    """constructs/server_container.py copies the image's audience shapes (the image imports nothing of ours)."""
+    """constructs/serving/server_container.py copies the image's audience shapes (the image imports nothing of ours)."""
     import importlib.util
     import sys
 
-    from constructs.server_container import IAP_AUDIENCE_SHAPES
+    from constructs.serving.server_container import IAP_AUDIENCE_SHAPES
 
     spec = importlib.util.spec_from_file_location("iap_identity", REPO / "docker" / "iap_identity.py")
     monkeypatch.syspath_prepend(str(REPO / "docker"))  # it imports route_rules, its neighbour in the image

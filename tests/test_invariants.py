@@ -9,7 +9,7 @@ import pytest
 from constructs.cdk import App, TerraformStack
 from constructs.cdk.google.provider import GoogleProvider
 
-from constructs.private_bucket import PrivateBucket, PrivateBucketProps
+from constructs.data.private_bucket import PrivateBucket, PrivateBucketProps
 from tests.invariants import (
     ALLOWED_ROLES,
     RULES,

@@ -85,13 +85,13 @@ def deployer_roles_table() -> str:
 
 
 def test_the_deployer_roles_the_readme_lists_are_the_ones_ci_grants():
-    from constructs.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES
+    from constructs.identity.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES
 
     assert re.findall(r"^\| `(roles/[\w.]+)` \|", deployer_roles_table(), re.M) == [*DEPLOYER_ROLES, DEPLOYER_IAM_ADMIN_ROLE]
 
 
 def test_the_readme_names_every_role_the_deployer_may_grant():
-    from constructs.server_roles import PROJECT_ROLES
+    from constructs.identity.server_roles import PROJECT_ROLES
 
     [row] = [line for line in deployer_roles_table().splitlines() if "projectIamAdmin" in line]
     assert "modifiedGrantsByRole" in row

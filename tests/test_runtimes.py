@@ -85,7 +85,7 @@ def synthesized(tmp_path_factory) -> dict[str, dict[str, dict]]:
     path = path_without_terraform(tmp)
     configs = f"{EXAMPLE_CONFIG},{prod},{DIRECT_IAP_CONFIG}"
     with ThreadPoolExecutor(len(RUNTIMES)) as pool:
-        runs = dict(zip(RUNTIMES, pool.map(lambda r: synth(r, tmp / r, path, configs), RUNTIMES)))
+        runs = dict(zip(RUNTIMES, pool.map(lambda r: synth(r, tmp / r, path, configs), RUNTIMES), strict=True))
     for runtime, run in runs.items():
         assert run.returncode == 0, f"{runtime} synth failed without terraform on PATH:\n{run.stderr[-3000:]}"
     return {runtime: read_out(tmp / runtime) for runtime in RUNTIMES}
@@ -162,7 +162,7 @@ RUNTIME_PACKAGES = ("cdktf", "cdktn", "cdktf_cdktf_provider_", "cdktn_provider_"
 def test_only_the_runtime_module_imports_a_runtime_by_name():
     """constructs/ and stacks/ import the runtime and bindings through constructs.cdk alone."""
     offenders = []
-    for source in sorted([*(REPO / "constructs").glob("*.py"), *(REPO / "stacks").glob("*.py"), REPO / "main.py"]):
+    for source in sorted([*(REPO / "constructs").rglob("*.py"), *(REPO / "stacks").glob("*.py"), REPO / "main.py"]):
         if source == REPO / "constructs" / "cdk.py":
             continue
         for node in ast.walk(ast.parse(source.read_text())):

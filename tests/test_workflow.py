@@ -80,7 +80,7 @@ def test_the_deployer_applies_the_mlflow_stack_of_its_environment_only():
 
 
 def test_the_deployer_may_apply_only_from_the_ref_the_apply_job_runs_on():
-    from constructs.ci_identity import DEPLOY_REF
+    from constructs.identity.ci_identity import DEPLOY_REF
 
     apply_job = TEXT.split("\n  apply:\n")[1]
     assert f"github.ref == '{DEPLOY_REF}'" in apply_job

@@ -22,7 +22,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import google.auth
@@ -157,7 +158,8 @@ class GoogleAuthSigner:
     def sign(self, claims: Mapping[str, object]) -> str:
         if self._sign_locally:
             # Credentials that already hold the service account's key sign without an API call.
-            return google.auth.jwt.encode(self._credentials.signer, dict(claims)).decode("ascii")
+            token: bytes = google.auth.jwt.encode(self._credentials.signer, dict(claims))
+            return token.decode("ascii")
         return self._sign_with_iam(claims)
 
     def _sign_with_iam(self, claims: Mapping[str, object]) -> str:
@@ -190,7 +192,8 @@ class GoogleAuthSigner:
         assert response is not None
         if response.status_code == 200:
             try:
-                return response.json()["signedJwt"]
+                signed: str = response.json()["signedJwt"]
+                return signed
             except (ValueError, KeyError) as exc:
                 raise IapAuthError(f"signJwt for {self.email} answered without a signedJwt") from exc
         said = _google_error(response)
@@ -205,7 +208,7 @@ class GoogleAuthSigner:
         raise IapAuthError(f"signJwt for {self.email} failed with HTTP {response.status_code}: {said}")
 
 
-def _resolve(service_account: str | None):
+def _resolve(service_account: str | None) -> tuple[Any, str, bool]:
     """(credentials, service account email, sign locally?) from Application Default Credentials."""
     try:
         credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])

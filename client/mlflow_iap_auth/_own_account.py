@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import google.auth.exceptions
 import google.auth.jwt
@@ -64,8 +64,9 @@ def caller_email(credentials: google.oauth2.credentials.Credentials) -> str:
     The token comes straight from the credentials' own token endpoint over TLS, so its claims are
     read without verifying the signature (as google-auth does for the ID token of a refresh).
     """
-    if getattr(credentials, "account", None):
-        return credentials.account
+    account: str | None = getattr(credentials, "account", None)
+    if account:
+        return account
     identity = google.oauth2.credentials.Credentials(
         token=None,
         refresh_token=credentials.refresh_token,
@@ -84,7 +85,8 @@ def caller_email(credentials: google.oauth2.credentials.Credentials) -> str:
             "the signed-in user's e-mail is unknown (no ID token); run `gcloud auth application-default login` "
             "again, or set MLFLOW_IAP_SERVICE_ACCOUNT"
         )
-    return claims["email"]
+    email: str = claims["email"]
+    return email
 
 
 def own_account_for(credentials: object, environ: Mapping[str, str] | None = None) -> str | None:

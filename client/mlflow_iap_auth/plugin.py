@@ -46,7 +46,7 @@ class IapAuth(requests.auth.AuthBase):
         settings = Settings.from_env()
         if settings.sends_token(request.url or "", _tracking_uri()):
             token = default_source().token(
-                settings.audience_for(request.url), settings.service_account, settings.token_lifetime
+                settings.audience_for(request.url or ""), settings.service_account, settings.token_lifetime
             )
             request.headers[HEADER] = f"Bearer {token}"
         return request

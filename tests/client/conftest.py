@@ -33,6 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -113,7 +114,7 @@ def verify_rs256(token: str, public_keys: dict[str, rsa.RSAPublicKey]) -> tuple[
 
 def make_tls(workdir: Path, hosts: list[str]) -> tuple[Path, ssl.SSLContext]:
     """A throwaway CA (written to ca.pem) and a server context whose certificate covers `hosts`."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlflow-iap-auth test CA")])
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
@@ -238,7 +239,7 @@ class FakeGoogle:
     OTHER_HOST_URL = f"https://{OTHER_HOST}"
     OTHER_PORT_URL = f"https://{MLFLOW_HOST}:{OTHER_PORT}"
     # The IAP applications in front of the one MLflow server, by host, with the `aud` each accepts.
-    APPS = {MLFLOW_HOST: AUDIENCE, RUN_APP_HOST: RUN_APP_AUDIENCE}
+    APPS: ClassVar[dict[str, str]] = {MLFLOW_HOST: AUDIENCE, RUN_APP_HOST: RUN_APP_AUDIENCE}
 
     def __init__(self, workdir: Path):
         self.ca_path, self.tls_context = make_tls(workdir, [MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST, OTHER_HOST])
@@ -405,7 +406,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     tunnel_port: str = "443"
     _tls: ssl.SSLSocket | None = None
 
-    def log_message(self, format, *args):  # noqa: A002 - quiet
+    def log_message(self, format, *args):
         pass
 
     @property
@@ -463,7 +464,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch  # noqa: N815 (http.server's names)
 
     def finish(self):
         try:
@@ -478,7 +479,7 @@ class _MetadataHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format, *args):  # noqa: A002 - quiet
+    def log_message(self, format, *args):
         pass
 
     def do_GET(self):

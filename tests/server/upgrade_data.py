@@ -113,7 +113,7 @@ def snapshot() -> dict:
                 "state": str(trace.info.state),
                 "request_time": trace.info.request_time,
                 "execution_duration": trace.info.execution_duration,
-                "tags": {k: v for k, v in trace.info.tags.items()},
+                "tags": dict(trace.info.tags),
                 "spans": sorted(
                     (s.name, s.span_id, s.parent_id, json.dumps(s.inputs), json.dumps(s.outputs), s.start_time_ns,
                      s.end_time_ns, s.get_attribute("model"))
@@ -134,7 +134,7 @@ def snapshot() -> dict:
                                             "creation_timestamp")}
                 for v in versions
             ],
-        },  # fmt: skip
+        },
     }
 
 

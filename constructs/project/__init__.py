@@ -1,0 +1,4 @@
+"""Project plumbing applied before the server: the enabled APIs and the image registry.
+
+May import: constructs.cdk only.
+"""
