@@ -393,7 +393,7 @@ def _stamp_otlp_protobuf(data: bytes, identity: str) -> bytes:
                     if attribute.key == route_rules.OTLP_USER_ATTRIBUTE:
                         attribute.value.Clear()
                         attribute.value.string_value = identity
-    return request.SerializeToString()
+    return bytes(request.SerializeToString())
 
 
 def _stamp_otlp_json(data: bytes, identity: str) -> bytes:
@@ -404,7 +404,7 @@ def _stamp_otlp_json(data: bytes, identity: str) -> bytes:
         raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", "Invalid OpenTelemetry format")) from e
 
     def each(value: Any, *names: str) -> list[Any]:
-        found = next((value[n] for n in names if isinstance(value, dict) and isinstance(value.get(n), list)), [])
+        found: list[Any] = next((value[n] for n in names if isinstance(value, dict) and isinstance(value.get(n), list)), [])
         return [item for item in found if isinstance(item, dict)]
 
     for resource_spans in each(request, "resourceSpans", "resource_spans"):

@@ -135,7 +135,7 @@ def refuse_server_key(field_name: str) -> Rewrite:
     def check(msg: Any, call: Call) -> None:
         for key in (getattr(msg, field_name, None), call.view_args.get(field_name)):
             if is_server_tag(key):
-                raise _server_tag_refusal(key)
+                raise _server_tag_refusal(str(key))
 
     return check
 
@@ -173,7 +173,7 @@ def stamp_dataset_records(msg: Any, call: Call) -> None:
     for record in records:
         if not isinstance(record, dict):
             continue
-        tags = record.get("tags") if isinstance(record.get("tags"), dict) else {}
+        tags: dict[str, Any] = record["tags"] if isinstance(record.get("tags"), dict) else {}
         claimed = tags.get(USER_TAG)
         tags = {k: v for k, v in tags.items() if not is_server_tag(k)}
         tags[USER_TAG] = call.identity
@@ -259,7 +259,7 @@ def check_alias(msg: Any, call: Call) -> None:
         )
 
 
-def _registry():
+def _registry() -> Any:
     from mlflow.server.handlers import _get_model_registry_store
 
     return _get_model_registry_store()
@@ -532,7 +532,7 @@ def fastapi_routes(fastapi_app: Any) -> list[tuple[str, frozenset[str], str]]:
             path = getattr(context, "path_format", None) or getattr(getattr(context, "starlette_route", None), "path", None)
             path = path if path is not None else getattr(original, "path", "")
             methods = getattr(context, "methods", None) or getattr(original, "methods", None) or ()
-            found.append((path, frozenset(methods), endpoint_name(endpoint)))
+            found.append((str(path), frozenset(methods), endpoint_name(endpoint)))
     return found
 
 
