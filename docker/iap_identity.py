@@ -49,6 +49,8 @@ from typing import Any
 import google.auth.exceptions
 import google.auth.jwt
 
+import iap_access
+
 ISSUER = "https://cloud.google.com/iap"
 KEYS_URL = "https://www.gstatic.com/iap/verify/public_key"
 ALGORITHM = "ES256"
@@ -347,6 +349,9 @@ class IapIdentity:
         self.verifier = Verifier(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # iap_access hook: the only VERIFIED_USER_HEADER MLflow's auth app sees is the one set below.
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "headers": iap_access.with_verified_user(scope["headers"], None)}
         if scope["type"] not in ("http", "websocket") or scope["path"] in UNVERIFIED_PATHS:
             return await self.app(scope, receive, send)
         assertion = next((v for k, v in scope["headers"] if k.lower() == ASSERTION_HEADER), b"").decode("latin-1")
@@ -362,12 +367,14 @@ class IapIdentity:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
             return await _answer(send, *refusal)
+        scope = {**scope, "headers": iap_access.with_verified_user(scope["headers"], identity)}  # iap_access hook
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
 
         match = _ENDPOINT.fullmatch(scope["path"])
         route = (scope["method"], match.group(1)) if match else None
-        if route == ("GET", "users/current"):
+        # With [access], MLflow's auth app answers users/current itself (its user, its admin flag).
+        if route == ("GET", "users/current") and not os.environ.get(iap_access.ACCESS_ENV):
             user = {"user": {"username": identity, "is_admin": False}, "is_basic_auth": False}
             return await _answer(send, 200, json.dumps(user).encode())
         if route not in _GUARDED and route not in _CREATES and route not in _RECORDED_AFTER:

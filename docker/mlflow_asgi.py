@@ -127,9 +127,10 @@ import cloudsql_iam  # noqa: E402  (IAM database login, in every worker, before 
 
 cloudsql_iam.install()
 
+import iap_access  # noqa: E402
 import iap_identity  # noqa: E402
-from mlflow.server.fastapi_app import app as mlflow_app  # noqa: E402
 
-app = iap_identity.wrap(mlflow_app)
+# [access] on: MLflow's auth app (its validators, workspaces) around MLflow's app (iap_access.py).
+app = iap_identity.wrap(iap_access.mlflow_app())
 
 __all__ = ["app"]

@@ -46,10 +46,13 @@ import os
 import sys
 import time
 
+import iap_access
 import iap_identity
 
 PROG = "start.sh"
 MLFLOW_APP = "mlflow.server.fastapi_app:app"
+MLFLOW_AUTH_APP = "mlflow.server.auth:create_app"
+"""What `mlflow server --app-name basic-auth` has uvicorn serve (as a factory) with [access] on."""
 APP = "mlflow_asgi:app"
 """What uvicorn serves instead of MLFLOW_APP; mlflow_asgi.py is in this file's directory."""
 APP_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -120,6 +123,10 @@ def dispose_store_engines() -> None:
     for store_class in (TrackingStore, RegistryStore):
         for engine in store_class._engine_map.values():
             engine.dispose()
+    if os.environ.get(iap_access.ACCESS_ENV):
+        from mlflow.server.auth import store as auth_store
+
+        auth_store.engine.dispose()
 
 
 def uvicorn_argv(cmd) -> list[str]:
@@ -127,7 +134,9 @@ def uvicorn_argv(cmd) -> list[str]:
     argv = [str(part) for part in cmd]
     if argv[1:3] != ["-m", "uvicorn"]:
         fail(f"mlflow server would start {' '.join(argv[:3])}, not python -m uvicorn")
-    # APP is always the last argument.
+    # APP is always the last argument; MLflow's auth app comes with --factory before it.
+    if argv[-1] == MLFLOW_AUTH_APP and argv[-2] == "--factory":
+        argv[-2:] = [MLFLOW_APP]
     if argv[-1] != MLFLOW_APP:
         fail(f"mlflow server would have uvicorn serve {argv[-1]}, not {MLFLOW_APP}")
     argv[-1:] = ["--app-dir", APP_DIR, APP]
@@ -172,6 +181,7 @@ def serve_in_place(cmd, *, extra_env=None, **_kwargs):
 def main() -> None:
     try:
         iap_identity.settings_from_environ()
+        access = iap_access.model_from_environ()
     except ValueError as e:
         fail(str(e))
     gc.disable()
@@ -182,6 +192,7 @@ def main() -> None:
 
     cloudsql_iam.install()
     require_migrated_schema(backend_store_uri)
+    access_args = [] if access is None else start_access(access, backend_store_uri)
 
     import mlflow.server
     from mlflow.cli import cli
@@ -189,7 +200,33 @@ def main() -> None:
     mlflow.server._exec_cmd = serve_in_place
     # The URI stays in the environment (`--backend-store-uri` reads MLFLOW_BACKEND_STORE_URI), out
     # of every process's argv.
-    cli.main(args=["server", *sys.argv[1:]], prog_name="mlflow")
+    cli.main(args=["server", *sys.argv[1:], *access_args], prog_name="mlflow")
+
+
+def start_access(access: iap_access.AccessModel, backend_store_uri: str) -> list[str]:
+    """[access] on (iap_access.py): MLflow's auth app, its workspaces, the model applied; the extra
+    `mlflow server` arguments."""
+    password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    if len(password) < 12:
+        fail(
+            "MLFLOW_AUTH_ADMIN_PASSWORD must be set (12 characters or more) with MLFLOW_IAP_ACCESS: the bootstrap "
+            "admin MLflow's auth app creates (the deployment keeps it in Secret Manager)"
+        )
+    if os.environ.get("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true").lower() not in ("true", "1"):
+        fail("MLFLOW_BASIC_AUTH_FAIL_CLOSED must stay on with MLFLOW_IAP_ACCESS: routes no validator claims are denied")
+    os.environ["MLFLOW_BASIC_AUTH_FAIL_CLOSED"] = "true"
+    os.environ["MLFLOW_AUTH_ADMIN_USERNAME"] = iap_access.BOOTSTRAP_ADMIN
+    os.environ.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", iap_access.flask_secret_key(password))
+    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = iap_access.auth_config_file(backend_store_uri)
+    os.environ["MLFLOW_ENABLE_WORKSPACES"] = "true"
+    try:
+        import mlflow.server.auth
+
+        mlflow.server.auth.bootstrap_admin_user()
+        iap_access.apply_at_start(access, backend_store_uri)
+    except Exception as e:  # noqa: BLE001  (one line, whatever MLflow's store raised)
+        fail(f"cannot apply MLFLOW_IAP_ACCESS: {str(e).splitlines()[0]}")
+    return ["--app-name", "basic-auth", "--enable-workspaces"]
 
 
 if __name__ == "__main__":
