@@ -3,7 +3,9 @@ direct-IAP variant, only through IAP on the service itself."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from constructs.cdk import set_newer_provider_attribute
 from constructs.cdk.google.cloud_run_v2_service import (
@@ -24,6 +26,7 @@ from constructs import Construct
 from constructs.server_container import (
     SERVICE_STRUCTS,
     RunPlacement,
+    RunStructs,
     ServerContainerProps,
     artifact_mount,
     artifact_volume,
@@ -60,6 +63,9 @@ class TrackingServiceProps:
     # True: IAP on the service itself (`iap_enabled`) and ingress from everywhere, so the run.app URL
     # works; IAP checks every request first, then calls the service as its service agent.
     direct_iap: bool = False
+    # default: None, everyone IAP admits may do everything. Else the variables of MLflow's own
+    # permissions (constructs/access_control.py: AccessControl.env), built with the service's structs.
+    access_env: Callable[[RunStructs], list[Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -125,7 +131,7 @@ class TrackingService(Construct):
                         # h2c: end-to-end HTTP/2 lifts Cloud Run's 32 MiB HTTP/1 request limit, so
                         # large models upload in MLflow's single PUT (the server speaks h2c and HTTP/1).
                         ports=CloudRunV2ServiceTemplateContainersPorts(container_port=CONTAINER_PORT, name="h2c"),
-                        env=[*server_env(c, s), iap_audience_env(props.iap_audience, s)],
+                        env=[*server_env(c, s), iap_audience_env(props.iap_audience, s), *(props.access_env(s) if props.access_env else [])],
                         resources=CloudRunV2ServiceTemplateContainersResources(
                             limits={"cpu": props.cpu, "memory": props.memory},
                             cpu_idle=True,

@@ -191,14 +191,15 @@ class CloudIdentityGroups:
             self._names[group] = name
         return self._names[group]
 
-    def has_member(self, group: str, email: str) -> bool:
+    def has_member(self, group: str, email: str) -> tuple[bool, float]:
+        """Whether `email` is in `group`, directly or not, and until when that answer is kept."""
         cached = self._members.get((group, email))
         if cached is not None and time.monotonic() < cached[1]:
-            return cached[0]
+            return cached
         query = {"query": f"member_key_id == '{email}'"}
         found = bool(self._get(f"{self.resource_name(group)}/memberships:checkTransitiveMembership", query).get("hasMembership"))
-        self._members[(group, email)] = (found, time.monotonic() + self.ttl)
-        return found
+        self._members[(group, email)] = answer = (found, time.monotonic() + self.ttl)
+        return answer
 
 
 # --- what a user gets --------------------------------------------------------------------------
@@ -209,34 +210,38 @@ class Grants:
     is_admin: bool
     roles: frozenset[tuple[str, str]]
     """(workspace, role name) of the managed roles the user holds."""
+    valid_until: float
+    """When the group answers these rest on are no longer kept (now + TTL without groups)."""
 
 
 class Resolver:
     def __init__(self, model: AccessModel, groups: CloudIdentityGroups) -> None:
         self.model, self.groups = model, groups
 
-    def _is(self, members: tuple[str, ...], email: str) -> bool:
-        for member in members:
-            kind, who = member.split(":", 1)
-            if kind != "group" and who == email:
-                return True
+    def _is(self, members: tuple[str, ...], email: str, until: list[float]) -> bool:
+        if any(m.split(":", 1)[1] == email for m in members if not m.startswith("group:")):
+            return True
         for member in members:
             kind, who = member.split(":", 1)
             if kind == "group":
                 try:
-                    if self.groups.has_member(who, email):
-                        return True
+                    found, kept_until = self.groups.has_member(who, email)
                 except GroupUnreadable as e:
                     _log.warning("iap_access: cannot read group %s: %s", who, e)
+                    continue
+                until.append(kept_until)
+                if found:
+                    return True
         return False
 
     def grants(self, email: str) -> Grants:
         email = email.lower()
-        own = [t for t in self.model.teams if self._is(t.members, email)]
+        until = [time.monotonic() + self.groups.ttl]
+        own = [t for t in self.model.teams if self._is(t.members, email, until)]
         roles = {(t.workspace, TEAM_ROLE) for t in own}
         if own and self.model.others == "read":
             roles |= {(t.workspace, READERS_ROLE) for t in self.model.teams if t not in own}
-        return Grants(self._is(self.model.admins, email), frozenset(roles))
+        return Grants(self._is(self.model.admins, email, until), frozenset(roles), min(until))
 
 
 # --- MLflow's auth store -----------------------------------------------------------------------
@@ -283,7 +288,6 @@ class Provisioner:
     """Per-process: who was synced, with what, until when."""
 
     resolver: Resolver
-    ttl: int
     _synced: dict[str, float] = field(default_factory=dict)
     _role_ids: dict[tuple[str, str], int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -296,8 +300,9 @@ class Provisioner:
                 return
             if self._role_ids is None:
                 self._role_ids = _role_ids()
-            _sync_user(email, self.resolver.grants(email), self._role_ids)
-            self._synced[email] = time.monotonic() + self.ttl
+            grants = self.resolver.grants(email)
+            _sync_user(email, grants, self._role_ids)
+            self._synced[email] = grants.valid_until
 
 
 _provisioner: Provisioner | None = None
@@ -309,9 +314,8 @@ def provisioner() -> Provisioner:
         model = model_from_environ()
         if model is None:
             raise RuntimeError(f"{ACCESS_ENV} is not set but the IAP access authorization function is configured")
-        ttl = groups_ttl()
-        groups = CloudIdentityGroups(ttl, os.environ.get(CLOUD_IDENTITY_ENV) or CLOUD_IDENTITY_URL)
-        _provisioner = Provisioner(Resolver(model, groups), ttl)
+        groups = CloudIdentityGroups(groups_ttl(), os.environ.get(CLOUD_IDENTITY_ENV) or CLOUD_IDENTITY_URL)
+        _provisioner = Provisioner(Resolver(model, groups))
     return _provisioner
 
 
@@ -396,8 +400,7 @@ def apply_at_start(model: AccessModel, backend_store_uri: str) -> None:
     """Workspaces, managed roles and known users made to match the model; says which group it cannot read."""
     _sync_workspaces(model, backend_store_uri)
     role_ids = _sync_roles(model)
-    ttl = groups_ttl()
-    groups = CloudIdentityGroups(ttl, os.environ.get(CLOUD_IDENTITY_ENV) or CLOUD_IDENTITY_URL)
+    groups = CloudIdentityGroups(groups_ttl(), os.environ.get(CLOUD_IDENTITY_ENV) or CLOUD_IDENTITY_URL)
     for group in model.groups:
         try:
             groups.resource_name(group)

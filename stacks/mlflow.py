@@ -6,6 +6,7 @@ from constructs.cdk import Annotations, TerraformOutput, TerraformStack, Terrafo
 from constructs.cdk.google.provider import GoogleProvider
 from constructs import Construct
 
+from constructs.access_control import AccessControl, AccessControlProps
 from constructs.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
 from constructs.billing_budget import BillingBudget, BillingBudgetProps
 from constructs.client_identity import ClientIdentity, ClientIdentityProps
@@ -195,6 +196,7 @@ class MlflowStack(TerraformStack):
                 ),
             )
             iap_audience = front_door.iap_audience
+        access = self._access_control(cfg, server, server_grants)
         service = TrackingService(
             self,
             "tracking-service",
@@ -209,6 +211,7 @@ class MlflowStack(TerraformStack):
                 concurrency=cfg.server.concurrency,
                 direct_iap=direct_iap,
                 iap_audience=iap_audience,
+                access_env=access.env if access else None,
             ),
         )
         if direct_iap:
@@ -350,3 +353,30 @@ class MlflowStack(TerraformStack):
             description="The migration job's logs, when an apply stops at the migration",
         )
         TerraformOutput(self, "sql_connection_name", value=database.connection_name)
+
+    def _access_control(self, cfg: Config, server: ServerIdentity, server_grants: list) -> AccessControl | None:
+        """[access]: MLflow's own permissions for the IAP-verified user (README: Teams and permissions)."""
+        if cfg.access is None:
+            return None
+        if cfg.database.auth == "iam":
+            use_random(self)  # password login has it already
+        access = AccessControl(
+            self,
+            "access-control",
+            AccessControlProps(
+                project=cfg.project_id,
+                region=cfg.region,
+                secret_id=f"{cfg.name_prefix}-mlflow-bootstrap-admin",
+                model=cfg.access.server_model(),
+                protect_from_destroy=cfg.protect_data,
+            ),
+        )
+        server_grants.append(access.grant_access("server-reads-admin", server.member))
+        if cfg.access.groups:
+            TerraformOutput(
+                self,
+                "groups_reader_step",
+                value=f"Admin console > Account > Admin roles > Groups Reader > Assign service accounts: {server.email}",
+                description="The one-time step that lets the server read [access] groups' members (README: Teams and permissions)",
+            )
+        return access

@@ -59,10 +59,12 @@ class ProjectStack(TerraformStack):
         use_google(self, cfg.project_id, cfg.region)
         # The budget's API is needed (as the quota project's) only when a budget is configured.
         budget_apis = ("billingbudgets.googleapis.com",) if cfg.budget.billing_account else ()
+        # The server resolves [access] groups with the Cloud Identity Groups API.
+        access_apis = ("cloudidentity.googleapis.com",) if cfg.access and cfg.access.groups else ()
         apis = ProjectServices(
             self,
             "apis",
-            ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()) + budget_apis),
+            ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()) + budget_apis + access_apis),
         )
         registry = ImageRegistry(
             self,
