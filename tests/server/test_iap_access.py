@@ -21,7 +21,7 @@ from tests.server.conftest import Database, Launcher, migrate
 from tests.server.fake_cloud_identity import FakeCloudIdentity
 from tests.server.fake_metadata import FakeMetadataServer
 from tests.server.iap_signer import AUDIENCE, IapSigner
-from tests.server.proc import ServerProcess
+from tests.server.proc import START_SH, ServerProcess, run_script, script_env
 
 A1, A2, B1 = "a1@example.com", "a2@example.com", "b1@example.com"
 CI = "ci-team-a@example-project.iam.gserviceaccount.com"
@@ -32,12 +32,12 @@ ADMIN_PASSWORD = "bootstrap-admin-secret-0123456789"
 GROUPS_TTL = 3
 
 
-def access_model(others: str) -> dict:
+def access_model(others: str, team_a_workspace: str = "team-a") -> dict:
     return {
         "admins": [f"user:{BOSS}"],
         "others": others,
         "teams": [
-            {"name": "team-a", "workspace": "team-a", "members": [f"user:{A1}", f"group:{TEAM_A_GROUP}", f"serviceAccount:{CI}"]},
+            {"name": "team-a", "workspace": team_a_workspace, "members": [f"user:{A1}", f"group:{TEAM_A_GROUP}", f"serviceAccount:{CI}"]},
             {"name": "team-b", "workspace": "team-b", "members": [f"user:{B1}"]},
         ],
     }
@@ -63,12 +63,12 @@ def access_env(
 ) -> Callable[[str], dict[str, str]]:
     gcloud = tmp_path_factory.mktemp("gcloud")
 
-    def env(others: str) -> dict[str, str]:
+    def env(others: str, model: dict | None = None) -> dict[str, str]:
         return {
             "MLFLOW_IAP_VERIFICATION": "on",
             "MLFLOW_IAP_AUDIENCE": AUDIENCE,
             "MLFLOW_IAP_TEST_KEYS_URL": signer.keys_url,
-            "MLFLOW_IAP_ACCESS": json.dumps(access_model(others)),
+            "MLFLOW_IAP_ACCESS": json.dumps(model or access_model(others)),
             "MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS": str(GROUPS_TTL),
             "MLFLOW_IAP_TEST_CLOUD_IDENTITY_URL": cloud_identity.url,
             "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -256,3 +256,139 @@ def test_each_identity_gets_in_each_workspace_what_the_configuration_says(world:
             if got is not expected:
                 wrong.append(f"{team.workspace}/{operation}: expected {'allowed' if expected else 'refused'}, got {got}")
     assert wrong == [], f"others={world.others}, {email}, {spelling.name}:\n" + "\n".join(wrong)
+
+
+# --- who the user is ---------------------------------------------------------------------------
+
+
+def test_mlflow_knows_each_caller_as_iaps_verified_user_and_no_client_can_claim_another(world: World) -> None:
+    """users/current (what MLflow's UI shows) is the verified e-mail; the server's own header,
+    sent by a client in any spelling WSGI would read alike, changes nothing."""
+    for email in (BOSS, A1, VISITOR):
+        caller = world.caller(email)
+        headers = {**world.signer.headers(email), "x-mlflow-iap-verified-user": BOSS, "X_MLFLOW_IAP_VERIFIED_USER": BOSS}
+        me = requests.get(f"{world.server.url}/ajax-api/2.0/mlflow/users/current", headers=headers, timeout=30).json()["user"]
+        assert (me["username"], me["is_admin"]) == (email, email == BOSS)
+        team_a = world.teams["team-a"]
+        logged = requests.post(
+            f"{world.server.url}/api/2.0/mlflow/runs/log-metric",
+            json={"run_id": team_a.run_id, "key": "loss", "value": 9.0, "timestamp": 3},
+            headers={**headers, "X-MLflow-Workspace": team_a.workspace},
+            timeout=30,
+        )
+        assert logged.status_code == (200 if email in (BOSS, A1) else 403), caller.email
+
+
+def test_mlflows_user_and_role_apis_are_for_admins_only(world: World) -> None:
+    for email, status in ((A1, 403), (VISITOR, 403), (BOSS, 200)):
+        listed = world.caller(email).call("GET", "users/list", None)
+        assert listed.status_code == status, email
+    users = {u["username"] for u in world.caller(BOSS).ok("GET", "users/list", None)["users"]}
+    assert {BOSS, "iap-bootstrap-admin"} <= users
+
+
+# --- groups ------------------------------------------------------------------------------------
+
+
+def wait_for_answer(caller: Caller, run_id: str, workspace: str, status: int, timeout: float) -> float:
+    """Seconds until logging a metric to `run_id` answers `status`."""
+    start = time.monotonic()
+    while True:
+        body = {"run_id": run_id, "key": "loss", "value": 0.3, "timestamp": 5}
+        got = caller.call("POST", "runs/log-metric", workspace, body=body).status_code
+        if got == status:
+            return time.monotonic() - start
+        assert time.monotonic() - start < timeout, f"{caller.email}: still {got} after {timeout} s, expected {status}"
+        time.sleep(0.2)
+
+
+def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_ttl(
+    start_server: Launcher,
+    new_database: Callable[[], Database],
+    signer: IapSigner,
+    cloud_identity: FakeCloudIdentity,
+    access_env: Callable[..., dict[str, str]],
+) -> None:
+    model = access_model("none")
+    model["teams"].append({"name": "hidden", "workspace": "hidden", "members": ["group:secret-team@example.com"]})
+    cloud_identity.groups |= {TEAM_A_GROUP: {A2}, "secret-team@example.com": {VISITOR}}
+    cloud_identity.unreadable = {"secret-team@example.com"}
+    db = new_database()
+    migrate(db)
+    server = start_server(db, **access_env("none", model))
+    server.wait_healthy(timeout=180)
+    assert (
+        "start.sh: cannot read group secret-team@example.com (403 Forbidden); its members get nothing until the server's "
+        "service account may read its memberships (README: Teams and permissions)" in server.log()
+    )
+    run_id = Caller(server, signer, BOSS).ok("POST", "runs/create", "team-a", {"experiment_id": Caller(server, signer, BOSS).ok(
+        "POST", "experiments/create", "team-a", {"name": "groups"})["experiment_id"]})["run"]["info"]["run_id"]
+    visitor, a2 = Caller(server, signer, VISITOR), Caller(server, signer, A2)
+    try:
+        wait_for_answer(a2, run_id, "team-a", 200, 0)
+        checks = cloud_identity.checks
+        for _ in range(5):
+            wait_for_answer(a2, run_id, "team-a", 200, 0)
+        assert cloud_identity.checks == checks, "memberships are cached, not looked up per request"
+        wait_for_answer(visitor, run_id, "team-a", 403, 0)
+
+        cloud_identity.groups[TEAM_A_GROUP] = {A2, VISITOR}
+        assert wait_for_answer(visitor, run_id, "team-a", 200, timeout=GROUPS_TTL + 2) <= GROUPS_TTL + 1
+        cloud_identity.groups[TEAM_A_GROUP] = {VISITOR}
+        assert wait_for_answer(a2, run_id, "team-a", 403, timeout=GROUPS_TTL + 2) <= GROUPS_TTL + 1
+    finally:
+        cloud_identity.groups[TEAM_A_GROUP] = {A2}
+        cloud_identity.unreadable = set()
+
+
+# --- applied at start, refused at start --------------------------------------------------------
+
+
+def test_a_restart_with_another_model_adds_and_removes_grants_to_match(
+    start_server: Launcher, new_database: Callable[[], Database], signer: IapSigner, access_env: Callable[..., dict[str, str]]
+) -> None:
+    db = new_database()
+    migrate(db)
+    server = start_server(db, **access_env("read"))
+    server.wait_healthy(timeout=180)
+    boss, b1 = Caller(server, signer, BOSS), Caller(server, signer, B1)
+    experiment_id = boss.ok("POST", "experiments/create", "team-a", {"name": "shared"})["experiment_id"]
+    assert b1.call("GET", "experiments/get", "team-a", body={"experiment_id": experiment_id}).status_code == 200
+    server.terminate(timeout=30)
+
+    for others, status in (("none", 403), ("read", 200)):
+        server = start_server(db, **access_env(others))
+        server.wait_healthy(timeout=180)
+        assert Caller(server, signer, B1).call("GET", "experiments/get", "team-a", body={"experiment_id": experiment_id}).status_code == status, others
+        server.terminate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"MLFLOW_IAP_ACCESS": "{"}, "start.sh: MLFLOW_IAP_ACCESS is not JSON: "),
+        ({"MLFLOW_IAP_ACCESS": json.dumps({"teams": [{"name": "A", "workspace": "a", "members": []}]})},
+         "start.sh: MLFLOW_IAP_ACCESS: teams[0].name must be 2-63 lower-case letters"),
+        ({"MLFLOW_IAP_ACCESS": json.dumps({"others": "write"})}, "start.sh: MLFLOW_IAP_ACCESS: others must be none or read, got 'write'"),
+        ({"MLFLOW_IAP_ACCESS": json.dumps({"admins": ["alice@example.com"]})},
+         "start.sh: MLFLOW_IAP_ACCESS: admins has 'alice@example.com'; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL"),
+        ({"MLFLOW_IAP_VERIFICATION": "off", "MLFLOW_IAP_AUDIENCE": ""},
+         "start.sh: MLFLOW_IAP_ACCESS needs MLFLOW_IAP_VERIFICATION=on: the user is the IAP-verified e-mail"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": "short"}, "start.sh: MLFLOW_AUTH_ADMIN_PASSWORD must be set (12 characters or more)"),
+        ({"MLFLOW_BASIC_AUTH_FAIL_CLOSED": "false"}, "start.sh: MLFLOW_BASIC_AUTH_FAIL_CLOSED must stay on with MLFLOW_IAP_ACCESS"),
+        ({"MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS": "600"},
+         "start.sh: MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS must be a whole number of seconds from 1 to 300, got '600'"),
+    ],
+    ids=["not-json", "bad-team-name", "bad-others", "bare-email", "verification-off", "short-admin-password", "fail-open", "ttl-over-5-min"],
+)
+def test_a_malformed_access_setting_stops_the_start_with_one_line_and_writes_nothing(
+    postgres, new_database: Callable[[], Database], access_env: Callable[..., dict[str, str]], tmp_path: Path, change: dict, message: str
+) -> None:
+    db = new_database()
+    migrate(db)
+    env = {**access_env("none"), "MLFLOW_BACKEND_STORE_URI": db.uri, "PORT": "1", "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path), **change}
+    result = run_script(START_SH, script_env(**env))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("start.sh:")]
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert postgres.query("SELECT to_regclass('public.users') IS NULL", dbname=db.name)[0][0], "the auth tables were created"
