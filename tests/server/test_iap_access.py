@@ -14,9 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
 import requests
+from mlflow import MlflowClient
+from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
+from mlflow.tracking.request_header.registry import _request_header_provider_registry
 
+from tests.server import upgrade_data
 from tests.server.conftest import Database, Launcher, migrate
 from tests.server.fake_cloud_identity import FakeCloudIdentity
 from tests.server.fake_metadata import FakeMetadataServer
@@ -392,3 +397,60 @@ def test_a_malformed_access_setting_stops_the_start_with_one_line_and_writes_not
     lines = [line for line in result.stderr.splitlines() if line.startswith("start.sh:")]
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     assert postgres.query("SELECT to_regclass('public.users') IS NULL", dbname=db.name)[0][0], "the auth tables were created"
+
+
+# --- upgrade -----------------------------------------------------------------------------------
+
+
+class SignedAs(RequestHeaderProvider):
+    """MLflow's client through the IAP stand-in, as `email`."""
+
+    def __init__(self, signer: IapSigner, email: str) -> None:
+        self.signer, self.email = signer, email
+
+    def in_context(self) -> bool:
+        return True
+
+    def request_headers(self) -> dict[str, str]:
+        return self.signer.headers(self.email)
+
+
+def test_a_single_team_database_reads_back_whole_once_teams_are_configured(
+    start_server: Launcher,
+    new_database: Callable[[], Database],
+    signer: IapSigner,
+    access_env: Callable[..., dict[str, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a server without [access] holds is MLflow's default workspace; the team given workspace
+    "default" reads it all back, through the same artifact paths; another team sees none of it."""
+    db = new_database()
+    migrate(db)
+    artifacts = str(tmp_path / "artifacts")
+    no_access = {k: v for k, v in access_env("none").items() if not k.startswith(("MLFLOW_IAP_ACCESS", "MLFLOW_AUTH"))}
+    provider = SignedAs(signer, A1)
+    _request_header_provider_registry.register(lambda: provider)
+    try:
+        server = start_server(db, MLFLOW_ARTIFACTS_DESTINATION=artifacts, **no_access)
+        server.wait_healthy(timeout=180)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        mlflow.set_tracking_uri(server.url)
+        upgrade_data.populate()
+        before = upgrade_data.snapshot()
+        server.terminate(timeout=30)
+
+        server = start_server(db, MLFLOW_ARTIFACTS_DESTINATION=artifacts, **access_env("none", access_model("none", "default")))
+        server.wait_healthy(timeout=180)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        mlflow.set_tracking_uri(server.url)
+        after = upgrade_data.snapshot()
+        provider.email = B1
+        assert MlflowClient(server.url).search_experiments() == [], "team B sees nothing of the default workspace"
+    finally:
+        _request_header_provider_registry._registry.remove(provider)
+        mlflow.set_tracking_uri(None)
+    assert after == before
+    runs = [run for e in before["experiments"] for run in e["runs"]]
+    assert len(runs) == 6 and all(run["artifacts"] for run in runs if run["tags"].get("kind") == "parent")
+    assert [v["version"] for v in before["model"]["versions"]] == ["1", "2"] and before["model"]["champion"] == "2"
