@@ -21,6 +21,11 @@
 #                                          iap_identity.py); off: neither (a local server, no IAP)
 #   MLFLOW_IAP_AUDIENCE         unset      required when on: /projects/NUMBER/global/backendServices/ID
 #                                          (or .../locations/REGION/services/NAME, IAP on Cloud Run)
+#   MLFLOW_IAP_ACCESS           unset      teams ([access], JSON): MLflow's auth app and workspaces decide
+#                                          what the IAP-verified user may do (iap_access.py); needs
+#                                          verification on and MLFLOW_AUTH_ADMIN_PASSWORD (12+ characters,
+#                                          the bootstrap admin MLflow creates; from Secret Manager)
+#   MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS 300  how long a group membership answer is kept (1-300)
 #   MLFLOW_WORKERS              1          uvicorn worker processes
 #   MLFLOW_SQLALCHEMYSTORE_POOL_SIZE    2  per engine; each worker has 2 engines (tracking, registry)
 #   MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW 1  per engine, >= 1 (MLflow ignores 0)
