@@ -41,6 +41,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 ACCESS_ENV = "MLFLOW_IAP_ACCESS"
 TTL_ENV = "MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS"
@@ -281,6 +282,8 @@ def _sync_user(email: str, wanted: Grants, role_ids: dict[tuple[str, str], int])
                 store.assign_role_to_user(user.id, role_ids[key])
             except MlflowException:
                 pass  # assigned meanwhile by another request or instance
+    if user.is_admin != wanted.is_admin or held.keys() != wanted.roles:
+        _forget_lookups()
 
 
 @dataclass
@@ -331,6 +334,83 @@ def authenticate():
     email = email.lower()
     provisioner().ensure(email)
     return Authorization("basic", {"username": email, "password": ""})
+
+
+# --- what MLflow's validators look up, kept briefly ---------------------------------------------
+
+LOOKUP_CACHE_SECONDS = 5.0
+"""How long a user record, a user's grants in a workspace and a workspace are kept per process.
+MLflow's validators read them from the database on every request (twice for the user); a grant or
+admin flag changed through MLflow's own APIs reaches the other requests within this time. What
+iap_access itself changes is seen at once (the caches are emptied)."""
+RUN_CACHE_SIZE = 10_000
+
+
+class _Kept:
+    """A small thread-safe memo: each value for `seconds` (None: for ever), at most `size` of them."""
+
+    def __init__(self, seconds: float | None, size: int = 10_000) -> None:
+        self.seconds, self.size = seconds, size
+        self._values: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):
+        now = time.monotonic()
+        with self._lock:
+            hit = self._values.get(key)
+        if hit is not None and (hit[1] is None or now < hit[1]):
+            return hit[0]
+        value = compute()
+        if value is None:  # absent now, maybe not in a moment: not kept
+            return None
+        with self._lock:
+            if len(self._values) >= self.size:
+                self._values.clear()
+            self._values[key] = (value, None if self.seconds is None else now + self.seconds)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+_users, _grants, _workspaces = _Kept(LOOKUP_CACHE_SECONDS), _Kept(LOOKUP_CACHE_SECONDS), _Kept(LOOKUP_CACHE_SECONDS)
+_run_experiments = _Kept(None, RUN_CACHE_SIZE)
+"""(request workspace, run id) -> the run's experiment id, which never changes."""
+
+
+def _forget_lookups() -> None:
+    _users.clear()
+    _grants.clear()
+
+
+def install_lookup_caches() -> None:
+    """MLflow's auth store, its run lookup and the workspace store, answered from the memos above."""
+    import mlflow.server.auth as auth
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+    from mlflow.store.workspace.sqlalchemy_store import SqlAlchemyStore as WorkspaceStore
+    from mlflow.utils import workspace_context
+
+    store, get_user, list_grants = auth.store, auth.store.get_user, auth.store.list_grants
+    store.get_user = lambda username: _users.get(username, lambda: get_user(username))
+    store.list_grants = lambda user_id, workspace, types: _grants.get(
+        (user_id, workspace, frozenset(types)), lambda: list_grants(user_id, workspace, types)
+    )
+    fetch_or_none = auth._fetch_or_none
+
+    def _fetch(fetch, resource_id):
+        # Validators fetch a whole run (6 queries) only for its experiment id.
+        if getattr(fetch, "__func__", None) is not TrackingStore.get_run:
+            return fetch_or_none(fetch, resource_id)
+        def light_run():
+            run = fetch_or_none(fetch, resource_id)
+            return None if run is None else SimpleNamespace(info=SimpleNamespace(experiment_id=run.info.experiment_id))
+
+        return _run_experiments.get((workspace_context.get_request_workspace(), resource_id), light_run)
+
+    auth._fetch_or_none = _fetch
+    get_workspace = WorkspaceStore.get_workspace
+    WorkspaceStore.get_workspace = lambda self, name: _workspaces.get(name, lambda: get_workspace(self, name))
 
 
 # --- at start ----------------------------------------------------------------------------------
@@ -422,7 +502,9 @@ def mlflow_app():
     if os.environ.get(ACCESS_ENV):
         from mlflow.server.auth import create_app
 
-        return create_app()
+        app = create_app()
+        install_lookup_caches()
+        return app
     from mlflow.server.fastapi_app import app
 
     return app
