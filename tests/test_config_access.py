@@ -37,7 +37,7 @@ def test_the_teams_example_names_each_teams_workspace(teams_config):
 
 
 def test_a_team_with_members_admitted_by_a_group_of_iap_members_is_accepted():
-    access = config(TEAM_A + 'others = "read"\n').access
+    access = config('others = "read"\n' + TEAM_A).access
     assert access.server_model() == {
         "admins": [], "others": "read", "teams": [{"name": "team-a", "workspace": "team-a", "members": ["user:ana@example.com"]}],
     }  # fmt: skip

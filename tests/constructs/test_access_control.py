@@ -30,7 +30,7 @@ def test_the_server_gets_the_access_model_as_data(mlflow_teams, teams_config):
 
 def test_the_bootstrap_admin_password_is_generated_and_only_in_secret_manager(mlflow_teams):
     version = resources(mlflow_teams, "google_secret_manager_secret_version")["access-control/admin-secret-version"]
-    assert version["secret_data_wo"] == "${random_password.access-control_admin-password_A8CFB1A5.result}"
+    assert version["secret_data_wo"] == "${random_password.access-control_admin-password_32AB2A5E.result}"
     assert "secret_data" not in version
     assert service_env(mlflow_teams)["MLFLOW_AUTH_ADMIN_PASSWORD"] == {
         "secret_key_ref": {
@@ -50,7 +50,7 @@ def test_only_the_server_account_reads_the_admin_secret_and_the_service_waits_fo
     assert grant["member"] == "${google_service_account.server-identity_account_25E041FD.member}"
     assert grant["role"] == "roles/secretmanager.secretAccessor"
     service = one(mlflow_teams, "google_cloud_run_v2_service")
-    assert "google_secret_manager_secret_iam_member.access-control_server-reads-admin_3B1CE4F2" in service["depends_on"]
+    assert "google_secret_manager_secret_iam_member.access-control_server-reads-admin_E20B6A7E" in service["depends_on"]
 
 
 def test_groups_turn_on_the_cloud_identity_api_and_name_the_admin_step(app, mlflow_teams):
