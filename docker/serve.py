@@ -68,8 +68,10 @@ DB_WAIT_SECONDS = 60
 TRANSIENT = ("could not connect", "connection refused", "no such file or directory", "timeout", "starting up")
 
 
-def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECONDS) -> str | None:
-    """The database's alembic revision (None: no MLflow schema). Waits while it is unreachable."""
+def schema_revision(
+    backend_store_uri: str, wait_seconds: float = DB_WAIT_SECONDS, version_table: str = "alembic_version"
+) -> str | None:
+    """The database's alembic revision in `version_table` (None: no such schema). Waits while it is unreachable."""
     import sqlalchemy
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy.pool import NullPool
@@ -82,7 +84,7 @@ def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECOND
         for attempt in range(1, 1_000):
             try:
                 with engine.connect() as connection:
-                    return MigrationContext.configure(connection).get_current_revision()
+                    return MigrationContext.configure(connection, opts={"version_table": version_table}).get_current_revision()
             except TokenUnavailable as e:
                 fail(f"cannot log in to the backend store with IAM: {e}")
             except sqlalchemy.exc.OperationalError as e:
@@ -203,6 +205,22 @@ def main() -> None:
     cli.main(args=["server", *sys.argv[1:], *access_args], prog_name="mlflow")
 
 
+def require_migrated_auth_schema(backend_store_uri: str) -> None:
+    """MLflow's auth tables (migrate.sh makes them) at this MLflow's head: its auth store would
+    migrate them itself, from every instance starting at once."""
+    from alembic.script import ScriptDirectory
+    from mlflow.server.auth.db.utils import _get_alembic_config
+
+    head = ScriptDirectory.from_config(_get_alembic_config(backend_store_uri)).get_current_head()
+    current = schema_revision(backend_store_uri, version_table="alembic_version_auth")
+    if current != head:
+        found = f"at revision {current}" if current else "missing"
+        fail(
+            f"MLflow's auth tables (alembic_version_auth) are {found}, this MLflow needs revision {head}; "
+            "run /app/migrate.sh (the migration job) first - the server never migrates"
+        )
+
+
 def start_access(access: iap_access.AccessModel, backend_store_uri: str) -> list[str]:
     """[access] on (iap_access.py): MLflow's auth app, its workspaces, the model applied; the extra
     `mlflow server` arguments."""
@@ -219,6 +237,7 @@ def start_access(access: iap_access.AccessModel, backend_store_uri: str) -> list
     os.environ.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", iap_access.flask_secret_key(password))
     os.environ["MLFLOW_AUTH_CONFIG_PATH"] = iap_access.auth_config_file(backend_store_uri)
     os.environ["MLFLOW_ENABLE_WORKSPACES"] = "true"
+    require_migrated_auth_schema(backend_store_uri)
     try:
         import mlflow.server.auth
 

@@ -54,8 +54,9 @@ def locked_hashes() -> dict[NormalizedName, tuple[str, list[str]]]:
 def render() -> str:
     locked = locked_hashes()
     lines = [
-        "# The MLflow server image's packages: mlflow, psycopg2-binary and zttp (uvicorn's HTTP/2) with",
-        "# everything they need, at the versions the tests run (Pipfile.lock), with its hashes.",
+        "# The MLflow server image's packages: mlflow, psycopg2-binary, zttp (uvicorn's HTTP/2) and",
+        "# flask-wtf (MLflow's auth app, for [access]) with everything they need, at the versions the",
+        "# tests run (Pipfile.lock), with its hashes.",
         "# Generated; do not edit:",
         "#   python tests/server/image_requirements.py > docker/requirements.txt",
         "# Installed with `pip install --require-hashes`.",

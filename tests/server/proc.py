@@ -98,7 +98,7 @@ class ServerProcess:
             try:
                 if requests.get(f"{self.url}{path}", headers=headers, timeout=2).status_code == 200:
                     return time.monotonic() - self.launched_at
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a loaded machine
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"{path} not answered {timeout} s after the start:\n{self.log()[-5000:]}")

@@ -9,6 +9,7 @@ service account, B1 is team B's, BOSS is an admin, VISITOR is admitted by IAP bu
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from tests.server.conftest import Database, Launcher, migrate
 from tests.server.fake_cloud_identity import FakeCloudIdentity
 from tests.server.fake_metadata import FakeMetadataServer
 from tests.server.iap_signer import AUDIENCE, IapSigner
-from tests.server.proc import START_SH, ServerProcess, run_script, script_env
+from tests.server.proc import START_SH, VENV_BIN, ServerProcess, run_script, script_env
 
 A1, A2, B1 = "a1@example.com", "a2@example.com", "b1@example.com"
 CI = "ci-team-a@example-project.iam.gserviceaccount.com"
@@ -454,3 +455,32 @@ def test_a_single_team_database_reads_back_whole_once_teams_are_configured(
     runs = [run for e in before["experiments"] for run in e["runs"]]
     assert len(runs) == 6 and all(run["artifacts"] for run in runs if run["tags"].get("kind") == "parent")
     assert [v["version"] for v in before["model"]["versions"]] == ["1", "2"] and before["model"]["champion"] == "2"
+
+
+def test_the_author_rules_keep_working_under_mlflows_permissions(world: World) -> None:
+    """Who created a run, and who moved an alias, is still the verified caller (iap_identity.py)."""
+    team = world.teams["team-a"]
+    for email in (A1, CI):
+        caller = world.caller(email)
+        run = caller.ok("POST", "runs/create", team.workspace, {"experiment_id": team.experiment_id, "user_id": "someone-else"})
+        tags = {t["key"]: t["value"] for t in run["run"]["data"]["tags"]}
+        assert (run["run"]["info"]["user_id"], tags["mlflow.user"], tags["mlflow.user.client_claimed"]) == (email, email, "someone-else")
+        caller.ok("POST", "registered-models/alias", team.workspace, {"name": team.model, "alias": "champion", "version": "1"})
+        model = caller.ok("GET", "registered-models/get", team.workspace, {"name": team.model})["registered_model"]
+        assert {t["key"]: t["value"] for t in model["tags"]}["mlflow.alias.champion.changed_by"] == email
+
+
+def test_without_mlflows_auth_tables_the_server_refuses_to_make_them_itself(
+    postgres, new_database: Callable[[], Database], access_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """migrate.sh makes them (the migration job); a database only `mlflow db upgrade` brought up has none."""
+    db = new_database()
+    upgraded = subprocess.run([str(VENV_BIN / "mlflow"), "db", "upgrade", db.tcp_uri], env=script_env(), capture_output=True, text=True)
+    assert upgraded.returncode == 0, upgraded.stderr
+    env = {**access_env("none"), "MLFLOW_BACKEND_STORE_URI": db.uri, "PORT": "1", "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path)}
+    result = run_script(START_SH, script_env(**env))
+    assert result.returncode == 1
+    assert "start.sh: MLflow's auth tables (alembic_version_auth) are missing, this MLflow needs revision " in result.stderr
+    assert postgres.query("SELECT to_regclass('public.users') IS NULL", dbname=db.name)[0][0]
+    migrate(db)
+    assert not postgres.query("SELECT to_regclass('public.users') IS NULL", dbname=db.name)[0][0], "migrate.sh makes them"
