@@ -36,6 +36,11 @@ included). What this adds, checked against MLflow 3.17.2's source:
 6. With MLFLOW_BACKEND_STORE_AUTH=iam, every database connection here and in uvicorn logs in with
    an IAM access token (cloudsql_iam.py, next to this file); a token that cannot be had or that the
    database refuses stops the start with one line.
+
+7. With MLFLOW_IAP_ACCESS (teams, iap_access.py): `--app-name basic-auth --enable-workspaces` are
+   added, MLflow's auth app configured (its tables in the backend store's database, which migrate.sh
+   made: checked like the schema), its bootstrap admin created and the access model applied, all
+   before uvicorn starts; uvicorn still serves mlflow_asgi.py's app, which then wraps the auth app.
 """
 
 from __future__ import annotations
