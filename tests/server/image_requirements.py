@@ -62,6 +62,8 @@ def render() -> str:
         "# Installed with `pip install --require-hashes`.",
     ]
     for name, version in dependency_closure().items():
+        if name not in locked:
+            raise SystemExit(f"{name} {version} is installed but not in Pipfile.lock: add it to Pipfile and run pipenv lock")
         locked_version, hashes = locked[name]
         if locked_version != version:
             raise SystemExit(f"{name} {version} is installed but Pipfile.lock has {locked_version}: run pipenv sync --dev")
