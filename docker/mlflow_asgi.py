@@ -1,5 +1,6 @@
-"""The ASGI application the server runs: MLflow's own (`mlflow.server.fastapi_app:app`) behind IAP
-verification (iap_identity.py: who is calling, recorded on runs and model versions), with two
+"""The ASGI application the server runs: MLflow's own (`mlflow.server.fastapi_app:app`, or with teams
+its auth app around it: iap_access.py) behind IAP verification (iap_identity.py: who is calling,
+recorded on runs and model versions), with two
 defects of uvicorn's HTTP/2 support mended first. serve.py has uvicorn load it in MLflow's place.
 Both are in uvicorn 0.54.0's HTTP/2 protocol (`--http zttp --http2`: zttp_h2_impl), with zttp 0.0.35;
 its HTTP/1.1 protocol (zttp_impl), which Cloud Run's probes and local clients use, has neither.
