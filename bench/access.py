@@ -1,14 +1,14 @@
 """What teams ([access], docker/iap_access.py) cost a log_metric, measured in CPU time, which a
 loaded machine does not inflate the way it inflates wall time:
 
-    python bench/access.py [--requests 300] [--rounds 3]
+    python bench/access.py [--requests 300] [--rounds 3] [--clients 1]
 
 Each round starts two fresh processes in turn, each on its own database of one throwaway PostgreSQL
 (tests/server/pg.py): the image's ASGI app (docker/mlflow_asgi.py: IAP verification, MLflow) with
 [access] off, then on (MLflow's auth app, workspaces, the caller a team member working in its
 workspace). Each drives its app directly through ASGI (no sockets, no client threads) with
-`--requests` log_metric calls carrying a signed IAP assertion, after a warm-up, and reports the
-process CPU time and the wall time per call. bench/server.py measures the same through uvicorn
+`--requests` log_metric calls carrying a signed IAP assertion (from `--clients` concurrent callers),
+after a warm-up, and reports the process CPU time and the wall time per call. bench/server.py measures the same through uvicorn
 with a load generator; this one isolates the server's own work.
 """
 
@@ -31,7 +31,7 @@ TARGET = 0.15
 USER, WORKSPACE = "bench@example.com", "bench"
 
 
-def child(access: bool, requests: int) -> dict[str, float]:
+def child(access: bool, requests: int, clients: int) -> dict[str, float]:
     sys.path[:0] = [str(REPO), str(REPO / "docker")]
     os.chdir(tempfile.mkdtemp(prefix="bench-access-"))  # whatever MLflow writes beside itself stays out of the repo
     from tests.server.iap_signer import AUDIENCE, IapSigner
@@ -64,7 +64,7 @@ def child(access: bool, requests: int) -> dict[str, float]:
             headers["X-MLflow-Workspace"] = WORKSPACE
         import mlflow_asgi
 
-        return asyncio.run(drive(mlflow_asgi.app, headers, requests))
+        return asyncio.run(drive(mlflow_asgi.app, headers, requests, clients))
     finally:
         signer.__exit__()
         cluster.stop()
@@ -95,21 +95,28 @@ async def call(app, headers: dict[str, str], path: str, body: dict) -> tuple[int
     return out[0]["status"], b"".join(m.get("body", b"") for m in out[1:])
 
 
-async def drive(app, headers: dict[str, str], requests: int) -> dict[str, float]:
+async def drive(app, headers: dict[str, str], requests: int, clients: int) -> dict[str, float]:
     api = "/api/2.0/mlflow"
     status, body = await call(app, headers, f"{api}/experiments/create", {"name": "bench"})
     assert status == 200, body
     status, body = await call(app, headers, f"{api}/runs/create", {"experiment_id": json.loads(body)["experiment_id"]})
     run_id = json.loads(body)["run"]["info"]["run_id"]
-    walls = []
-    for i in range(-30, requests):  # the first 30 warm up
-        started = time.perf_counter()
-        if i == 0:
-            cpu = time.process_time()
-        status, body = await call(app, headers, f"{api}/runs/log-metric", {"run_id": run_id, "key": "m", "value": i, "timestamp": i + 30})
+    for i in range(30):  # warm-up: first sight of the user, the caches filled
+        status, body = await call(app, headers, f"{api}/runs/log-metric", {"run_id": run_id, "key": "m", "value": i, "timestamp": i + 1})
         assert status == 200, body
-        if i >= 0:
+    walls: list[float] = []
+
+    async def client(k: int) -> None:
+        for i in range(requests // clients):
+            started = time.perf_counter()
+            body = {"run_id": run_id, "key": f"m{k}", "value": i, "timestamp": i + 1}
+            status, answer = await call(app, headers, f"{api}/runs/log-metric", body)
+            assert status == 200, answer
             walls.append(time.perf_counter() - started)
+
+    cpu = time.process_time()
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    requests = len(walls)
     walls.sort()
     return {"cpu_ms": 1000 * (time.process_time() - cpu) / requests, "p95_ms": 1000 * walls[int(0.95 * len(walls))]}
 
@@ -118,16 +125,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=1, help="concurrent callers (8: bench/server.py's load)")
     parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child == "on", args.requests)))
+        print(json.dumps(child(args.child == "on", args.requests, args.clients)))
         return
     results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     for round_ in range(1, args.rounds + 1):
         for mode in ("off", "on"):
             out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--requests", str(args.requests)], capture_output=True, text=True, check=False
+                [sys.executable, __file__, "--child", mode, "--requests", str(args.requests), "--clients", str(args.clients)],
+                capture_output=True, text=True, check=False,
             )
             if out.returncode != 0:
                 raise SystemExit(f"[access] {mode}: the measuring process failed:\n{out.stderr[-3000:]}")
