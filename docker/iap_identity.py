@@ -23,6 +23,9 @@ Every body but an artifact upload is read at most MAX_BODY_BYTES into memory (41
 A request whose method or path is not in its one canonical spelling is refused 400 up front: a
 second line, the rules hold without it (tests/server/test_identity_attacks.py turns it off).
 users/current, which MLflow's UI asks to show who is signed in, answers with the identity.
+With [access] (iap_access.py) MLflow's auth app decides instead: the verified e-mail reaches it in
+iap_access.VERIFIED_USER_HEADER, set here after verification (a client's copy, in any spelling, is
+removed first), on the Flask and FastAPI paths alike; users/current is then MLflow's own answer.
 
 Environment (start.sh sets the defaults; `settings_from_environ` is the one check, run by serve.py
 before the server starts and again here):
@@ -59,6 +62,7 @@ from typing import Any
 import google.auth.exceptions
 import google.auth.jwt
 
+import iap_access
 import route_rules
 
 ISSUER = "https://cloud.google.com/iap"
@@ -425,6 +429,9 @@ class IapIdentity:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
+        # Before anything reads a header: the only VERIFIED_USER_HEADER MLflow's auth app (iap_access.py)
+        # sees is the one set below from the verified assertion, whatever a client sent.
+        scope = {**scope, "headers": iap_access.with_verified_user(scope["headers"], None)}
         if self.canonical_only and (reason := non_canonical(scope)):
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
@@ -437,11 +444,14 @@ class IapIdentity:
                 return await send({"type": "websocket.close", "code": 1008})
             return await _answer(send, *refusal)
         IDENTITY.set(identity)
+        scope["headers"] = iap_access.with_verified_user(scope["headers"], identity)
         # What MLflow's auth app would leave for its FastAPI routes (MCP servers record it as created_by).
         scope.setdefault("state", {})["username"] = identity
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
-        if scope["method"] == "GET" and _ENDPOINT.fullmatch(scope["path"]) and scope["path"].endswith("/users/current"):
+        # With [access], MLflow's auth app answers users/current itself (its user, its admin flag).
+        users_current = _ENDPOINT.fullmatch(scope["path"]) and scope["path"].endswith("/users/current")
+        if scope["method"] == "GET" and users_current and not os.environ.get(iap_access.ACCESS_ENV):
             user = {"user": {"username": identity, "is_admin": False}, "is_basic_auth": False}
             return await _answer(send, 200, json.dumps(user).encode())
         await self._serve(scope, _GuardedBody(scope, receive, identity), send)
