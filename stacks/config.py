@@ -670,7 +670,7 @@ class Config(Section):
 
     @property
     def client_service_account_email(self) -> str:
-        """The keyless client account (constructs/client_identity.py), which IAP admits."""
+        """The keyless client account (constructs/identity/client_identity.py), which IAP admits."""
         return f"{self.name_prefix}-client@{self.project_id}.iam.gserviceaccount.com"
 
     @property

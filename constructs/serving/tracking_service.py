@@ -69,7 +69,7 @@ class TrackingServiceProps:
     # works; IAP checks every request first, then calls the service as its service agent.
     direct_iap: bool = False
     # default: None, everyone IAP admits may do everything. Else the variables of MLflow's own
-    # permissions (constructs/access_control.py: AccessControl.env), built with the service's structs.
+    # permissions (constructs/identity/access_control.py: AccessControl.env), built with the service's structs.
     access_env: Callable[[RunStructs], list[Any]] | None = None
 
     def __post_init__(self) -> None:

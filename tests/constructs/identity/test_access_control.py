@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from constructs.access_control import AccessControlProps
+from constructs.identity.access_control import AccessControlProps
 from tests.synth import assert_matches, env_of, one, resources
 
 
