@@ -39,9 +39,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 ACCESS_ENV = "MLFLOW_IAP_ACCESS"
 TTL_ENV = "MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS"
@@ -160,7 +163,7 @@ class CloudIdentityGroups:
         self._names: dict[str, str] = {}
         self._members: dict[tuple[str, str], tuple[bool, float]] = {}
         self._lock = threading.Lock()
-        self._credentials = None
+        self._credentials: Any = None
 
     def _token(self) -> str:
         import google.auth
@@ -171,18 +174,21 @@ class CloudIdentityGroups:
                 self._credentials, _ = google.auth.default(scopes=[GROUPS_SCOPE])
             if not self._credentials.valid:
                 self._credentials.refresh(google.auth.transport.requests.Request())
-            return self._credentials.token
+            return str(self._credentials.token)
 
-    def _get(self, path: str, query: dict[str, str]) -> dict:
+    def _get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
         url = f"{self.base_url}/v1/{path}?{urllib.parse.urlencode(query)}"
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._token()}"})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return json.loads(response.read())
+                answer = json.loads(response.read())
         except urllib.error.HTTPError as e:
             raise GroupUnreadable(f"{e.code} {e.reason}") from e
         except (OSError, ValueError) as e:
             raise GroupUnreadable(str(e)) from e
+        if not isinstance(answer, dict):
+            raise GroupUnreadable("not a JSON object")
+        return answer
 
     def resource_name(self, group: str) -> str:
         if group not in self._names:
@@ -248,7 +254,7 @@ class Resolver:
 # --- MLflow's auth store -----------------------------------------------------------------------
 
 
-def _store():
+def _store() -> Any:
     from mlflow.server.auth import store
 
     return store
@@ -322,7 +328,7 @@ def provisioner() -> Provisioner:
     return _provisioner
 
 
-def authenticate():
+def authenticate() -> Any:
     """MLflow's `authorization_function`: the user is the e-mail IAP's verified assertion names."""
     from flask import Response, request
     from werkzeug.datastructures import Authorization
@@ -351,15 +357,16 @@ class _Kept:
 
     def __init__(self, seconds: float | None, size: int = 10_000) -> None:
         self.seconds, self.size = seconds, size
-        self._values: dict = {}
+        self._values: dict[Hashable, tuple[Any, float | None]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key, compute):
+    def get(self, key: Hashable, compute: Callable[[], T | None]) -> T | None:
         now = time.monotonic()
         with self._lock:
             hit = self._values.get(key)
         if hit is not None and (hit[1] is None or now < hit[1]):
-            return hit[0]
+            value: T | None = hit[0]
+            return value
         value = compute()
         if value is None:  # absent now, maybe not in a moment: not kept
             return None
@@ -391,18 +398,19 @@ def install_lookup_caches() -> None:
     from mlflow.store.workspace.sqlalchemy_store import SqlAlchemyStore as WorkspaceStore
     from mlflow.utils import workspace_context
 
-    store, get_user, list_grants = auth.store, auth.store.get_user, auth.store.list_grants
+    store: Any = auth.store
+    get_user, list_grants = store.get_user, store.list_grants
     store.get_user = lambda username: _users.get(username, lambda: get_user(username))
-    store.list_grants = lambda user_id, workspace, types: _grants.get(
-        (user_id, workspace, frozenset(types)), lambda: list_grants(user_id, workspace, types)
+    store.list_grants = lambda user_id, workspace_name, resource_types: _grants.get(
+        (user_id, workspace_name, frozenset(resource_types)), lambda: list_grants(user_id, workspace_name, resource_types)
     )
     fetch_or_none = auth._fetch_or_none
 
-    def _fetch(fetch, resource_id):
+    def _fetch(fetch: Any, resource_id: str) -> Any:
         # Validators fetch a whole run (6 queries) only for its experiment id.
         if getattr(fetch, "__func__", None) is not TrackingStore.get_run:
             return fetch_or_none(fetch, resource_id)
-        def light_run():
+        def light_run() -> SimpleNamespace | None:
             run = fetch_or_none(fetch, resource_id)
             return None if run is None else SimpleNamespace(info=SimpleNamespace(experiment_id=run.info.experiment_id))
 
@@ -410,7 +418,11 @@ def install_lookup_caches() -> None:
 
     auth._fetch_or_none = _fetch
     get_workspace = WorkspaceStore.get_workspace
-    WorkspaceStore.get_workspace = lambda self, name: _workspaces.get(name, lambda: get_workspace(self, name))
+    setattr(  # noqa: B010  (a method replaced on MLflow's class, as a plain attribute)
+        WorkspaceStore,
+        "get_workspace",
+        lambda self, workspace_name: _workspaces.get(workspace_name, lambda: get_workspace(self, workspace_name)),
+    )
 
 
 # --- at start ----------------------------------------------------------------------------------
@@ -441,7 +453,7 @@ def flask_secret_key(admin_password: str) -> str:
 
 def _sync_roles(model: AccessModel) -> dict[tuple[str, str], int]:
     store = _store()
-    wanted: dict[tuple[str, str], frozenset] = {}
+    wanted: dict[tuple[str, str], frozenset[tuple[str, str, str]]] = {}
     for team in model.teams:
         wanted[(team.workspace, TEAM_ROLE)] = TEAM_GRANTS
         if model.others == "read" and len(model.teams) > 1:
@@ -496,7 +508,7 @@ def apply_at_start(model: AccessModel, backend_store_uri: str) -> None:
             _sync_user(user.username, resolver.grants(user.username), role_ids)
 
 
-def mlflow_app():
+def mlflow_app() -> Any:
     """The ASGI app MLflow serves: with [access], its auth app's (`create_app`, as `--app-name
     basic-auth` has uvicorn build it), else its plain FastAPI app."""
     if os.environ.get(ACCESS_ENV):

@@ -261,7 +261,7 @@ def start_access(access: iap_access.AccessModel, backend_store_uri: str) -> list
 
         mlflow.server.auth.bootstrap_admin_user()
         iap_access.apply_at_start(access, backend_store_uri)
-    except Exception as e:  # noqa: BLE001  (one line, whatever MLflow's store raised)
+    except Exception as e:  # one line, whatever MLflow's store raised
         fail(f"cannot apply MLFLOW_IAP_ACCESS: {str(e).splitlines()[0]}")
     return ["--app-name", "basic-auth", "--enable-workspaces"]
 
