@@ -164,6 +164,22 @@ def seed(boss: Caller, workspace: str) -> TeamResources:
     return TeamResources(workspace, experiment_id, run["run_id"], artifact_path, model)
 
 
+def start_world(
+    others: str,
+    launcher: Launcher,
+    new_database: Callable[[], Database],
+    signer: IapSigner,
+    access_env: Callable[[str], dict[str, str]],
+    **extra_env: str,
+) -> World:
+    db = new_database()
+    migrate(db)
+    server = launcher(db, **access_env(others), **extra_env)
+    server.wait_healthy(timeout=180)
+    boss = Caller(server, signer, BOSS)
+    return World(others, server, signer, {ws: seed(boss, ws) for ws in TEAMS})
+
+
 @pytest.fixture(scope="module", params=["none", "read"])
 def world(
     request: pytest.FixtureRequest,
@@ -172,12 +188,21 @@ def world(
     signer: IapSigner,
     access_env: Callable[[str], dict[str, str]],
 ) -> World:
-    db = new_database()
-    migrate(db)
-    server = module_launcher(db, **access_env(request.param))
-    server.wait_healthy(timeout=180)
-    boss = Caller(server, signer, BOSS)
-    return World(request.param, server, signer, {ws: seed(boss, ws) for ws in TEAMS})
+    return start_world(request.param, module_launcher, new_database, signer, access_env)
+
+
+@pytest.fixture(scope="module")
+def accepting_world(
+    module_launcher: Launcher,
+    new_database: Callable[[], Database],
+    signer: IapSigner,
+    access_env: Callable[[str], dict[str, str]],
+) -> World:
+    """A server that lets non-canonical spellings through to routing (the test-only switch), so that
+    MLflow's permission validators, looked up by path text, are shown to deny them after routing too."""
+    return start_world(
+        "read", module_launcher, new_database, signer, access_env, MLFLOW_IAP_TEST_NON_CANONICAL="accept"
+    )
 
 
 # --- the matrix --------------------------------------------------------------------------------
@@ -197,13 +222,18 @@ class Spelling:
     def method(self, method: str) -> str:
         return method.lower() if self.lower_case else method
 
+    @property
+    def canonical(self) -> bool:
+        return not self.lower_case and not self.prefix.startswith("//")
 
-SPELLINGS = [
-    Spelling("api", "/api"),
-    Spelling("ajax-api", "/ajax-api"),
+
+CANONICAL_SPELLINGS = [Spelling("api", "/api"), Spelling("ajax-api", "/ajax-api")]
+NON_CANONICAL_SPELLINGS = [
     Spelling("double-slash", "//api"),
+    Spelling("triple-slash-ajax", "///ajax-api"),
     Spelling("lower-case-method", "/api", lower_case=True),
 ]
+SPELLINGS = CANONICAL_SPELLINGS + NON_CANONICAL_SPELLINGS
 
 
 def attempt(world: World, email: str, team: TeamResources, operation: str, spelling: Spelling) -> bool | str:
@@ -252,16 +282,52 @@ def allowed(world: World, email: str, team: TeamResources, operation: str) -> bo
     return world.others == "read" and email in TEAM_OF and operation in READS
 
 
-@pytest.mark.parametrize("spelling", SPELLINGS, ids=lambda s: s.name)
-@pytest.mark.parametrize("email", IDENTITIES)
-def test_each_identity_gets_in_each_workspace_what_the_configuration_says(world: World, email: str, spelling: Spelling) -> None:
+def wrong_cells(world: World, email: str, spelling: Spelling) -> list[str]:
     wrong = []
     for team in world.teams.values():
         for operation in (*READS, *WRITES):
             expected, got = allowed(world, email, team, operation), attempt(world, email, team, operation, spelling)
             if got is not expected:
                 wrong.append(f"{team.workspace}/{operation}: expected {'allowed' if expected else 'refused'}, got {got}")
+    return wrong
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS, ids=lambda s: s.name)
+@pytest.mark.parametrize("email", IDENTITIES)
+def test_each_identity_gets_in_each_workspace_what_the_configuration_says(world: World, email: str, spelling: Spelling) -> None:
+    """Canonical spellings: each cell as the configuration says. Any other spelling of the method or
+    path is refused 400 up front, before identity or permissions (iap_identity.py's first line)."""
+    if spelling.canonical:
+        wrong = wrong_cells(world, email, spelling)
+    else:
+        wrong = []
+        for team in world.teams.values():
+            for operation in (*READS, *WRITES):
+                got = attempt(world, email, team, operation, spelling)
+                if not (isinstance(got, str) and got.startswith("400 ") and "BAD_REQUEST" in got):
+                    wrong.append(f"{team.workspace}/{operation}: expected 400 BAD_REQUEST up front, got {got}")
     assert wrong == [], f"others={world.others}, {email}, {spelling.name}:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("spelling", NON_CANONICAL_SPELLINGS, ids=lambda s: s.name)
+@pytest.mark.parametrize("email", [A2, B1, VISITOR])
+def test_behind_the_up_front_refusal_mlflows_permissions_still_hold_for_every_spelling(
+    accepting_world: World, email: str, spelling: Spelling
+) -> None:
+    """With non-canonical spellings let through (test-only switch), MLflow finds no validator for
+    `//api/...` by its path text and its fail-closed net denies; a lower-case method routes as the
+    upper-case one: each cell still answers as the configuration says, never more."""
+    wrong = []
+    for team in accepting_world.teams.values():
+        for operation in (*READS, *WRITES):
+            expected = allowed(accepting_world, email, team, operation)
+            got = attempt(accepting_world, email, team, operation, spelling)
+            # A spelling MLflow's validators cannot place is refused even where the configuration allows.
+            if got is True and not expected:
+                wrong.append(f"{team.workspace}/{operation}: allowed, the configuration says refused")
+            elif got not in (True, False):
+                wrong.append(f"{team.workspace}/{operation}: neither done nor refused: {got}")
+    assert wrong == [], f"others={accepting_world.others}, {email}, {spelling.name}:\n" + "\n".join(wrong)
 
 
 # --- who the user is ---------------------------------------------------------------------------
