@@ -44,6 +44,7 @@ their Cache-Control max-age, and fetched again early when a token names a key id
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gzip
 import io
@@ -506,6 +507,9 @@ _ENDPOINT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/.+")
 
 
 DECIDED: contextvars.ContextVar[str | None] = contextvars.ContextVar("iap_identity_route", default=None)
+WORKSPACE: contextvars.ContextVar[str | None] = contextvars.ContextVar("iap_identity_workspace", default=None)
+"""The MLflow workspace the request ran in ([access]: workspaces on), seen while it ran: what a
+treatment's `after` records runs once MLflow has answered and cleared its own request workspace."""
 
 
 class FlaskRules:
@@ -521,6 +525,7 @@ class FlaskRules:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         DECIDED.set(None)
+        WORKSPACE.set(None)
         identity = IDENTITY.get()
         try:
             rule, view_args = self.flask_app.create_url_adapter(self.flask_app.request_class(environ)).match(return_rule=True)
@@ -548,7 +553,8 @@ class FlaskRules:
         answer = self.inner(environ, remember)
         if status and status[0].startswith("200"):
             try:
-                treatment.after(message, call, notes)
+                with _in_workspace(WORKSPACE.get()):
+                    treatment.after(message, call, notes)
             except Exception as e:  # the change is made; say plainly that its author was not recorded
                 _log.error("iap_identity: %s by %s is done but its author could not be recorded: %s", rule.endpoint, identity, e)
         return answer
@@ -563,7 +569,20 @@ class FlaskRules:
             return _flask_refusal(route_rules.forbidden(f"route {request.endpoint} is not the one decided on ({decided})"))
         if identity := IDENTITY.get():
             g.mlflow_authenticated_user = identity  # what MLflow's auth app sets; review queues read it
+        from mlflow.utils import workspace_context
+
+        if workspace_context.is_request_workspace_resolved():
+            WORKSPACE.set(workspace_context.get_request_workspace())
         return None
+
+
+def _in_workspace(workspace: str | None) -> contextlib.AbstractContextManager[Any]:
+    """MLflow's request workspace for what runs after MLflow has answered (none: as it is)."""
+    if workspace is None:
+        return contextlib.nullcontext()
+    from mlflow.utils.workspace_context import ServerWorkspaceContext
+
+    return ServerWorkspaceContext(workspace)
 
 
 def _apply(treatment: route_rules.Treatment, call: route_rules.Call, environ: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
