@@ -47,7 +47,8 @@ def test_the_bootstrap_admin_password_is_generated_and_only_in_secret_manager(ml
 
 def test_only_the_server_account_reads_the_admin_secret_and_the_service_waits_for_it(mlflow_teams):
     grant = resources(mlflow_teams, "google_secret_manager_secret_iam_member")["access-control/server-reads-admin"]
-    assert grant["member"] == "${google_service_account.server-identity_account_25E041FD.member}"
+    # The server's account is the project stack's (issue 28): named here by its e-mail.
+    assert grant["member"] == "serviceAccount:mlteams-server@example-mlflow-teams.iam.gserviceaccount.com"
     assert grant["role"] == "roles/secretmanager.secretAccessor"
     service = one(mlflow_teams, "google_cloud_run_v2_service")
     assert "google_secret_manager_secret_iam_member.access-control_server-reads-admin_E20B6A7E" in service["depends_on"]
@@ -57,7 +58,7 @@ def test_groups_turn_on_the_cloud_identity_api_and_name_the_admin_step(app, mlfl
     services = {s["service"] for s in resources(app.stacks["mlflow-teams-project"], "google_project_service").values()}
     assert "cloudidentity.googleapis.com" in services
     assert "Groups Reader" in mlflow_teams["output"]["groups_reader_step"]["value"]
-    assert "${google_service_account.server-identity_account_25E041FD.email}" in mlflow_teams["output"]["groups_reader_step"]["value"]
+    assert mlflow_teams["output"]["groups_reader_step"]["value"].endswith(": mlteams-server@example-mlflow-teams.iam.gserviceaccount.com")
 
 
 def test_without_access_nothing_of_it_exists(app, mlflow):
