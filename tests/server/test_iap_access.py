@@ -314,19 +314,9 @@ def test_each_identity_gets_in_each_workspace_what_the_configuration_says(world:
 def test_behind_the_up_front_refusal_mlflows_permissions_still_hold_for_every_spelling(
     accepting_world: World, email: str, spelling: Spelling
 ) -> None:
-    """With non-canonical spellings let through (test-only switch), MLflow finds no validator for
-    `//api/...` by its path text and its fail-closed net denies; a lower-case method routes as the
-    upper-case one: each cell still answers as the configuration says, never more."""
-    wrong = []
-    for team in accepting_world.teams.values():
-        for operation in (*READS, *WRITES):
-            expected = allowed(accepting_world, email, team, operation)
-            got = attempt(accepting_world, email, team, operation, spelling)
-            # A spelling MLflow's validators cannot place is refused even where the configuration allows.
-            if got is True and not expected:
-                wrong.append(f"{team.workspace}/{operation}: allowed, the configuration says refused")
-            elif got not in (True, False):
-                wrong.append(f"{team.workspace}/{operation}: neither done nor refused: {got}")
+    """With non-canonical spellings let through (test-only switch), MLflow's validators and its
+    fail-closed net still decide each cell as the configuration says, after routing."""
+    wrong = wrong_cells(accepting_world, email, spelling)
     assert wrong == [], f"others={accepting_world.others}, {email}, {spelling.name}:\n" + "\n".join(wrong)
 
 
