@@ -26,6 +26,7 @@ from constructs.tracking_service import TrackingService, TrackingServiceProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config, alert_thresholds
 from stacks.providers import use_google, use_random
+from stacks.runbook import add_runbook_outputs
 from stacks.wiring import wait_for
 
 
@@ -350,3 +351,4 @@ class MlflowStack(TerraformStack):
             description="The migration job's logs, when an apply stops at the migration",
         )
         TerraformOutput(self, "sql_connection_name", value=database.connection_name)
+        add_runbook_outputs(self, cfg, database, artifacts.bucket_name)
