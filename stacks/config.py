@@ -24,6 +24,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO_ROOT / "config" / "example.toml"
+# The files config/ ships with; any other TOML there is someone's environment.
+SHIPPED_CONFIGS = ("example.toml", "direct-iap.toml")
 CONFIG_ENV_VAR = "MLFLOW_CONFIG"
 
 

@@ -523,3 +523,31 @@ def test_protect_data_is_true_or_false_and_on_by_default():
     assert parse_config(EXAMPLE).protect_data is True
     assert parse_config("protect_data = false\n" + EXAMPLE).protect_data is False
     assert "protect_data: must be true or false, got 'no'" in rejection('protect_data = "no"\n' + EXAMPLE)
+
+
+def test_synth_names_the_files_it_builds_and_their_stacks(example_config, direct_iap_config):
+    import main
+
+    assert main.what_is_built("config/example.toml,config/direct-iap.toml", [example_config, direct_iap_config]) == [
+        "synth: config/example.toml (environment example: stacks mlflow-example-project, mlflow-example)",
+        "synth: config/direct-iap.toml (environment small: stacks mlflow-small-project, mlflow-small)",
+    ]
+
+
+def test_synth_warns_when_it_built_the_example_while_config_holds_an_environment(tmp_path, example_config):
+    """A new shell without MLFLOW_CONFIG: the example is built, and `cdktf deploy mlflow-prod` would find no stack."""
+    import main
+
+    for shipped in ("example.toml", "direct-iap.toml"):
+        (tmp_path / shipped).write_text("")
+    assert main.what_is_built("", [example_config], tmp_path) == [
+        "synth: config/example.toml (environment example: stacks mlflow-example-project, mlflow-example)"
+    ]
+    (tmp_path / "prod.toml").write_text("")
+    (tmp_path / "dev.toml").write_text("")
+    lines = main.what_is_built("", [example_config], tmp_path)
+    assert lines[1] == (
+        "warning: MLFLOW_CONFIG is not set, so this is the embedded example, not config/dev.toml, config/prod.toml; "
+        "export MLFLOW_CONFIG=config/dev.toml,config/prod.toml to build yours"
+    )
+    assert len(main.what_is_built("config/prod.toml", [example_config], tmp_path)) == 1
