@@ -49,7 +49,10 @@ def main() -> int:
         configs = load_configs()
     except ConfigError as error:
         removed = remove_stale_output()
-        print(f"error: {error}" + (f" (removed the previous {removed}: it no longer matches)" if removed else ""), file=sys.stderr)
+        lines = [f"error: {line}" for line in error.problems]
+        if removed:
+            lines.append(f"error: removed the previous {removed}: it no longer matches this configuration")
+        print("\n".join(lines), file=sys.stderr)
         return 2
     print("\n".join(what_is_built(os.environ.get(CONFIG_ENV_VAR, ""), configs)), flush=True)
     from stacks.app import build_app

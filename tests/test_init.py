@@ -57,7 +57,7 @@ def test_without_gcloud_or_a_terminal_the_number_is_required_and_every_problem_s
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert "project_number: unknown" in result.stderr and "pass --project-number" in result.stderr
-    assert "region: 'us-central' is not a Google Cloud region; did you mean `us-central1`?" in result.stderr
+    assert "region: 'us-central' is not a Google Cloud region — did you mean `us-central1`?" in result.stderr
     assert not (tmp_path / "config" / "prod.toml").exists()
 
 
