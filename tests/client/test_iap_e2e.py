@@ -187,3 +187,38 @@ def test_user_credentials_without_a_service_account_say_which_setting_is_missing
     _assert_one_line_error(world.token_cli(), "user's gcloud login", "MLFLOW_IAP_SERVICE_ACCOUNT")
     assert world.fake.sign_log == []
 
+
+
+# A loose bound: MLflow's own client retries with back-off for minutes; the check answers in about a second.
+FIRST_RUN_SECONDS = 20
+
+
+def test_the_first_run_without_credentials_fails_in_seconds_with_one_line(world):
+    """No `gcloud auth application-default login` yet: the example says so before MLflow sends anything."""
+    started = time.monotonic()
+    result = world.python(str(EXAMPLE), "--experiment", "iap-no-credentials")
+    elapsed = time.monotonic() - started
+    _assert_one_line_error(result, "no Google credentials found", "gcloud auth application-default login")
+    assert elapsed < FIRST_RUN_SECONDS, elapsed
+    assert world.fake.iap_log == [], "nothing is sent without a token"
+
+
+def test_the_first_run_before_dns_resolves_fails_in_seconds_with_one_line(world):
+    """Right after the first deploy the domain does not resolve yet: say that, not retry for minutes."""
+    world.login_as(world.fake.ALICE)
+    started = time.monotonic()
+    result = world.python(
+        # Google's endpoints through the fakes; the tracking host directly, through this machine's resolver.
+        str(EXAMPLE), MLFLOW_TRACKING_URI="https://mlflow-first-run.invalid", NO_PROXY="mlflow-first-run.invalid",
+        no_proxy="mlflow-first-run.invalid", MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA,
+    )
+    elapsed = time.monotonic() - started
+    _assert_one_line_error(result, "mlflow-first-run.invalid does not resolve (DNS)", "name_servers", "mlflow_url")
+    assert elapsed < FIRST_RUN_SECONDS, elapsed
+    assert [s.status for s in world.fake.sign_log] == [200] and world.fake.iap_log == []
+
+
+def test_the_first_run_refused_by_iap_says_who_must_be_a_member(world):
+    world.login_as(world.fake.ALICE)
+    result = world.python(str(EXAMPLE), MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.OUTSIDER_SA)
+    _assert_one_line_error(result, "refused the token (HTTP 403", "iap_members")
