@@ -105,10 +105,9 @@ def test_start_never_migrates_an_empty_database(
 
 
 def test_start_never_upgrades_an_older_schema(
-    postgres: PostgresCluster, new_database: Callable[[], Database], tmp_path: Path
+    postgres: PostgresCluster, new_migrated_database: Callable[[], Database], tmp_path: Path
 ) -> None:
-    db = new_database()
-    migrate(db)
+    db = new_migrated_database()
     tables = postgres.tables(db.name)
     # As if the database had been migrated by the previous MLflow release.
     postgres.query("UPDATE alembic_version SET version_num = 'an0lder0rev'", dbname=db.name)
