@@ -738,7 +738,8 @@ def _partial(model: type[BaseModel], data: dict, failed: set[tuple], loc: tuple)
         if any(f[: len(here)] == here for f in failed):
             continue
         try:
-            values[name] = TypeAdapter(Annotated[annotation, *field.metadata]).validate_python(data[name])
+            adapter = TypeAdapter(Annotated[annotation, *field.metadata] if field.metadata else annotation)
+            values[name] = adapter.validate_python(data[name])
         except (ValidationError, TypeError):
             continue
     partial = model.model_construct(**values)
