@@ -9,7 +9,7 @@ import pytest
 
 from stacks.runbook import restored_instance_name
 from tests.synth import one
-from tests.test_readme import README
+from tests.test_readme import DOCS, README
 
 RUNBOOK_OUTPUTS = (
     "deploy_command",
@@ -98,8 +98,8 @@ def test_deploy_names_every_stack_cdktf_needs(app):
         assert dependencies and stacks == [*dependencies, name]
 
 
-def test_every_cdktf_deploy_and_destroy_in_the_readme_names_the_stacks_it_needs():
-    lines = re.findall(r"npx cdktf (?:deploy|destroy) [^`#\n]*", README)
+def test_every_cdktf_deploy_and_destroy_in_the_docs_names_the_stacks_it_needs():
+    lines = re.findall(r"npx cdktf (?:deploy|destroy) [^`#\n]*", DOCS)
     assert len(lines) >= 5
     for line in lines:
         for environment in re.findall(r"(?<![\w-])mlflow-(\w+)(?![\w-])", line):
