@@ -37,6 +37,7 @@ from stacks.backend import use_state_bucket
 from stacks.config import Config, alert_thresholds
 from stacks.project import server_account_id
 from stacks.providers import use_google, use_random
+from stacks.runbook import add_runbook_outputs
 from stacks.wiring import Dependable, wait_for
 
 
@@ -513,3 +514,4 @@ class MlflowStack(TerraformStack):
             description="The migration job's logs, when an apply stops at the migration",
         )
         TerraformOutput(self, "sql_connection_name", value=data.database.connection_name)
+        add_runbook_outputs(self, cfg, data.database, data.artifacts.bucket_name)
