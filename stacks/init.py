@@ -63,7 +63,7 @@ def environment_toml(args: argparse.Namespace, number: str) -> str:
     """The example with this environment's values on its lines, comments and optional blocks kept."""
     text = EXAMPLE_CONFIG.read_text()
     header = text[text.index("\n") + 1 : text.index("environment = ")]
-    started = f"# The {args.environment} environment, started with `python -m stacks.init` (README: Configuration).\n\n"
+    started = f"# The {args.environment} environment, started with `python -m stacks.init` (docs/configuration.md).\n\n"
     text = text.replace(header, started)
     values = {
         "environment": args.environment,
