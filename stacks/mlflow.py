@@ -504,7 +504,7 @@ class MlflowStack(TerraformStack):
             self,
             "reopen_command",
             value=serving.upgrade.reopen_command,
-            description="Reopens the service after an upgrade stopped with it closed (README: Migrations and upgrades)",
+            description="Reopens the service after an upgrade stopped with it closed (docs/operations.md: Migrations and upgrades)",
         )
         TerraformOutput(
             self,
