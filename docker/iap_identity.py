@@ -319,9 +319,35 @@ class _GuardedBody:
         body = await _read_body(self.receive)
         if body is None:
             return {"type": "http.disconnect"}
+        values = json_values(body)
+        BODY_SHAPE.set((len(body), values))  # the Flask layer (in the WSGI thread) decides on its endpoint
         if name == "mlflow.server.otel_api:export_traces":
+            if _otlp_format(self.scope)[0] == "application/json":
+                _check_json_values(values)
             body = _stamp_otlp(self.scope, body, self.identity)
+        elif name != route_rules.FLASK_MOUNT:
+            _check_json_values(values)
         return {"type": "http.request", "body": body, "more_body": False}
+
+
+BODY_SHAPE: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("iap_identity_body_shape", default=(0, 0))
+"""(bytes, JSON values) of the body read for this request."""
+
+
+def json_values(body: bytes) -> int:
+    """An upper bound on the JSON values in `body` (strings' own brackets and commas count too)."""
+    return body.count(b"{") + body.count(b"[") + body.count(b",")
+
+
+def _check_json_values(values: int) -> None:
+    if values > route_rules.MAX_JSON_VALUES:
+        raise _Answered(_too_dense(values))
+
+
+def _too_dense(values: int) -> route_rules.Refusal:
+    return route_rules.Refusal(
+        413, "RESOURCE_LIMIT_EXCEEDED", f"request body holds up to {values} JSON values, over {route_rules.MAX_JSON_VALUES}; send fewer per request"
+    )
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -344,18 +370,35 @@ OTLP_INFLATED_LIMIT = 4 * MAX_BODY_BYTES
 """Most an OTLP body may inflate to (gzip/deflate): MLflow inflates it without a limit."""
 
 
+OTLP_FORMAT_HEADERS = (b"content-type", b"content-encoding")
+"""Headers that decide how MLflow reads an OTLP body: each must come at most once (MLflow reads the first)."""
+
+
+def _otlp_format(scope: Scope) -> tuple[str, str]:
+    """(content type, content encoding) exactly as MLflow's export_traces reads them; a request that
+    names either twice, in any letter case, is refused (what the stamp reads must be what MLflow reads)."""
+    found: dict[bytes, list[str]] = {name: [] for name in OTLP_FORMAT_HEADERS}
+    for key, value in scope["headers"]:
+        if key.lower() in found:
+            found[key.lower()].append(value.decode("latin-1"))
+    for name, values in found.items():
+        if len(values) > 1:
+            raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", f"{len(values)} {name.decode()} headers; send one"))
+    content_type, encoding = (values[0] if values else "" for values in found.values())
+    return content_type.split(";")[0].strip(), encoding.lower()
+
+
 def _stamp_otlp(scope: Scope, body: bytes, identity: str) -> bytes:
     """OTLP spans: every `user.id` attribute (MLflow makes it the trace's mlflow.trace.user) becomes
-    the caller; the body keeps its format and encoding, since MLflow has read those headers already."""
-    headers = {k.lower().decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    encoding = headers.get("content-encoding", "").strip().lower()
+    the caller, and no span may carry a server tag as `mlflow.traceTag.KEY` (MLflow writes those to
+    the trace, an existing one too); the body keeps its format and encoding, since MLflow has read
+    those headers already."""
+    content_type, encoding = _otlp_format(scope)
     data = _inflate(body, encoding) if encoding else body
-    if headers.get("content-type", "").split(";")[0].strip() == "application/json":
+    if content_type == "application/json":
         stamped = _stamp_otlp_json(data, identity)  # parsed always: JSON may spell the key with escapes
-    elif route_rules.OTLP_USER_ATTRIBUTE.encode() in data:  # protobuf strings are their raw bytes
-        stamped = _stamp_otlp_protobuf(data, identity)
     else:
-        return body
+        stamped = _stamp_otlp_protobuf(data, identity)
     if encoding == "gzip":
         return gzip.compress(stamped)
     return zlib.compress(stamped) if encoding == "deflate" else stamped
@@ -378,6 +421,14 @@ def _inflate(body: bytes, encoding: str) -> bytes:
     raise _Answered(bad)
 
 
+def _refuse_otlp_server_tag(key: object) -> None:
+    prefix = route_rules.OTLP_TRACE_TAG_PREFIX
+    if isinstance(key, str) and key.startswith(prefix) and route_rules.is_server_tag(key[len(prefix) :]):
+        raise _Answered(route_rules.forbidden(
+            f"span attribute {key} would set tag {key[len(prefix):]}, which the server records from IAP's verified identity"
+        ))
+
+
 def _stamp_otlp_protobuf(data: bytes, identity: str) -> bytes:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -390,6 +441,7 @@ def _stamp_otlp_protobuf(data: bytes, identity: str) -> bytes:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 for attribute in span.attributes:
+                    _refuse_otlp_server_tag(attribute.key)
                     if attribute.key == route_rules.OTLP_USER_ATTRIBUTE:
                         attribute.value.Clear()
                         attribute.value.string_value = identity
@@ -411,6 +463,7 @@ def _stamp_otlp_json(data: bytes, identity: str) -> bytes:
         for scope_spans in each(resource_spans, "scopeSpans", "scope_spans"):
             for span in each(scope_spans, "spans"):
                 for attribute in each(span, "attributes"):
+                    _refuse_otlp_server_tag(attribute.get("key"))
                     if attribute.get("key") == route_rules.OTLP_USER_ATTRIBUTE:
                         attribute["value"] = {"stringValue": identity}
     return json.dumps(request).encode()
@@ -520,7 +573,9 @@ class FlaskRules:
         treatment = route_rules.flask_treatment(rule.endpoint)
         if identity is None and rule.endpoint != "health":
             return _wsgi_refusal(start_response, route_rules.forbidden("no verified identity for this request"))
-        if treatment is route_rules.PASS or identity is None:
+        if identity is not None and (refusal := _memory_refusal(treatment, environ)):
+            return _wsgi_refusal(start_response, refusal)
+        if identity is None or not treatment.writes_identity:
             return self.inner(environ, start_response)
         call = route_rules.Call(identity, rule.endpoint, view_args)
         try:
@@ -554,6 +609,16 @@ class FlaskRules:
         if identity := IDENTITY.get():
             g.mlflow_authenticated_user = identity  # what MLflow's auth app sets; review queues read it
         return None
+
+
+def _memory_refusal(treatment: route_rules.Treatment, environ: dict[str, Any]) -> route_rules.Refusal | None:
+    """What the endpoint's handler would parse, bounded: its body size and the JSON values it holds."""
+    size, values = BODY_SHAPE.get()
+    if treatment.max_body is not None and size > treatment.max_body:
+        return route_rules.Refusal(413, "RESOURCE_LIMIT_EXCEEDED", f"request body over {treatment.max_body} bytes for this route")
+    if not treatment.binary_body and values > route_rules.MAX_JSON_VALUES:
+        return _too_dense(values)
+    return None
 
 
 def _apply(treatment: route_rules.Treatment, call: route_rules.Call, environ: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

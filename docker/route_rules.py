@@ -28,8 +28,17 @@ TRACE_USER = "mlflow.trace.user"
 TRACE_CLAIMED = "mlflow.trace.user.client_claimed"
 OTLP_USER_ATTRIBUTE = "user.id"
 """The span attribute MLflow's store copies into a trace's TRACE_USER (sqlalchemy_store.log_spans)."""
+OTLP_TRACE_TAG_PREFIX = "mlflow.traceTag."
+"""A root span's attribute `mlflow.traceTag.KEY` becomes the trace's tag KEY (sqlalchemy_store.log_spans)."""
 MAX_TAG_KEY = 250
 """MLflow's MAX_MODEL_REGISTRY_TAG_KEY_LENGTH: an alias whose changed_by tag would not fit is refused."""
+MAX_JSON_VALUES = 2**18
+"""Most JSON values (counted as the body's `{`, `[` and `,` bytes, an upper bound) a body read into
+memory may hold: parsed, each costs a Python object of ~60-100 bytes, so a 16 MiB body of `[{},{},...]`
+grew the server by 420 MiB. Legitimate requests hold far fewer (MLflow's log-batch: 1000 metrics)."""
+GRAPHQL_MAX_BODY = 64 * 1024
+"""graphql-core keeps every token of a query (~300 bytes of memory per byte: 4.6 GiB for 15 MiB);
+MLflow's UI sends queries of a few KiB."""
 _SERVER_TAGS = frozenset({USER_TAG, CLAIMED_TAG, STAGE_TAG, TRACE_USER, TRACE_CLAIMED})
 _ALIAS_TAG = re.compile(r"mlflow\.alias\..*\.changed_by", re.S)
 
@@ -78,7 +87,8 @@ class Treatment:
     rewrite: applied to the request's protobuf message before MLflow parses it;
     rewrite_json: the same, for the few handlers that read plain JSON;
     before/after: the registry's record-after-the-change hooks (iap_identity runs them);
-    streams_body: the body is streamed to storage, not read into memory (no cap).
+    streams_body: the body is streamed to storage, not read into memory (no cap);
+    max_body / binary_body: the memory a handler's parsing may take (see MAX_JSON_VALUES).
     """
 
     reason: str
@@ -88,6 +98,10 @@ class Treatment:
     after: After | None = None
     streams_body: bool = False
     refuse: bool = False
+    max_body: int | None = None
+    """A body larger than this is refused (413) before the handler parses it."""
+    binary_body: bool = False
+    """The body is bytes, not JSON: MAX_JSON_VALUES does not apply."""
 
     @property
     def writes_identity(self) -> bool:
@@ -367,6 +381,10 @@ FLASK: dict[str, Treatment] = {
     "_create_experiment": _t("server tags", refuse_server_tags),
     "_set_experiment_tag": _t("server tags", refuse_server_key("key")),
     "_delete_experiment_tag": _t("server tags", refuse_server_key("key")),
+    # Memory: bodies whose parsing costs more than their size, or that are not JSON.
+    "_graphql": Treatment("reviewed: searches only; its query parser's memory bounded", max_body=GRAPHQL_MAX_BODY),
+    "_upload_artifact": Treatment("reviewed: artifact bytes", binary_body=True),
+    "serve_upload_artifact": Treatment("reviewed: artifact bytes", binary_body=True),
     # The review queue's owner: MLflow reads flask.g.mlflow_authenticated_user, which iap_identity sets.
     "_create_review_queue": _t("created_by from the authenticated user MLflow's auth hook would set"),
 }
@@ -404,14 +422,14 @@ REVIEWED_FLASK_READS_AND_PLAIN_WRITES = frozenset(
     _upsert_online_scoring_config _rename_registered_model _update_registered_model _delete_registered_model
     _get_registered_model _search_registered_models _get_latest_versions _update_model_version
     _delete_model_version _get_model_version _search_model_versions _get_model_version_download_uri
-    _get_model_version_by_alias _download_artifact _upload_artifact _list_artifacts_mlflow_artifacts
+    _get_model_version_by_alias _download_artifact _list_artifacts_mlflow_artifacts
     _delete_artifact_mlflow_artifacts _create_multipart_upload_artifact _complete_multipart_upload_artifact
     _abort_multipart_upload_artifact _get_presigned_download_url _create_webhook _list_webhooks _get_webhook
-    _update_webhook _delete_webhook _test_webhook _graphql _get_server_info _list_supported_providers
+    _update_webhook _delete_webhook _test_webhook _get_server_info _list_supported_providers
     _list_supported_models _get_provider_config _get_secrets_config _invoke_scorer_handler _generate_demo
     _delete_demo _invoke_issue_detection_handler _invoke_genai_evaluate_handler _cancel_job _get_job health
     version serve_artifacts serve_model_version_artifact serve_get_metric_history_bulk
-    serve_get_metric_history_bulk_interval serve_search_datasets serve_gateway_proxy serve_upload_artifact
+    serve_get_metric_history_bulk_interval serve_search_datasets serve_gateway_proxy 
     serve_get_trace_artifact serve_get_logged_model_artifact serve_get_ui_telemetry serve_post_ui_telemetry
     serve_static_file serve static
     """.split()

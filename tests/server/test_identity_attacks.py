@@ -10,7 +10,10 @@ before anything else (test_a_non_canonical_request_is_refused_400_up_front, on a
 
 from __future__ import annotations
 
+import base64
+import importlib
 import json
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -496,3 +499,155 @@ def test_an_otlp_body_that_inflates_past_the_limit_is_refused(server: ServerProc
     response = requests.post(f"{server.url}/v1/traces", data=bomb, headers=headers, timeout=60)
     assert response.status_code == 413, response.text[:300]
     assert response.json()["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
+
+
+# --- OTLP: what MLflow reads is what the stamp read ------------------------------------------------
+
+
+def _otlp_span_json(trace_id: bytes, attributes: list[dict[str, Any]]) -> dict[str, Any]:
+    import os
+
+    span = {
+        "traceId": trace_id.hex(), "spanId": os.urandom(8).hex(), "name": "root",
+        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000", "attributes": attributes,
+    }
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+
+
+def _send_otlp(transport: str, port: int, headers: list[tuple[str, str]], body: bytes) -> Answer:
+    """POST /v1/traces with `headers` sent as they are (repeated names included)."""
+    import http.client
+
+    from tests.server import raw_http
+
+    if transport == "http1":
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            connection.putrequest("POST", "/v1/traces")
+            for name, value in [*headers, ("Content-Length", str(len(body)))]:
+                connection.putheader(name, value)
+            connection.endheaders(body)
+            response = connection.getresponse()
+            return Answer(response.status, response.read())
+        finally:
+            connection.close()
+    return raw_http.h2c(port, "POST", "/v1/traces", {}, body, extra=[(k.lower(), v) for k, v in headers])
+
+
+def _alice_claimed_in_otlp_protobuf(trace_id: bytes) -> bytes:
+    import os
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = trace_id, os.urandom(8), "root"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
+    attribute = span.attributes.add()
+    attribute.key, attribute.value.string_value = "user.id", ALICE
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+@pytest.mark.parametrize("twice", ["content-type", "content-encoding"])
+def test_otlp_format_headers_sent_twice_are_refused(
+    server: ServerProcess, signer: IapSigner, victim: Victim, twice: str, transport: str
+) -> None:
+    """MLflow reads the first Content-Type/-Encoding; a stamp that read another one left user.id as
+    sent (JSON read as protobuf; gzip read as plain bytes): mallory's trace recorded alice."""
+    import gzip
+    import os
+
+    trace_id = os.urandom(16)
+    headers = [(k, v) for k, v in signer.headers(MALLORY).items()] + [("X-Mlflow-Experiment-Id", victim.experiment_id)]
+    if twice == "content-type":
+        text = json.dumps(_otlp_span_json(trace_id, [{"key": "user.id", "value": {"stringValue": ALICE}}]))
+        body = text.replace('"user.id"', '"user\\u002eid"').encode()
+        headers += [("Content-Type", "application/json"), ("Content-Type", "application/x-protobuf")]
+    else:
+        body = gzip.compress(_alice_claimed_in_otlp_protobuf(trace_id))
+        headers += [("Content-Type", "application/x-protobuf"), ("Content-Encoding", "gzip"), ("Content-Encoding", "")]
+    answer = _send_otlp(transport, server.port, headers, body)
+    assert answer.status == 400, answer.body
+    assert answer.json() == {"error_code": "INVALID_PARAMETER_VALUE", "message": f"2 {twice} headers; send one"}
+    response = requests.get(f"{server.url}/api/3.0/mlflow/traces/tr-{trace_id.hex()}", headers=signer.headers(ALICE), timeout=30)
+    assert response.status_code == 404, response.text[:300]
+
+
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+@pytest.mark.parametrize("tag", ["mlflow.trace.user", "mlflow.user", "mlflow.alias.champion.changed_by"])
+def test_an_otlp_span_cannot_set_a_server_tag_on_anyones_trace(
+    server: ServerProcess, signer: IapSigner, victim: Victim, tag: str, encoding: str
+) -> None:
+    """MLflow writes a root span's `mlflow.traceTag.KEY` attribute as tag KEY of the span's trace,
+    an existing trace too (alice's, here)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    trace_id = bytes.fromhex(victim.trace_id.removeprefix("tr-"))
+    attributes = [{"key": f"mlflow.traceTag.{tag}", "value": {"stringValue": MALLORY}}]
+    body, content_type = json.dumps(_otlp_span_json(trace_id, attributes)).encode(), "application/json"
+    if encoding == "protobuf":
+        from google.protobuf.json_format import ParseDict
+
+        as_proto = _otlp_span_json(trace_id, attributes)
+        span = as_proto["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        span["traceId"], span["spanId"] = base64.b64encode(trace_id).decode(), base64.b64encode(bytes.fromhex(span["spanId"])).decode()
+        body, content_type = ParseDict(as_proto, ExportTraceServiceRequest()).SerializeToString(), "application/x-protobuf"
+    before = victim.api("GET", f"/api/3.0/mlflow/traces/{victim.trace_id}")["trace"]["trace_info"].get("tags", {})
+    headers = [*signer.headers(MALLORY).items(), ("X-Mlflow-Experiment-Id", victim.experiment_id), ("Content-Type", content_type)]
+    answer = _send_otlp("h2c", server.port, headers, body)
+    assert answer.status == 403, answer.body
+    assert f"would set tag {tag}, which the server records" in answer.json()["message"]
+    after = victim.api("GET", f"/api/3.0/mlflow/traces/{victim.trace_id}")["trace"]["trace_info"].get("tags", {})
+    assert after == before
+
+
+# --- memory: what a handler parses, bounded ------------------------------------------------------
+
+
+def _route_rules() -> Any:
+    """docker/route_rules.py, the limits the server applies."""
+    from tests.server.proc import DOCKER_DIR
+
+    sys.path.insert(0, str(DOCKER_DIR))
+    try:
+        return importlib.import_module("route_rules")
+    finally:
+        sys.path.remove(str(DOCKER_DIR))
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_a_body_of_many_small_json_values_is_refused_on_any_route(server: ServerProcess, signer: IapSigner, transport: str) -> None:
+    """15 MiB of `[{},{},...]` (under the byte cap) grew the server by 420 MiB when parsed: two at once
+    were past the container's 1 GiB. Refused before any parser sees it, on Flask and FastAPI routes."""
+    import httpx
+
+    MAX_JSON_VALUES = _route_rules().MAX_JSON_VALUES
+
+    dense = b'{"experiment_ids": [' + b"{}," * (5 * 2**20) + b'{}]}'
+    headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
+    with httpx.Client(http1=transport == "http1", http2=transport == "h2c", timeout=60) as client:
+        for path in ["/api/2.0/mlflow/runs/search", "/ajax-api/2.0/mlflow/runs/set-tag", "/v1/traces", "/ajax-api/3.0/jobs/search"]:
+            otlp = {"X-Mlflow-Experiment-Id": "0"} if path == "/v1/traces" else {}
+            response = client.post(f"{server.url}{path}", content=dense, headers={**headers, **otlp})
+            assert response.status_code == 413, (path, response.text[:300])
+            assert response.json()["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
+            assert f"over {MAX_JSON_VALUES}" in response.json()["message"]
+        at_limit = b'{"experiment_ids": ["0"], "x": [' + b"{}," * (MAX_JSON_VALUES // 2 - 8) + b'{}]}'
+        response = client.post(f"{server.url}/api/2.0/mlflow/runs/search", content=at_limit, headers=headers)
+        assert response.status_code == 200, response.text[:300]
+
+
+def test_a_graphql_query_is_bounded_by_its_own_cap(server: ServerProcess, signer: IapSigner) -> None:
+    """graphql-core keeps every token of a query: 15 MiB of `{ a a a ...}` took 4.6 GiB and 5 minutes."""
+    GRAPHQL_MAX_BODY = _route_rules().GRAPHQL_MAX_BODY
+
+    headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
+    huge = json.dumps({"query": "{" + " a" * (GRAPHQL_MAX_BODY // 2) + "}"})
+    response = requests.post(f"{server.url}/graphql", data=huge, headers=headers, timeout=60)
+    assert response.status_code == 413, response.text[:300]
+    assert response.json()["message"] == f"request body over {GRAPHQL_MAX_BODY} bytes for this route"
+    query = {"query": "query { mlflowGetExperiment(input: {experimentId: \"0\"}) { experiment { name } } }"}
+    response = requests.post(f"{server.url}/graphql", json=query, headers=signer.headers(ALICE), timeout=60)
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["data"]["mlflowGetExperiment"]["experiment"]["name"] == "Default"
