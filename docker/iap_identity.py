@@ -437,15 +437,38 @@ def _stamp_otlp_protobuf(data: bytes, identity: str) -> bytes:
         request.ParseFromString(data)
     except Exception as e:
         raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", "Invalid OpenTelemetry format")) from e
+    values = _OtlpValues()
     for resource_spans in request.resource_spans:
+        values.add(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
+            values.add(scope_spans.scope.attributes)
             for span in scope_spans.spans:
+                values.add(span.attributes, span.links)
+                values.add(*(link.attributes for link in span.links), *(event.attributes for event in span.events))
                 for attribute in span.attributes:
                     _refuse_otlp_server_tag(attribute.key)
                     if attribute.key == route_rules.OTLP_USER_ATTRIBUTE:
                         attribute.value.Clear()
                         attribute.value.string_value = identity
     return request.SerializeToString()
+
+
+class _OtlpValues:
+    """Counts the values MLflow turns into Python objects (attributes, nested array and kvlist values,
+    links, events), as a JSON body's are counted: 15 MiB of one-byte attributes grew the server 413 MiB."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, *groups: Any) -> None:
+        for group in groups:
+            self.count += 1 + len(group)
+            if self.count > route_rules.MAX_JSON_VALUES:
+                raise _Answered(_too_dense(self.count))
+            for item in group:
+                value = getattr(item, "value", None)
+                if value is not None and value.WhichOneof("value") in ("array_value", "kvlist_value"):
+                    self.add(value.array_value.values, value.kvlist_value.values)
 
 
 def _stamp_otlp_json(data: bytes, identity: str) -> bytes:

@@ -651,3 +651,29 @@ def test_a_graphql_query_is_bounded_by_its_own_cap(server: ServerProcess, signer
     response = requests.post(f"{server.url}/graphql", json=query, headers=signer.headers(ALICE), timeout=60)
     assert response.status_code == 200, response.text[:300]
     assert response.json()["data"]["mlflowGetExperiment"]["experiment"]["name"] == "Default"
+
+
+@pytest.mark.parametrize("shape", ["attributes", "one array attribute"])
+def test_an_otlp_protobuf_body_of_many_small_values_is_refused(server: ServerProcess, signer: IapSigner, shape: str) -> None:
+    """15.7 MiB of one-byte span attributes (protobuf, no `{[,` to count) grew the server by 413 MiB."""
+    import os
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    limit = _route_rules().MAX_JSON_VALUES
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "root"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
+    if shape == "attributes":
+        for n in range(limit + 1):
+            span.attributes.add().key = str(n)
+    else:
+        attribute = span.attributes.add()
+        attribute.key = "many"
+        for _ in range(limit + 1):
+            attribute.value.array_value.values.add().bool_value = True
+    headers = {**signer.headers(MALLORY), "Content-Type": "application/x-protobuf", "X-Mlflow-Experiment-Id": "0"}
+    response = requests.post(f"{server.url}/v1/traces", data=request.SerializeToString(), headers=headers, timeout=60)
+    assert response.status_code == 413, response.text[:300]
+    assert f"over {limit}" in response.json()["message"]
