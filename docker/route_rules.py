@@ -312,6 +312,15 @@ def record_transition(msg: Any, call: Call, notes: Mapping[str, Any]) -> None:
         store.set_model_version_tag(msg.name, str(version), ModelVersionTag(STAGE_TAG, call.identity))
 
 
+def refuse_new_owner(msg: Any, call: Call) -> None:
+    """new_owner writes any name into the queue's created_by (mallory took alice's queue, and named
+    alice the creator of hers); who may reassign it is for a permissions layer to decide."""
+    if msg.HasField("new_owner"):
+        raise forbidden(
+            "a review queue's owner (created_by) is who created it; new_owner cannot be set until permissions decide who may reassign it"
+        )
+
+
 def stamp_promptlab_run(request: dict[str, Any], call: Call) -> None:
     """create-promptlab-run reads plain JSON: its user_id is the caller. (MLflow 3.17 hands its
     `tags` to the store as dicts, which fails: no client can set a tag here, so there is no place
@@ -385,6 +394,7 @@ FLASK: dict[str, Treatment] = {
     "_graphql": Treatment("reviewed: searches only; its query parser's memory bounded", max_body=GRAPHQL_MAX_BODY),
     "_upload_artifact": Treatment("reviewed: artifact bytes", binary_body=True),
     "serve_upload_artifact": Treatment("reviewed: artifact bytes", binary_body=True),
+    "_update_review_queue": _t("created_by (the owner): new_owner refused", refuse_new_owner),
     # The review queue's owner: MLflow reads flask.g.mlflow_authenticated_user, which iap_identity sets.
     "_create_review_queue": _t("created_by from the authenticated user MLflow's auth hook would set"),
 }
@@ -417,7 +427,7 @@ REVIEWED_FLASK_READS_AND_PLAIN_WRITES = frozenset(
     _update_endpoint_guardrail_config _create_prompt_optimization_job _get_prompt_optimization_job
     _search_prompt_optimization_jobs _cancel_prompt_optimization_job _delete_prompt_optimization_job
     _get_or_create_user_queue _get_review_queue _get_review_queue_by_name _list_review_queues
-    _update_review_queue _delete_review_queue _add_items_to_review_queue _remove_items_from_review_queue
+    _delete_review_queue _add_items_to_review_queue _remove_items_from_review_queue
     _list_review_queue_items _set_review_queue_item_status _get_online_scoring_configs
     _upsert_online_scoring_config _rename_registered_model _update_registered_model _delete_registered_model
     _get_registered_model _search_registered_models _get_latest_versions _update_model_version
@@ -441,7 +451,7 @@ the client's.)"""
 
 AUTHOR_LIKE_FIELDS = frozenset(
     {"user_id", "created_by", "updated_by", "last_updated_by", "source_id", "user", "users", "owner", "changed_by",
-     "author", "username", "tags", "trace_metadata", "request_metadata", "metadata"}
+     "author", "username", "tags", "trace_metadata", "request_metadata", "metadata", "new_owner", "completed_by"}
 )
 """Request fields that could name a person or carry the server's tags (the inventory test looks for them)."""
 
@@ -449,7 +459,8 @@ AUTHOR_LIKE_BUT_NOT_AN_AUTHOR: dict[str, str] = {
     "_create_prompt_optimization_job": "tags are the job's own; its user_id is MLflow's _get_user()",
     "_get_or_create_user_queue": "user names whose queue it is (an assignment, not who made it); created_by is not read",
     "_list_review_queues": "user is a search filter",
-    "_update_review_queue": "users are the queue's reviewers (an assignment)",
+    "_set_review_queue_item_status": "completed_by is not read from the request: MLflow stamps flask.g.mlflow_authenticated_user, "
+    "which iap_identity sets to the verified caller",
     "_log_inputs": "datasets' tags are the dataset input's context, not the run's tags",
     "_create_review_queue": "created_by is not read from the request: MLflow stamps flask.g.mlflow_authenticated_user, "
     "which iap_identity sets to the verified caller",

@@ -677,3 +677,42 @@ def test_an_otlp_protobuf_body_of_many_small_values_is_refused(server: ServerPro
     response = requests.post(f"{server.url}/v1/traces", data=request.SerializeToString(), headers=headers, timeout=60)
     assert response.status_code == 413, response.text[:300]
     assert f"over {limit}" in response.json()["message"]
+
+
+# --- review queues: the owner and who completed an item ---------------------------------------------
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_a_review_queues_owner_cannot_be_reassigned_by_new_owner(
+    server: ServerProcess, signer: IapSigner, victim: Victim, transport: str
+) -> None:
+    """new_owner wrote any name into created_by: mallory took alice's queue, and made alice the
+    creator of a queue of hers."""
+    mallory = Api(server, signer, MALLORY)
+    queues = {
+        ALICE: victim.api("POST", "/api/3.0/mlflow/review-queues/create", {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM"}),
+        MALLORY: mallory("POST", "/api/3.0/mlflow/review-queues/create", {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM"}),
+    }
+    headers = {**signer.headers(MALLORY), "Content-Type": "application/json"}
+    for owner, new_owner in [(ALICE, MALLORY), (MALLORY, ALICE)]:
+        queue_id = queues[owner]["review_queue"]["queue_id"]
+        for method, path in [("POST", "/api/3.0/mlflow/review-queues/update"), ("post", "//ajax-api/3.0/mlflow/review-queues/update")]:
+            body = json.dumps({"queue_id": queue_id, "new_owner": new_owner}).encode()
+            answer = TRANSPORTS[transport](server.port, method, path, headers, body)
+            assert answer.status == 403, answer.body
+            assert "new_owner cannot be set" in answer.json()["message"]
+        stored = victim.api("GET", "/api/3.0/mlflow/review-queues/get", queue_id=queue_id)["review_queue"]
+        assert stored["created_by"] == owner
+
+
+def test_a_review_item_is_completed_by_the_caller_whatever_completed_by_says(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
+    queue = victim.api(
+        "POST", "/api/3.0/mlflow/review-queues/create",
+        {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM", "users": [MALLORY]},
+    )["review_queue"]
+    victim.api("POST", "/api/3.0/mlflow/review-queues/items/add", {"queue_id": queue["queue_id"], "item_type": "TRACE", "item_ids": [victim.trace_id]})
+    body = json.dumps({"queue_id": queue["queue_id"], "item_id": victim.trace_id, "status": "COMPLETE", "completed_by": ALICE}).encode()
+    headers = {**signer.headers(MALLORY), "Content-Type": "application/json"}
+    answer = TRANSPORTS["h2c"](server.port, "post", "//api/3.0/mlflow/review-queues/items/set-status", headers, body)
+    assert answer.status == 200, answer.body
+    assert answer.json()["item"]["completed_by"] == MALLORY
