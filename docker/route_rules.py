@@ -221,16 +221,47 @@ def stamp_assessment(msg: Any, call: Call) -> None:
 
 
 def stamp_trace_v3(msg: Any, call: Call) -> None:
+    """A new trace's user is the caller. MLflow's start_trace also updates a trace that exists (its
+    spans may have come first), merging the metadata: there the recorded user stays as it is
+    (mallory re-sending alice's trace made it mallory's)."""
     info = msg.trace.trace_info
     metadata = info.trace_metadata
     claimed = metadata.get(TRACE_USER)
     metadata.pop(TRACE_CLAIMED, None)
-    metadata[TRACE_USER] = call.identity
-    if claimed and claimed != call.identity:
-        metadata[TRACE_CLAIMED] = claimed
+    metadata.pop(TRACE_USER, None)
+    if _recorded_trace_user(info.trace_id) is None:
+        metadata[TRACE_USER] = call.identity
+        if claimed and claimed != call.identity:
+            metadata[TRACE_CLAIMED] = claimed
     for assessment in info.assessments:
         _stamp_assessment(assessment, call.identity)
     refuse_server_tags_in_map(info.tags)
+
+
+def _recorded_trace_user(trace_id: str) -> str | None:
+    """The user recorded on trace `trace_id` (None: no such trace, or none recorded yet)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.handlers import _get_tracking_store
+
+    if not trace_id:
+        return None
+    try:
+        info = _get_tracking_store().get_trace_info(trace_id)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return info.trace_metadata.get(TRACE_USER)
+
+
+def keep_trace_user_v2(msg: Any, call: Call) -> None:
+    """Ending a trace leaves its recorded user as it is (mallory ending alice's trace made it hers)."""
+    kept = [(m.key, m.value) for m in msg.request_metadata if m.key not in (TRACE_USER, TRACE_CLAIMED)]
+    del msg.request_metadata[:]
+    for key, value in kept:
+        item = msg.request_metadata.add()
+        item.key, item.value = key, value
+    refuse_server_tags(msg, call)
 
 
 def refuse_server_tags_in_map(tags: Any) -> None:
@@ -347,7 +378,7 @@ FLASK: dict[str, Treatment] = {
     "_create_dataset_handler": _t("created_by, from tag mlflow.user", stamp_created_dataset),
     "_start_trace_v3": _t("metadata mlflow.trace.user, human assessments' source_id", stamp_trace_v3),
     "_deprecated_start_trace_v2": _t("metadata mlflow.trace.user", stamp_trace_v2),
-    "_deprecated_end_trace_v2": _t("metadata mlflow.trace.user", stamp_trace_v2),
+    "_deprecated_end_trace_v2": _t("metadata mlflow.trace.user: kept as recorded at the start", keep_trace_user_v2),
     "_upsert_dataset_records_handler": _t("records' created_by, dataset's last_updated_by", stamp_dataset_records),
     "_create_assessment": _t("human source_id", stamp_assessment),
     "_update_assessment": _t("human source_id", stamp_assessment),

@@ -716,3 +716,43 @@ def test_a_review_item_is_completed_by_the_caller_whatever_completed_by_says(ser
     answer = TRANSPORTS["h2c"](server.port, "post", "//api/3.0/mlflow/review-queues/items/set-status", headers, body)
     assert answer.status == 200, answer.body
     assert answer.json()["item"]["completed_by"] == MALLORY
+
+
+# --- traces: updating someone's trace keeps its recorded user ---------------------------------------
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_re_sending_alices_trace_keeps_alice_as_its_user(
+    server: ServerProcess, signer: IapSigner, victim: Victim, transport: str
+) -> None:
+    """MLflow's start_trace (v3) updates a trace that exists, merging its metadata: mallory sending
+    alice's trace id made mallory its user."""
+    trace_id = start_trace(victim.api, victim.experiment_id, ALICE)["trace"]["trace_info"]["trace_id"]
+    body = trace_body(victim.experiment_id, ALICE)
+    body["trace"]["trace_info"]["trace_id"] = trace_id
+    headers = {**signer.headers(MALLORY), "Content-Type": "application/json"}
+    for method, path in [("POST", "/api/3.0/mlflow/traces"), ("post", "//ajax-api/3.0/mlflow/traces")]:
+        answer = TRANSPORTS[transport](server.port, method, path, headers, json.dumps(body).encode())
+        assert answer.status == 200, answer.body
+    metadata = victim.api("GET", f"/api/3.0/mlflow/traces/{trace_id}")["trace"]["trace_info"]["trace_metadata"]
+    assert metadata["mlflow.trace.user"] == ALICE
+    assert "mlflow.trace.user.client_claimed" not in metadata
+    mallorys = trace_body(victim.experiment_id, ALICE)
+    answer = TRANSPORTS[transport](server.port, "POST", "/api/3.0/mlflow/traces", headers, json.dumps(mallorys).encode())
+    recorded_trace(victim, answer)  # a new trace is still the caller's
+
+
+def test_ending_alices_v2_trace_keeps_alice_as_its_user(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
+    started = victim.api("POST", "/api/2.0/mlflow/traces", {"experiment_id": victim.experiment_id, "timestamp_ms": 1_700_000_000_000})
+    request_id = started["trace_info"]["request_id"]
+    end = {
+        "request_id": request_id, "timestamp_ms": 1_700_000_001_000, "status": "OK",
+        "request_metadata": [{"key": "mlflow.trace.user", "value": MALLORY}],
+    }
+    answer = TRANSPORTS["h2c"](
+        server.port, "patch", f"//api/2.0/mlflow/traces/{request_id}",
+        {**signer.headers(MALLORY), "Content-Type": "application/json"}, json.dumps(end).encode(),
+    )
+    assert answer.status == 200, answer.body
+    metadata = victim.api("GET", f"/api/3.0/mlflow/traces/{request_id}")["trace"]["trace_info"]["trace_metadata"]
+    assert metadata["mlflow.trace.user"] == ALICE
