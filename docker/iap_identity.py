@@ -78,6 +78,13 @@ MAX_BODY_BYTES = 16 * 2**20
 """The largest request body read into memory (every route but artifact uploads, which stream to storage;
 MLflow's own batch limit is 1 MB); Cloud Run's h2c port has no limit of its own."""
 
+LARGE_BODY_BYTES = 2**20
+LARGE_BODIES_AT_ONCE = 2
+"""Bodies past LARGE_BODY_BYTES are read and handled this many at a time (the others wait, up to
+LARGE_BODY_WAIT_SECONDS, then 503): each may hold MAX_BODY_BYTES and what its handler parses from it,
+and 8 uploads of 16 MiB at once held 127 MiB before any was parsed (60 would pass the 1 GiB)."""
+LARGE_BODY_WAIT_SECONDS = 60
+
 _log = logging.getLogger("uvicorn.error")
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -290,8 +297,11 @@ class _GuardedBody:
     (scope["endpoint"] is what will run): that route's treatment decides whether the body streams
     (artifact uploads) or is read whole, at most MAX_BODY_BYTES, and handed over in one piece."""
 
-    def __init__(self, scope: Scope, receive: Receive, identity: str) -> None:
+    def __init__(self, scope: Scope, receive: Receive, identity: str, large: asyncio.Semaphore | None = None) -> None:
         self.scope, self.receive, self.identity = scope, receive, identity
+        self.large = large or asyncio.Semaphore(LARGE_BODIES_AT_ONCE)
+        self.holds_large = False
+        """Whether this request holds one of the LARGE_BODIES_AT_ONCE places (released when it is answered)."""
         self.decided = False
         self.refused: list[route_rules.Refusal] = []
         """Filled, before the application hears of it, when the body is refused."""
@@ -306,6 +316,20 @@ class _GuardedBody:
             self.refused.append(e.refusal)
             raise
 
+    async def hold_large(self) -> None:
+        if self.holds_large:
+            return
+        try:
+            await asyncio.wait_for(self.large.acquire(), LARGE_BODY_WAIT_SECONDS)
+        except TimeoutError:
+            raise _Answered(route_rules.Refusal(503, "TEMPORARILY_UNAVAILABLE", "too many large requests at once; retry shortly")) from None
+        self.holds_large = True
+
+    def release(self) -> None:
+        if self.holds_large:
+            self.holds_large = False
+            self.large.release()
+
     async def _first(self) -> Message:
         name = route_rules.endpoint_name(self.scope.get("endpoint"))
         treatment = route_rules.FASTAPI.get(name, route_rules.PASS)
@@ -316,7 +340,9 @@ class _GuardedBody:
         declared = next((v for k, v in self.scope["headers"] if k.lower() == b"content-length"), b"0")
         if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
             raise _Answered(_too_large() if declared.isdigit() else route_rules.Refusal(400, "BAD_REQUEST", "bad content-length"))
-        body = await _read_body(self.receive)
+        if int(declared) > LARGE_BODY_BYTES:
+            await self.hold_large()
+        body = await _read_body(self.receive, self)
         if body is None:
             return {"type": "http.disconnect"}
         values = json_values(body)
@@ -350,8 +376,9 @@ def _too_dense(values: int) -> route_rules.Refusal:
     )
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, refused past MAX_BODY_BYTES; None if the client went away."""
+async def _read_body(receive: Receive, guard: _GuardedBody) -> bytes | None:
+    """The whole request body, refused past MAX_BODY_BYTES; None if the client went away. Past
+    LARGE_BODY_BYTES (a body sent without Content-Length) it waits for a place to go on."""
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -361,6 +388,8 @@ async def _read_body(receive: Receive) -> bytes | None:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise _Answered(_too_large())
+        if size > LARGE_BODY_BYTES:
+            await guard.hold_large()
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -497,6 +526,7 @@ class IapIdentity:
         self.app = app
         self.verifier = Verifier(settings)
         self.canonical_only = settings.canonical_only
+        self.large: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -520,7 +550,13 @@ class IapIdentity:
         if scope["method"] == "GET" and _ENDPOINT.fullmatch(scope["path"]) and scope["path"].endswith("/users/current"):
             user = {"user": {"username": identity, "is_admin": False}, "is_basic_auth": False}
             return await _answer(send, 200, json.dumps(user).encode())
-        await self._serve(scope, _GuardedBody(scope, receive, identity), send)
+        if self.large is None:
+            self.large = asyncio.Semaphore(LARGE_BODIES_AT_ONCE)  # in the server's event loop
+        guarded = _GuardedBody(scope, receive, identity, self.large)
+        try:
+            await self._serve(scope, guarded, send)
+        finally:
+            guarded.release()
 
     async def _identity(self, scope: Scope) -> tuple[str, tuple[int, bytes] | None]:
         assertions = _assertions(scope)
@@ -685,7 +721,7 @@ def _request_json(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-_REASONS = {400: "BAD REQUEST", 403: "FORBIDDEN", 413: "REQUEST ENTITY TOO LARGE"}
+_REASONS = {400: "BAD REQUEST", 403: "FORBIDDEN", 413: "REQUEST ENTITY TOO LARGE", 503: "SERVICE UNAVAILABLE"}
 
 
 def _wsgi_refusal(start_response: Callable[..., Any], refusal: route_rules.Refusal) -> list[bytes]:

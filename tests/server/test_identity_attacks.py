@@ -756,3 +756,52 @@ def test_ending_alices_v2_trace_keeps_alice_as_its_user(server: ServerProcess, s
     assert answer.status == 200, answer.body
     metadata = victim.api("GET", f"/api/3.0/mlflow/traces/{request_id}")["trace"]["trace_info"]["trace_metadata"]
     assert metadata["mlflow.trace.user"] == ALICE
+
+
+def test_large_bodies_are_held_in_memory_a_few_at_a_time(server: ServerProcess, signer: IapSigner) -> None:
+    """Eight 16 MiB uploads, each one byte short, held 127 MiB (sixty would pass the container's 1 GiB):
+    past LARGE_BODY_BYTES a body waits for one of LARGE_BODIES_AT_ONCE places before more is read."""
+    import socket
+    import time
+
+    from tests.server.proc import PeakRss
+
+    rules = _iap_identity_limits()
+    body = b'{"experiment_ids": ["0"], "filter": "' + b" " * (16 * 2**20 - 64) + b'"}'
+    head = (
+        f"POST /api/2.0/mlflow/runs/search HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nx-goog-iap-jwt-assertion: {signer.assertion(MALLORY)}\r\n\r\n"
+    ).encode()
+    held = []
+    baseline = server.rss_bytes()
+    with PeakRss(server) as peak:
+        for _ in range(8):
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+            connection.setblocking(False)
+            request, sent, progressed = memoryview(head + body[:-1]), 0, time.monotonic()
+            while sent < len(request) and time.monotonic() - progressed < 1:  # until the server stops reading
+                try:
+                    sent += connection.send(request[sent:])
+                    progressed = time.monotonic()
+                except BlockingIOError:
+                    time.sleep(0.05)
+            held.append(connection)
+        time.sleep(2)
+    for connection in held:
+        connection.close()
+    allowed = rules.LARGE_BODIES_AT_ONCE * rules.MAX_BODY_BYTES + 8 * (rules.LARGE_BODY_BYTES + 2**20) + 16 * 2**20
+    assert peak.peak - baseline < allowed, f"{(peak.peak - baseline) / 2**20:.0f} MiB held"
+    large = b'{"experiment_ids": ["0"], "padding": "' + b" " * (2 * rules.LARGE_BODY_BYTES) + b'"}'
+    headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
+    response = requests.post(f"{server.url}/api/2.0/mlflow/runs/search", data=large, headers=headers, timeout=120)
+    assert (response.status_code, response.text[:300]) == (200, "{}")  # the places were given back
+
+
+def _iap_identity_limits() -> Any:
+    from tests.server.proc import DOCKER_DIR
+
+    sys.path.insert(0, str(DOCKER_DIR))
+    try:
+        return importlib.import_module("iap_identity")
+    finally:
+        sys.path.remove(str(DOCKER_DIR))
