@@ -470,7 +470,7 @@ REVIEWED_FLASK_READS_AND_PLAIN_WRITES = frozenset(
     _list_supported_models _get_provider_config _get_secrets_config _invoke_scorer_handler _generate_demo
     _delete_demo _invoke_issue_detection_handler _invoke_genai_evaluate_handler _cancel_job _get_job health
     version serve_artifacts serve_model_version_artifact serve_get_metric_history_bulk
-    serve_get_metric_history_bulk_interval serve_search_datasets serve_gateway_proxy 
+    serve_get_metric_history_bulk_interval serve_search_datasets serve_gateway_proxy
     serve_get_trace_artifact serve_get_logged_model_artifact serve_get_ui_telemetry serve_post_ui_telemetry
     serve_static_file serve static
     """.split()

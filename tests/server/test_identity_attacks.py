@@ -622,7 +622,7 @@ def test_a_body_of_many_small_json_values_is_refused_on_any_route(server: Server
     were past the container's 1 GiB. Refused before any parser sees it, on Flask and FastAPI routes."""
     import httpx
 
-    MAX_JSON_VALUES = _route_rules().MAX_JSON_VALUES
+    limit = _route_rules().MAX_JSON_VALUES
 
     dense = b'{"experiment_ids": [' + b"{}," * (5 * 2**20) + b'{}]}'
     headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
@@ -632,21 +632,21 @@ def test_a_body_of_many_small_json_values_is_refused_on_any_route(server: Server
             response = client.post(f"{server.url}{path}", content=dense, headers={**headers, **otlp})
             assert response.status_code == 413, (path, response.text[:300])
             assert response.json()["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
-            assert f"over {MAX_JSON_VALUES}" in response.json()["message"]
-        at_limit = b'{"experiment_ids": ["0"], "x": [' + b"{}," * (MAX_JSON_VALUES // 2 - 8) + b'{}]}'
+            assert f"over {limit}" in response.json()["message"]
+        at_limit = b'{"experiment_ids": ["0"], "x": [' + b"{}," * (limit // 2 - 8) + b'{}]}'
         response = client.post(f"{server.url}/api/2.0/mlflow/runs/search", content=at_limit, headers=headers)
         assert response.status_code == 200, response.text[:300]
 
 
 def test_a_graphql_query_is_bounded_by_its_own_cap(server: ServerProcess, signer: IapSigner) -> None:
     """graphql-core keeps every token of a query: 15 MiB of `{ a a a ...}` took 4.6 GiB and 5 minutes."""
-    GRAPHQL_MAX_BODY = _route_rules().GRAPHQL_MAX_BODY
+    cap = _route_rules().GRAPHQL_MAX_BODY
 
     headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
-    huge = json.dumps({"query": "{" + " a" * (GRAPHQL_MAX_BODY // 2) + "}"})
+    huge = json.dumps({"query": "{" + " a" * (cap // 2) + "}"})
     response = requests.post(f"{server.url}/graphql", data=huge, headers=headers, timeout=60)
     assert response.status_code == 413, response.text[:300]
-    assert response.json()["message"] == f"request body over {GRAPHQL_MAX_BODY} bytes for this route"
+    assert response.json()["message"] == f"request body over {cap} bytes for this route"
     query = {"query": "query { mlflowGetExperiment(input: {experimentId: \"0\"}) { experiment { name } } }"}
     response = requests.post(f"{server.url}/graphql", json=query, headers=signer.headers(ALICE), timeout=60)
     assert response.status_code == 200, response.text[:300]
