@@ -499,7 +499,7 @@ def apply_at_start(model: AccessModel, backend_store_uri: str) -> None:
         except GroupUnreadable as e:
             print(
                 f"start.sh: cannot read group {group} ({e}); its members get nothing until the server's "
-                "service account may read its memberships (README: Teams and permissions)",
+                "service account may read its memberships (docs/security.md: Teams and permissions)",
                 flush=True,
             )
     resolver = Resolver(model, groups)

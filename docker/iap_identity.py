@@ -83,6 +83,13 @@ MAX_BODY_BYTES = 16 * 2**20
 """The largest request body read into memory (every route but artifact uploads, which stream to storage;
 MLflow's own batch limit is 1 MB); Cloud Run's h2c port has no limit of its own."""
 
+LARGE_BODY_BYTES = 2**20
+LARGE_BODIES_AT_ONCE = 2
+"""Bodies past LARGE_BODY_BYTES are read and handled this many at a time (the others wait, up to
+LARGE_BODY_WAIT_SECONDS, then 503): each may hold MAX_BODY_BYTES and what its handler parses from it,
+and 8 uploads of 16 MiB at once held 127 MiB before any was parsed (60 would pass the 1 GiB)."""
+LARGE_BODY_WAIT_SECONDS = 60
+
 _log = logging.getLogger("uvicorn.error")
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -295,8 +302,11 @@ class _GuardedBody:
     (scope["endpoint"] is what will run): that route's treatment decides whether the body streams
     (artifact uploads) or is read whole, at most MAX_BODY_BYTES, and handed over in one piece."""
 
-    def __init__(self, scope: Scope, receive: Receive, identity: str) -> None:
+    def __init__(self, scope: Scope, receive: Receive, identity: str, large: asyncio.Semaphore | None = None) -> None:
         self.scope, self.receive, self.identity = scope, receive, identity
+        self.large = large or asyncio.Semaphore(LARGE_BODIES_AT_ONCE)
+        self.holds_large = False
+        """Whether this request holds one of the LARGE_BODIES_AT_ONCE places (released when it is answered)."""
         self.decided = False
         self.refused: list[route_rules.Refusal] = []
         """Filled, before the application hears of it, when the body is refused."""
@@ -311,6 +321,20 @@ class _GuardedBody:
             self.refused.append(e.refusal)
             raise
 
+    async def hold_large(self) -> None:
+        if self.holds_large:
+            return
+        try:
+            await asyncio.wait_for(self.large.acquire(), LARGE_BODY_WAIT_SECONDS)
+        except TimeoutError:
+            raise _Answered(route_rules.Refusal(503, "TEMPORARILY_UNAVAILABLE", "too many large requests at once; retry shortly")) from None
+        self.holds_large = True
+
+    def release(self) -> None:
+        if self.holds_large:
+            self.holds_large = False
+            self.large.release()
+
     async def _first(self) -> Message:
         name = route_rules.endpoint_name(self.scope.get("endpoint"))
         treatment = route_rules.FASTAPI.get(name, route_rules.PASS)
@@ -321,16 +345,45 @@ class _GuardedBody:
         declared = next((v for k, v in self.scope["headers"] if k.lower() == b"content-length"), b"0")
         if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
             raise _Answered(_too_large() if declared.isdigit() else route_rules.Refusal(400, "BAD_REQUEST", "bad content-length"))
-        body = await _read_body(self.receive)
+        if int(declared) > LARGE_BODY_BYTES:
+            await self.hold_large()
+        body = await _read_body(self.receive, self)
         if body is None:
             return {"type": "http.disconnect"}
+        values = json_values(body)
+        BODY_SHAPE.set((len(body), values))  # the Flask layer (in the WSGI thread) decides on its endpoint
         if name == "mlflow.server.otel_api:export_traces":
+            if _otlp_format(self.scope)[0] == "application/json":
+                _check_json_values(values)
             body = _stamp_otlp(self.scope, body, self.identity)
+        elif name != route_rules.FLASK_MOUNT:
+            _check_json_values(values)
         return {"type": "http.request", "body": body, "more_body": False}
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, refused past MAX_BODY_BYTES; None if the client went away."""
+BODY_SHAPE: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("iap_identity_body_shape", default=(0, 0))
+"""(bytes, JSON values) of the body read for this request."""
+
+
+def json_values(body: bytes) -> int:
+    """An upper bound on the JSON values in `body` (strings' own brackets and commas count too)."""
+    return body.count(b"{") + body.count(b"[") + body.count(b",")
+
+
+def _check_json_values(values: int) -> None:
+    if values > route_rules.MAX_JSON_VALUES:
+        raise _Answered(_too_dense(values))
+
+
+def _too_dense(values: int) -> route_rules.Refusal:
+    return route_rules.Refusal(
+        413, "RESOURCE_LIMIT_EXCEEDED", f"request body holds up to {values} JSON values, over {route_rules.MAX_JSON_VALUES}; send fewer per request"
+    )
+
+
+async def _read_body(receive: Receive, guard: _GuardedBody) -> bytes | None:
+    """The whole request body, refused past MAX_BODY_BYTES; None if the client went away. Past
+    LARGE_BODY_BYTES (a body sent without Content-Length) it waits for a place to go on."""
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -340,6 +393,8 @@ async def _read_body(receive: Receive) -> bytes | None:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise _Answered(_too_large())
+        if size > LARGE_BODY_BYTES:
+            await guard.hold_large()
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -349,18 +404,35 @@ OTLP_INFLATED_LIMIT = 4 * MAX_BODY_BYTES
 """Most an OTLP body may inflate to (gzip/deflate): MLflow inflates it without a limit."""
 
 
+OTLP_FORMAT_HEADERS = (b"content-type", b"content-encoding")
+"""Headers that decide how MLflow reads an OTLP body: each must come at most once (MLflow reads the first)."""
+
+
+def _otlp_format(scope: Scope) -> tuple[str, str]:
+    """(content type, content encoding) exactly as MLflow's export_traces reads them; a request that
+    names either twice, in any letter case, is refused (what the stamp reads must be what MLflow reads)."""
+    found: dict[bytes, list[str]] = {name: [] for name in OTLP_FORMAT_HEADERS}
+    for key, value in scope["headers"]:
+        if key.lower() in found:
+            found[key.lower()].append(value.decode("latin-1"))
+    for name, values in found.items():
+        if len(values) > 1:
+            raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", f"{len(values)} {name.decode()} headers; send one"))
+    content_type, encoding = (values[0] if values else "" for values in found.values())
+    return content_type.split(";")[0].strip(), encoding.lower()
+
+
 def _stamp_otlp(scope: Scope, body: bytes, identity: str) -> bytes:
     """OTLP spans: every `user.id` attribute (MLflow makes it the trace's mlflow.trace.user) becomes
-    the caller; the body keeps its format and encoding, since MLflow has read those headers already."""
-    headers = {k.lower().decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    encoding = headers.get("content-encoding", "").strip().lower()
+    the caller, and no span may carry a server tag as `mlflow.traceTag.KEY` (MLflow writes those to
+    the trace, an existing one too); the body keeps its format and encoding, since MLflow has read
+    those headers already."""
+    content_type, encoding = _otlp_format(scope)
     data = _inflate(body, encoding) if encoding else body
-    if headers.get("content-type", "").split(";")[0].strip() == "application/json":
+    if content_type == "application/json":
         stamped = _stamp_otlp_json(data, identity)  # parsed always: JSON may spell the key with escapes
-    elif route_rules.OTLP_USER_ATTRIBUTE.encode() in data:  # protobuf strings are their raw bytes
-        stamped = _stamp_otlp_protobuf(data, identity)
     else:
-        return body
+        stamped = _stamp_otlp_protobuf(data, identity)
     if encoding == "gzip":
         return gzip.compress(stamped)
     return zlib.compress(stamped) if encoding == "deflate" else stamped
@@ -383,6 +455,14 @@ def _inflate(body: bytes, encoding: str) -> bytes:
     raise _Answered(bad)
 
 
+def _refuse_otlp_server_tag(key: object) -> None:
+    prefix = route_rules.OTLP_TRACE_TAG_PREFIX
+    if isinstance(key, str) and key.startswith(prefix) and route_rules.is_server_tag(key[len(prefix) :]):
+        raise _Answered(route_rules.forbidden(
+            f"span attribute {key} would set tag {key[len(prefix):]}, which the server records from IAP's verified identity"
+        ))
+
+
 def _stamp_otlp_protobuf(data: bytes, identity: str) -> bytes:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -391,14 +471,38 @@ def _stamp_otlp_protobuf(data: bytes, identity: str) -> bytes:
         request.ParseFromString(data)
     except Exception as e:
         raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", "Invalid OpenTelemetry format")) from e
+    values = _OtlpValues()
     for resource_spans in request.resource_spans:
+        values.add(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
+            values.add(scope_spans.scope.attributes)
             for span in scope_spans.spans:
+                values.add(span.attributes, span.links)
+                values.add(*(link.attributes for link in span.links), *(event.attributes for event in span.events))
                 for attribute in span.attributes:
+                    _refuse_otlp_server_tag(attribute.key)
                     if attribute.key == route_rules.OTLP_USER_ATTRIBUTE:
                         attribute.value.Clear()
                         attribute.value.string_value = identity
     return bytes(request.SerializeToString())
+
+
+class _OtlpValues:
+    """Counts the values MLflow turns into Python objects (attributes, nested array and kvlist values,
+    links, events), as a JSON body's are counted: 15 MiB of one-byte attributes grew the server 413 MiB."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, *groups: Any) -> None:
+        for group in groups:
+            self.count += 1 + len(group)
+            if self.count > route_rules.MAX_JSON_VALUES:
+                raise _Answered(_too_dense(self.count))
+            for item in group:
+                value = getattr(item, "value", None)
+                if value is not None and value.WhichOneof("value") in ("array_value", "kvlist_value"):
+                    self.add(value.array_value.values, value.kvlist_value.values)
 
 
 def _stamp_otlp_json(data: bytes, identity: str) -> bytes:
@@ -416,6 +520,7 @@ def _stamp_otlp_json(data: bytes, identity: str) -> bytes:
         for scope_spans in each(resource_spans, "scopeSpans", "scope_spans"):
             for span in each(scope_spans, "spans"):
                 for attribute in each(span, "attributes"):
+                    _refuse_otlp_server_tag(attribute.get("key"))
                     if attribute.get("key") == route_rules.OTLP_USER_ATTRIBUTE:
                         attribute["value"] = {"stringValue": identity}
     return json.dumps(request).encode()
@@ -426,6 +531,7 @@ class IapIdentity:
         self.app = app
         self.verifier = Verifier(settings)
         self.canonical_only = settings.canonical_only
+        self.large: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -455,7 +561,13 @@ class IapIdentity:
         if scope["method"] == "GET" and users_current and not os.environ.get(iap_access.ACCESS_ENV):
             user = {"user": {"username": identity, "is_admin": False}, "is_basic_auth": False}
             return await _answer(send, 200, json.dumps(user).encode())
-        await self._serve(scope, _GuardedBody(scope, receive, identity), send)
+        if self.large is None:
+            self.large = asyncio.Semaphore(LARGE_BODIES_AT_ONCE)  # in the server's event loop
+        guarded = _GuardedBody(scope, receive, identity, self.large)
+        try:
+            await self._serve(scope, guarded, send)
+        finally:
+            guarded.release()
 
     async def _identity(self, scope: Scope) -> tuple[str, tuple[int, bytes] | None]:
         assertions = _assertions(scope)
@@ -535,7 +647,9 @@ class FlaskRules:
         treatment = route_rules.flask_treatment(rule.endpoint)
         if identity is None and rule.endpoint != "health":
             return _wsgi_refusal(start_response, route_rules.forbidden("no verified identity for this request"))
-        if treatment is route_rules.PASS or identity is None:
+        if identity is not None and (refusal := _memory_refusal(treatment, environ)):
+            return _wsgi_refusal(start_response, refusal)
+        if identity is None or not treatment.writes_identity:
             return self.inner(environ, start_response)
         call = route_rules.Call(identity, rule.endpoint, view_args)
         try:
@@ -585,6 +699,16 @@ def _in_workspace(workspace: str | None) -> contextlib.AbstractContextManager[An
     return ServerWorkspaceContext(workspace)
 
 
+def _memory_refusal(treatment: route_rules.Treatment, environ: dict[str, Any]) -> route_rules.Refusal | None:
+    """What the endpoint's handler would parse, bounded: its body size and the JSON values it holds."""
+    size, values = BODY_SHAPE.get()
+    if treatment.max_body is not None and size > treatment.max_body:
+        return route_rules.Refusal(413, "RESOURCE_LIMIT_EXCEEDED", f"request body over {treatment.max_body} bytes for this route")
+    if not treatment.binary_body and values > route_rules.MAX_JSON_VALUES:
+        return _too_dense(values)
+    return None
+
+
 def _apply(treatment: route_rules.Treatment, call: route_rules.Call, environ: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Refuses, or rewrites the body in `environ` so that MLflow's handler reads the verified author."""
     if treatment.refuse:
@@ -626,7 +750,7 @@ def _request_json(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-_REASONS = {400: "BAD REQUEST", 403: "FORBIDDEN", 413: "REQUEST ENTITY TOO LARGE"}
+_REASONS = {400: "BAD REQUEST", 403: "FORBIDDEN", 413: "REQUEST ENTITY TOO LARGE", 503: "SERVICE UNAVAILABLE"}
 
 
 def _wsgi_refusal(start_response: Callable[..., Any], refusal: route_rules.Refusal) -> list[bytes]:

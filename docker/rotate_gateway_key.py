@@ -6,7 +6,7 @@ holds a key ("Write operation detected on a read-only session": it writes throug
 read-only session; tests/server/test_gateway_key.py keeps checking). Same library calls, one
 transaction, the rows locked while it runs, so a key edited meanwhile waits instead of being lost.
 Run it with MLflow 3.17.2 from a machine that reaches the database as the owner of MLflow's tables
-(README: AI gateway secrets):
+(docs/security.md: AI gateway secrets):
 
   MLFLOW_BACKEND_STORE_URI      required  postgresql+psycopg2://... (never on a command line)
   MLFLOW_CRYPTO_KEK_PASSPHRASE  required  the old key

@@ -28,8 +28,17 @@ TRACE_USER = "mlflow.trace.user"
 TRACE_CLAIMED = "mlflow.trace.user.client_claimed"
 OTLP_USER_ATTRIBUTE = "user.id"
 """The span attribute MLflow's store copies into a trace's TRACE_USER (sqlalchemy_store.log_spans)."""
+OTLP_TRACE_TAG_PREFIX = "mlflow.traceTag."
+"""A root span's attribute `mlflow.traceTag.KEY` becomes the trace's tag KEY (sqlalchemy_store.log_spans)."""
 MAX_TAG_KEY = 250
 """MLflow's MAX_MODEL_REGISTRY_TAG_KEY_LENGTH: an alias whose changed_by tag would not fit is refused."""
+MAX_JSON_VALUES = 2**18
+"""Most JSON values (counted as the body's `{`, `[` and `,` bytes, an upper bound) a body read into
+memory may hold: parsed, each costs a Python object of ~60-100 bytes, so a 16 MiB body of `[{},{},...]`
+grew the server by 420 MiB. Legitimate requests hold far fewer (MLflow's log-batch: 1000 metrics)."""
+GRAPHQL_MAX_BODY = 64 * 1024
+"""graphql-core keeps every token of a query (~300 bytes of memory per byte: 4.6 GiB for 15 MiB);
+MLflow's UI sends queries of a few KiB."""
 _SERVER_TAGS = frozenset({USER_TAG, CLAIMED_TAG, STAGE_TAG, TRACE_USER, TRACE_CLAIMED})
 _ALIAS_TAG = re.compile(r"mlflow\.alias\..*\.changed_by", re.S)
 
@@ -78,7 +87,8 @@ class Treatment:
     rewrite: applied to the request's protobuf message before MLflow parses it;
     rewrite_json: the same, for the few handlers that read plain JSON;
     before/after: the registry's record-after-the-change hooks (iap_identity runs them);
-    streams_body: the body is streamed to storage, not read into memory (no cap).
+    streams_body: the body is streamed to storage, not read into memory (no cap);
+    max_body / binary_body: the memory a handler's parsing may take (see MAX_JSON_VALUES).
     """
 
     reason: str
@@ -88,6 +98,10 @@ class Treatment:
     after: After | None = None
     streams_body: bool = False
     refuse: bool = False
+    max_body: int | None = None
+    """A body larger than this is refused (413) before the handler parses it."""
+    binary_body: bool = False
+    """The body is bytes, not JSON: MAX_JSON_VALUES does not apply."""
 
     @property
     def writes_identity(self) -> bool:
@@ -207,16 +221,47 @@ def stamp_assessment(msg: Any, call: Call) -> None:
 
 
 def stamp_trace_v3(msg: Any, call: Call) -> None:
+    """A new trace's user is the caller. MLflow's start_trace also updates a trace that exists (its
+    spans may have come first), merging the metadata: there the recorded user stays as it is
+    (mallory re-sending alice's trace made it mallory's)."""
     info = msg.trace.trace_info
     metadata = info.trace_metadata
     claimed = metadata.get(TRACE_USER)
     metadata.pop(TRACE_CLAIMED, None)
-    metadata[TRACE_USER] = call.identity
-    if claimed and claimed != call.identity:
-        metadata[TRACE_CLAIMED] = claimed
+    metadata.pop(TRACE_USER, None)
+    if _recorded_trace_user(info.trace_id) is None:
+        metadata[TRACE_USER] = call.identity
+        if claimed and claimed != call.identity:
+            metadata[TRACE_CLAIMED] = claimed
     for assessment in info.assessments:
         _stamp_assessment(assessment, call.identity)
     refuse_server_tags_in_map(info.tags)
+
+
+def _recorded_trace_user(trace_id: str) -> str | None:
+    """The user recorded on trace `trace_id` (None: no such trace, or none recorded yet)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.handlers import _get_tracking_store
+
+    if not trace_id:
+        return None
+    try:
+        info = _get_tracking_store().get_trace_info(trace_id)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return info.trace_metadata.get(TRACE_USER)
+
+
+def keep_trace_user_v2(msg: Any, call: Call) -> None:
+    """Ending a trace leaves its recorded user as it is (mallory ending alice's trace made it hers)."""
+    kept = [(m.key, m.value) for m in msg.request_metadata if m.key not in (TRACE_USER, TRACE_CLAIMED)]
+    del msg.request_metadata[:]
+    for key, value in kept:
+        item = msg.request_metadata.add()
+        item.key, item.value = key, value
+    refuse_server_tags(msg, call)
 
 
 def refuse_server_tags_in_map(tags: Any) -> None:
@@ -298,6 +343,15 @@ def record_transition(msg: Any, call: Call, notes: Mapping[str, Any]) -> None:
         store.set_model_version_tag(msg.name, str(version), ModelVersionTag(STAGE_TAG, call.identity))
 
 
+def refuse_new_owner(msg: Any, call: Call) -> None:
+    """new_owner writes any name into the queue's created_by (mallory took alice's queue, and named
+    alice the creator of hers); who may reassign it is for a permissions layer to decide."""
+    if msg.HasField("new_owner"):
+        raise forbidden(
+            "a review queue's owner (created_by) is who created it; new_owner cannot be set until permissions decide who may reassign it"
+        )
+
+
 def stamp_promptlab_run(request: dict[str, Any], call: Call) -> None:
     """create-promptlab-run reads plain JSON: its user_id is the caller. (MLflow 3.17 hands its
     `tags` to the store as dicts, which fails: no client can set a tag here, so there is no place
@@ -324,7 +378,7 @@ FLASK: dict[str, Treatment] = {
     "_create_dataset_handler": _t("created_by, from tag mlflow.user", stamp_created_dataset),
     "_start_trace_v3": _t("metadata mlflow.trace.user, human assessments' source_id", stamp_trace_v3),
     "_deprecated_start_trace_v2": _t("metadata mlflow.trace.user", stamp_trace_v2),
-    "_deprecated_end_trace_v2": _t("metadata mlflow.trace.user", stamp_trace_v2),
+    "_deprecated_end_trace_v2": _t("metadata mlflow.trace.user: kept as recorded at the start", keep_trace_user_v2),
     "_upsert_dataset_records_handler": _t("records' created_by, dataset's last_updated_by", stamp_dataset_records),
     "_create_assessment": _t("human source_id", stamp_assessment),
     "_update_assessment": _t("human source_id", stamp_assessment),
@@ -367,6 +421,11 @@ FLASK: dict[str, Treatment] = {
     "_create_experiment": _t("server tags", refuse_server_tags),
     "_set_experiment_tag": _t("server tags", refuse_server_key("key")),
     "_delete_experiment_tag": _t("server tags", refuse_server_key("key")),
+    # Memory: bodies whose parsing costs more than their size, or that are not JSON.
+    "_graphql": Treatment("reviewed: searches only; its query parser's memory bounded", max_body=GRAPHQL_MAX_BODY),
+    "_upload_artifact": Treatment("reviewed: artifact bytes", binary_body=True),
+    "serve_upload_artifact": Treatment("reviewed: artifact bytes", binary_body=True),
+    "_update_review_queue": _t("created_by (the owner): new_owner refused", refuse_new_owner),
     # The review queue's owner: MLflow reads flask.g.mlflow_authenticated_user, which iap_identity sets.
     "_create_review_queue": _t("created_by from the authenticated user MLflow's auth hook would set"),
 }
@@ -399,19 +458,19 @@ REVIEWED_FLASK_READS_AND_PLAIN_WRITES = frozenset(
     _update_endpoint_guardrail_config _create_prompt_optimization_job _get_prompt_optimization_job
     _search_prompt_optimization_jobs _cancel_prompt_optimization_job _delete_prompt_optimization_job
     _get_or_create_user_queue _get_review_queue _get_review_queue_by_name _list_review_queues
-    _update_review_queue _delete_review_queue _add_items_to_review_queue _remove_items_from_review_queue
+    _delete_review_queue _add_items_to_review_queue _remove_items_from_review_queue
     _list_review_queue_items _set_review_queue_item_status _get_online_scoring_configs
     _upsert_online_scoring_config _rename_registered_model _update_registered_model _delete_registered_model
     _get_registered_model _search_registered_models _get_latest_versions _update_model_version
     _delete_model_version _get_model_version _search_model_versions _get_model_version_download_uri
-    _get_model_version_by_alias _download_artifact _upload_artifact _list_artifacts_mlflow_artifacts
+    _get_model_version_by_alias _download_artifact _list_artifacts_mlflow_artifacts
     _delete_artifact_mlflow_artifacts _create_multipart_upload_artifact _complete_multipart_upload_artifact
     _abort_multipart_upload_artifact _get_presigned_download_url _create_webhook _list_webhooks _get_webhook
-    _update_webhook _delete_webhook _test_webhook _graphql _get_server_info _list_supported_providers
+    _update_webhook _delete_webhook _test_webhook _get_server_info _list_supported_providers
     _list_supported_models _get_provider_config _get_secrets_config _invoke_scorer_handler _generate_demo
     _delete_demo _invoke_issue_detection_handler _invoke_genai_evaluate_handler _cancel_job _get_job health
     version serve_artifacts serve_model_version_artifact serve_get_metric_history_bulk
-    serve_get_metric_history_bulk_interval serve_search_datasets serve_gateway_proxy serve_upload_artifact
+    serve_get_metric_history_bulk_interval serve_search_datasets serve_gateway_proxy
     serve_get_trace_artifact serve_get_logged_model_artifact serve_get_ui_telemetry serve_post_ui_telemetry
     serve_static_file serve static
     """.split()
@@ -451,7 +510,7 @@ never who made it."""
 
 AUTHOR_LIKE_FIELDS = frozenset(
     {"user_id", "created_by", "updated_by", "last_updated_by", "source_id", "user", "users", "owner", "changed_by",
-     "author", "username", "tags", "trace_metadata", "request_metadata", "metadata"}
+     "author", "username", "tags", "trace_metadata", "request_metadata", "metadata", "new_owner", "completed_by"}
 )
 """Request fields that could name a person or carry the server's tags (the inventory test looks for them)."""
 
@@ -459,7 +518,8 @@ AUTHOR_LIKE_BUT_NOT_AN_AUTHOR: dict[str, str] = {
     "_create_prompt_optimization_job": "tags are the job's own; its user_id is MLflow's _get_user()",
     "_get_or_create_user_queue": "user names whose queue it is (an assignment, not who made it); created_by is not read",
     "_list_review_queues": "user is a search filter",
-    "_update_review_queue": "users are the queue's reviewers (an assignment)",
+    "_set_review_queue_item_status": "completed_by is not read from the request: MLflow stamps flask.g.mlflow_authenticated_user, "
+    "which iap_identity sets to the verified caller",
     "_log_inputs": "datasets' tags are the dataset input's context, not the run's tags",
     "_create_review_queue": "created_by is not read from the request: MLflow stamps flask.g.mlflow_authenticated_user, "
     "which iap_identity sets to the verified caller",

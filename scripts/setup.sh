@@ -24,7 +24,16 @@ if [ "$(.tools/bin/pipenv --version 2>/dev/null)" != "pipenv, version $PIPENV_VE
   .tools/bin/python -m pip install --quiet --disable-pip-version-check "pipenv==$PIPENV_VERSION"
 fi
 PIPENV_VENV_IN_PROJECT=1 PIPENV_PYTHON="$(command -v "$PYTHON")" .tools/bin/pipenv sync --categories "packages dev-packages cdktn"
-npm ci --no-audit --no-fund
+# The pinned Node first (its own npm package, into .tools/node), then `npm ci` running on it: npm checks
+# the packages' engines (cdktn-cli: node >=22.19) against the Node it runs on, so on an older system
+# Node it would warn EBADENGINE although everything then runs on the pinned one.
+NODE_VERSION=$(node -p "require('./package.json').devDependencies.node")
+if [ "$(.tools/node/node_modules/.bin/node --version 2>/dev/null)" != "v$NODE_VERSION" ]; then
+  rm -rf .tools/node && mkdir -p .tools/node
+  echo '{"private": true, "allowScripts": {"node": true}}' > .tools/node/package.json
+  npm install --silent --no-save --no-package-lock --no-audit --no-fund --prefix .tools/node "node@$NODE_VERSION"
+fi
+PATH="$PWD/.tools/node/node_modules/.bin:$PATH" npm ci --no-audit --no-fund
 
 postgres_bindir() {
   local found

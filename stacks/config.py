@@ -1,9 +1,9 @@
 """The one typed configuration object, loaded from TOML and validated once, at the edge.
 
 A pydantic model: types, defaults, unknown and missing keys are the library's; our domain checks sit
-next to their fields. Checks of one field always run; checks across fields (model validators) run once
-the fields they read are valid. Every problem of a file is reported at once, on one line of
-"field: what is wrong; the fix". Nothing here imports a CDK runtime, so refusing is instant.
+next to their fields. Checks of one field always run; checks across fields (model validators) run on
+the fields that are valid, also when others failed (`_checks_across_fields`). Every problem of a file
+is reported at once, one line each: "file: field: what is wrong — the fix" (written "...; the fix" here). Nothing here imports a CDK runtime, so refusing is instant.
 To add a key: one line in its section, `name: checked(test, "{value!r} is ...; fix") = Field(default,
 description=...)` (or `within(low, high)`, `listed(Item)`), a model validator only for a check across
 fields; then `python -m stacks.config_docs` regenerates the schema and the README's table.
@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Annotated, Any
 from collections.abc import Callable
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO_ROOT / "config" / "example.toml"
+# The files config/ ships with; any other TOML there is someone's environment.
+SHIPPED_CONFIGS = ("example.toml", "direct-iap.toml")
 CONFIG_ENV_VAR = "MLFLOW_CONFIG"
 
 
@@ -81,7 +83,21 @@ BILLING_ACCOUNT = re.compile(r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$")
 
 
 class ConfigError(Exception):
-    """Raised with a one-line message listing every problem found in a configuration."""
+    """Raised with every problem found in a configuration, one line each: `file: field: problem — fix`."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+    @classmethod
+    def of(cls, source: str, problems: list[str]) -> ConfigError:
+        lines = [f"{source}: {as_problem_and_fix(p)}" if source else as_problem_and_fix(p) for p in dict.fromkeys(problems)]
+        return cls("\n".join(lines), lines)
+
+
+def as_problem_and_fix(problem: str) -> str:
+    """`field: what is wrong; the fix` -> `field: what is wrong — the fix` (the first `; ` parts them)."""
+    return problem.replace("; ", " — ", 1) if " — " not in problem else problem
 
 
 class Problems(ValueError):
@@ -148,10 +164,60 @@ def nearest(value: str, names: Any) -> str:
     return f"did you mean `{match[0]}`?" if match else ""
 
 
+# Other clouds' region names (and their cities) -> the Google Cloud region in the same place or nearest.
+OTHER_CLOUDS_REGIONS = {
+    # AWS
+    "us-east-1": "us-east4", "us-east-2": "us-east5", "us-west-1": "us-west2", "us-west-2": "us-west1",
+    "ca-central-1": "northamerica-northeast1", "ca-west-1": "northamerica-northeast2", "mx-central-1": "northamerica-south1",
+    "sa-east-1": "southamerica-east1", "eu-west-1": "europe-west1", "eu-west-2": "europe-west2", "eu-west-3": "europe-west9",
+    "eu-central-1": "europe-west3", "eu-central-2": "europe-west6", "eu-north-1": "europe-north2", "eu-south-1": "europe-west8",
+    "eu-south-2": "europe-southwest1", "ap-southeast-1": "asia-southeast1", "ap-southeast-2": "australia-southeast1",
+    "ap-southeast-3": "asia-southeast2", "ap-southeast-4": "australia-southeast2", "ap-northeast-1": "asia-northeast1",
+    "ap-northeast-2": "asia-northeast3", "ap-northeast-3": "asia-northeast2", "ap-south-1": "asia-south1",
+    "ap-south-2": "asia-south1", "ap-east-1": "asia-east2", "me-central-1": "me-central1", "me-south-1": "me-central2",
+    "il-central-1": "me-west1", "af-south-1": "africa-south1",
+    # Azure
+    "eastus": "us-east4", "eastus2": "us-east4", "centralus": "us-central1", "northcentralus": "us-central1",
+    "southcentralus": "us-south1", "westcentralus": "us-west3", "westus": "us-west2", "westus2": "us-west1",
+    "westus3": "us-west4", "canadacentral": "northamerica-northeast2", "canadaeast": "northamerica-northeast1",
+    "mexicocentral": "northamerica-south1", "brazilsouth": "southamerica-east1", "westeurope": "europe-west4",
+    "northeurope": "europe-west1", "uksouth": "europe-west2", "ukwest": "europe-west2", "francecentral": "europe-west9",
+    "germanywestcentral": "europe-west3", "switzerlandnorth": "europe-west6", "swedencentral": "europe-north2",
+    "norwayeast": "europe-north1", "italynorth": "europe-west8", "spaincentral": "europe-southwest1",
+    "polandcentral": "europe-central2", "southeastasia": "asia-southeast1", "eastasia": "asia-east2",
+    "japaneast": "asia-northeast1", "japanwest": "asia-northeast2", "koreacentral": "asia-northeast3",
+    "centralindia": "asia-south1", "australiaeast": "australia-southeast1", "australiasoutheast": "australia-southeast2",
+    "southafricanorth": "africa-south1", "qatarcentral": "me-central1", "israelcentral": "me-west1",
+}
+# The first word of a region name -> the prefix of Google's regions in that geography.
+GEOGRAPHIES = {
+    "eu": "europe-", "europe": "europe-", "uk": "europe-", "us": "us-", "ca": "northamerica-", "northamerica": "northamerica-",
+    "sa": "southamerica-", "southamerica": "southamerica-", "ap": "asia-", "asia": "asia-", "australia": "australia-",
+    "me": "me-", "il": "me-", "af": "africa-", "africa": "africa-",
+}
+
+
+def region_hint(value: str) -> str:
+    """`did you mean …?` with a region in the same place or geography, never across an ocean by spelling alone."""
+    name = value.strip().lower()
+    if name in GCP_REGIONS:
+        return f"write it in lowercase: `{name}`"
+    zone_of = re.sub(r"-[a-z]$", "", name)
+    if zone_of in GCP_REGIONS:
+        return f"did you mean `{zone_of}`? (`{name}` is a zone; give its region)"
+    compact = re.sub(r"[\s_-]", "", name)
+    if (same := OTHER_CLOUDS_REGIONS.get(name) or OTHER_CLOUDS_REGIONS.get(compact)) is not None:
+        return f"did you mean `{same}`? (the Google Cloud region nearest to `{value}`)"
+    prefix = GEOGRAPHIES.get(re.split(r"[-\s_]|(?<=[a-z])(?=\d)", name)[0])
+    if not prefix:
+        return "use one such as `europe-west1` or `us-central1` (`gcloud run regions list` lists them)"
+    candidates = [r for r in GCP_REGIONS if r.startswith(prefix)]
+    return nearest(name, candidates) or f"use one of {', '.join(f'`{r}`' for r in sorted(candidates)[:4])}"
+
+
 def check_region(value: str) -> str:
     if value not in GCP_REGIONS:
-        hint = nearest(value, GCP_REGIONS) or "use one such as `europe-west1`"
-        raise ValueError(f"{value!r} is not a Google Cloud region; {hint}")
+        raise ValueError(f"{value!r} is not a Google Cloud region; {region_hint(value)}")
     return value
 
 
@@ -729,11 +795,16 @@ def alert_thresholds(cfg: Config) -> dict[str, Any]:
 # --- pydantic's errors, one line each, in our words ---------------------------------------------------
 
 KIND_PROBLEMS = {
-    "bool_type": "must be true or false, got {input!r}",
-    "int_type": "must be a whole number, got {input!r}",
-    "string_type": "must be a quoted string, got {input!r}",
-    "tuple_type": "must be a list of quoted strings",
+    "bool_type": "must be true or false, got {input!r}; write true or false, without quotes",
+    "int_type": "must be a whole number, got {input!r}; write digits, e.g. {key} = 2",
+    "string_type": "must be a quoted string, got {input!r}; put it in double quotes, e.g. {key} = \"{input}\"",
+    "tuple_type": "must be a list of quoted strings; write e.g. {key} = [\"...\"]",
     "too_short": "is empty; list who may use MLflow, e.g. [\"group:ml-team@example.com\"]",
+}
+# A number or boolean written in quotes: TOML keeps it a string, the model wants the value itself.
+QUOTED_VALUES = {
+    "int_type": (re.compile(r"^-?[0-9]+$"), "drop the quotes: {key} = {input}"),
+    "bool_type": (re.compile(r"^(true|false)$"), "drop the quotes: {key} = {input}"),
 }
 
 
@@ -763,18 +834,95 @@ def _problem(error: ErrorDetails) -> list[str]:
         return [f"{name}: missing; add {f'a [{name}] table' if section else f'{name} = ...'} to the file"]
     if kind == "model_type":
         return [f"{name}: must be a [{name}] table"]
-    return [f"{name}: " + KIND_PROBLEMS.get(kind, error["msg"].split("\n")[0]).format(input=error.get("input"))]
+    value, key = error.get("input"), (loc[-1] if loc else name)
+    quoted = QUOTED_VALUES.get(kind)
+    if quoted and isinstance(value, str) and quoted[0].match(value.strip().lower()):
+        fix = quoted[1].format(key=key, input=value.strip().lower())
+        return [f"{name}: must be a {'whole number' if kind == 'int_type' else 'boolean'}, got the string {value!r}; {fix}"]
+    return [f"{name}: " + KIND_PROBLEMS.get(kind, error["msg"].split("\n")[0]).format(input=value, key=key)]
+
+
+def _without_cascades(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """An item's own error, not also "the list is empty": pydantic counts only the valid items for min_length."""
+
+    def item_failed(loc: tuple[int | str, ...]) -> bool:
+        return any(len(e["loc"]) > len(loc) and tuple(e["loc"][: len(loc)]) == loc for e in errors)
+
+    return [e for e in errors if not (e["type"] == "too_short" and item_failed(tuple(e["loc"])))]
+
+
+def _checks_across_fields(data: Any, errors: list[ErrorDetails]) -> list[str]:
+    """The model validators that pydantic skips once any field fails, run on the fields that are valid.
+
+    A field with an error is left out, so a check that reads it stops with AttributeError and says
+    nothing: no problem follows from another one, and every check that can run, runs.
+    """
+    if not isinstance(data, dict):
+        return []
+    for before in Config.__pydantic_decorators__.model_validators.values():
+        if before.info.mode == "before":
+            data = before.func.__func__(Config, data)  # type: ignore[attr-defined]  # a classmethod's function
+    failed = {tuple(p for p in e["loc"] if isinstance(p, str)) for e in errors}
+    return _partial(Config, data, failed, ())[1]
+
+
+def _partial(
+    model: type[BaseModel], data: dict[str, Any], failed: set[tuple[str, ...]], loc: tuple[str, ...]
+) -> tuple[BaseModel, list[str]]:
+    """`model` built from the valid fields of `data` only (the others absent), and its checks' problems."""
+    values, problems = _valid_fields(model, data, failed, loc)
+    partial = model.model_construct(**values)
+    for name in set(model.model_fields) - set(values):
+        partial.__dict__.pop(name, None)
+    for after in model.__pydantic_decorators__.model_validators.values():
+        if after.info.mode != "after":
+            continue
+        try:
+            after.func(partial)
+        except Problems as raised:
+            problems += raised.items
+        except (AttributeError, KeyError, TypeError):
+            pass  # it reads a field that failed: that field's own problem is reported
+    return partial, problems
+
+
+def _valid_fields(
+    model: type[BaseModel], data: dict[str, Any], failed: set[tuple[str, ...]], loc: tuple[str, ...]
+) -> tuple[dict[str, Any], list[str]]:
+    """The fields of `data` that validate (defaults for those absent), and the problems of its sections' checks."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, field in model.model_fields.items():
+        here = (*loc, name)
+        annotation = field.annotation
+        if name not in data:
+            if not field.is_required():
+                values[name] = field.get_default(call_default_factory=True)
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if isinstance(data[name], dict):
+                values[name], found = _partial(annotation, data[name], failed, here)
+                problems += found
+        elif not any(f[: len(here)] == here for f in failed):
+            try:
+                typed: Any = Annotated[annotation, *field.metadata] if field.metadata else annotation
+                values[name] = TypeAdapter(typed).validate_python(data[name])
+            except (ValidationError, TypeError):
+                pass  # failed here although pydantic did not say so: left out like a failed field
+    return values, problems
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
-    """Parse and validate one TOML document; raise ConfigError with every problem on one line."""
+    """Parse and validate one TOML document; raise ConfigError with every problem, one per line."""
     try:
-        return Config.model_validate(tomllib.loads(text))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{source}: not valid TOML ({error}); fix the syntax") from None
+        raise ConfigError.of(source, [f"not valid TOML ({error}); fix the syntax"]) from None
+    try:
+        return Config.model_validate(data)
     except ValidationError as error:
-        problems = [p for e in error.errors() for p in _problem(e)]
-        raise ConfigError(f"{source}: " + "; ".join(dict.fromkeys(problems))) from None
+        errors = _without_cascades(error.errors())
+        problems = [p for e in errors for p in _problem(e)] + _checks_across_fields(data, errors)
+        raise ConfigError.of(source, problems) from None
 
 
 def load_configs(selection: str | None = None) -> list[Config]:
@@ -789,16 +937,15 @@ def load_configs(selection: str | None = None) -> list[Config]:
         try:
             text = file.read_text()
         except OSError as error:
-            raise ConfigError(
-                f"{CONFIG_ENV_VAR}: cannot read {path!r} ({error.strerror}); set it to config files that exist, "
-                "e.g. config/dev.toml"
-            ) from None
+            raise ConfigError.of(CONFIG_ENV_VAR, [
+                f"cannot read {path!r} ({error.strerror}); set it to config files that exist, e.g. config/dev.toml"
+            ]) from None
         configs.append(parse_config(text, path))
-    _validate_together(configs)
+    _validate_together(configs, paths)
     return configs
 
 
-def _validate_together(configs: list[Config]) -> None:
+def _validate_together(configs: list[Config], paths: list[str]) -> None:
     environments = [c.environment for c in configs]
     placements = [f"{c.project_id}/{c.name_prefix}" for c in configs]
     problems = [f"environment: {', '.join(sorted(twice))} appears in more than one file; give each file its own environment"
@@ -814,7 +961,7 @@ def _validate_together(configs: list[Config]) -> None:
         problems.append(f"state.bucket: {EXAMPLE_STATE_BUCKET!r} is the example's placeholder; name your own bucket "
                         f"(e.g. \"PROJECT_ID-tfstate\"), or start the environment with `{INIT_HINT}`")
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError.of(", ".join(paths), problems)
 
 
 def bootstrap_owner(configs: list[Config]) -> Config:

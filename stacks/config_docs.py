@@ -1,4 +1,4 @@
-"""The configuration's JSON Schema and the README's configuration table, both generated from the model.
+"""The configuration's JSON Schema and the configuration table (docs/configuration.md), both generated from the model.
 
 Regenerate after changing a key:  python -m stacks.config_docs   (tests/test_config_docs.py fails until then)
 """
@@ -16,7 +16,8 @@ from pydantic_core import PydanticUndefined
 from stacks.config import REPO_ROOT, SERVER_IMAGE_TAG, Config
 
 SCHEMA = REPO_ROOT / "config" / "mlflow-config.schema.json"
-README = REPO_ROOT / "README.md"
+# The configuration reference the README links to; the table sits between the markers below.
+README = REPO_ROOT / "docs" / "configuration.md"
 REGENERATE = "python -m stacks.config_docs"
 TABLE_START = f"<!-- configuration table: generated from stacks/config.py by `{REGENERATE}` -->"
 TABLE_END = "<!-- end of the configuration table -->"
@@ -89,7 +90,7 @@ def readme_text(readme: str) -> str:
 def main() -> int:
     SCHEMA.write_text(schema_text())
     README.write_text(readme_text(README.read_text()))
-    print(f"wrote {SCHEMA.relative_to(REPO_ROOT)} and the configuration table of {README.name}", file=sys.stderr)
+    print(f"wrote {SCHEMA.relative_to(REPO_ROOT)} and the configuration table of {README.relative_to(REPO_ROOT)}", file=sys.stderr)
     return 0
 
 

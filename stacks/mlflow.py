@@ -40,6 +40,7 @@ from stacks.backend import use_state_bucket
 from stacks.config import Config, alert_thresholds
 from stacks.project import server_account_id
 from stacks.providers import use_google, use_random
+from stacks.runbook import add_runbook_outputs
 from stacks.wiring import Dependable, wait_for
 
 
@@ -262,7 +263,7 @@ class MlflowStack(TerraformStack):
         return GatewayKey(ref, secret.grant_access("server-reads-key", identities.server_member))
 
     def _access_control(self, cfg: Config, identities: Identities) -> Access | None:
-        """[access]: MLflow's own permissions for the IAP-verified user (README: Teams and permissions)."""
+        """[access]: MLflow's own permissions for the IAP-verified user (docs/security.md: Teams and permissions)."""
         if cfg.access is None:
             return None
         access = AccessControl(
@@ -281,7 +282,7 @@ class MlflowStack(TerraformStack):
                 self,
                 "groups_reader_step",
                 value=f"Admin console > Account > Admin roles > Groups Reader > Assign service accounts: {identities.server_email}",
-                description="The one-time step that lets the server read [access] groups' members (README: Teams and permissions)",
+                description="The one-time step that lets the server read [access] groups' members (docs/security.md: Teams and permissions)",
             )
         return Access(access.env, access.grant_access("server-reads-admin", identities.server_member))
 
@@ -543,7 +544,7 @@ class MlflowStack(TerraformStack):
             self,
             "reopen_command",
             value=serving.upgrade.reopen_command,
-            description="Reopens the service after an upgrade stopped with it closed (README: Migrations and upgrades)",
+            description="Reopens the service after an upgrade stopped with it closed (docs/operations.md: Migrations and upgrades)",
         )
         TerraformOutput(
             self,
@@ -553,3 +554,4 @@ class MlflowStack(TerraformStack):
             description="The migration job's logs, when an apply stops at the migration",
         )
         TerraformOutput(self, "sql_connection_name", value=data.database.connection_name)
+        add_runbook_outputs(self, cfg, data.database, data.artifacts.bucket_name)

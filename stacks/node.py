@@ -15,7 +15,7 @@ from pathlib import Path
 
 NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
 PROJECT_NODE = NODE_MODULES / ".bin" / "node"
-# Node 20 is past its end of life; cdktn-cli needs >= 22.19 (README: Toolchain status).
+# Node 20 is past its end of life; cdktn-cli needs >= 22.19 (docs/toolchain.md).
 SUPPORTED_NODE_MAJORS = ("22", "24")
 
 

@@ -138,6 +138,7 @@ class ProjectStack(TerraformStack):
                 account_id=f"{cfg.name_prefix}-build",
                 bucket_name=f"{cfg.project_id}-{cfg.name_prefix}-build",
                 submitters=cfg.image_builders,
+                protect_from_destroy=cfg.protect_data,
             ),
         )
         registry.grant_writer("build-writer", build.member)

@@ -1,7 +1,7 @@
 """The Terraform and providers every stack requires, written the same whichever runtime synthesizes it.
 
 The cdktf binding is frozen at google 6.50 and would write `6.50.0`; CDK Terrain's binds 8.7. The
-stacks target the maintained provider on both runtimes (README: Toolchain status), so the constraints
+stacks target the maintained provider on both runtimes (docs/toolchain.md), so the constraints
 are set here and only here.
 """
 

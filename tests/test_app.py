@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import replace_config
+from tests.invariants import DATA_RESOURCES, data_is_protected_from_destroy
 from tests.synth import Synth
 
 
@@ -108,21 +109,45 @@ def test_ci_outputs_are_named_like_the_workflows_repository_variables(app):
         assert outputs[variable.lower()]["description"] == f"GitHub repository variable {variable}"
 
 
-def test_tearing_down_lifts_every_protection_of_the_data_and_says_so(tmp_path, example_config):
-    """protect_data = false is the README's first tear-down step: afterwards nothing refuses a destroy."""
-    protected = Synth([example_config], tmp_path / "on").stacks["mlflow-example"]
-    off = Synth([replace_config(example_config, protect_data=False)], tmp_path / "off")
-    stack = off.stacks["mlflow-example"]
+def protections(stack):
+    """Every guard against `terraform destroy` in a stack: prevent_destroy, deletion protection, a bucket
+    that refuses to go while it holds objects."""
+    found = []
+    for type_, items in stack.get("resource", {}).items():
+        for key, body in items.items():
+            address = f"{type_}.{key}"
+            if body.get("lifecycle", {}).get("prevent_destroy"):
+                found.append(f"{address}: prevent_destroy")
+            if body.get("deletion_protection") or body.get("settings", {}).get("deletion_protection_enabled"):
+                found.append(f"{address}: deletion_protection")
+    return sorted(found)
 
-    def guarded(s):
-        return sorted(
-            f"{t}.{k}" for t, items in s["resource"].items() for k, body in items.items() if body.get("lifecycle", {}).get("prevent_destroy")
-        )
 
-    assert guarded(protected) and not guarded(stack)
-    (instance,) = stack["resource"]["google_sql_database_instance"].values()
-    assert instance["deletion_protection"] is False
-    assert instance["settings"]["deletion_protection_enabled"] is False
+def stateful(stack):
+    return sorted(f"{t}.{k}" for t, items in stack.get("resource", {}).items() if t in DATA_RESOURCES for k in items)
+
+
+def test_tearing_down_lifts_every_protection_of_every_stack_and_says_so(tmp_path, app, example_config, prod_config):
+    """protect_data = false is the README's first tear-down step: afterwards nothing in any stack of the
+    environment refuses a destroy, the build bucket included (it is deleted with its sources and logs);
+    with true, every stateful resource of every stack is guarded. The bootstrap state bucket is shared by
+    all environments and deleted by hand (README: Tear-down)."""
+    off = Synth([replace_config(cfg, protect_data=False) for cfg in (example_config, prod_config)], tmp_path / "off")
+    environment_stacks = [name for name in off.stacks if name != "bootstrap"]
+    assert len(environment_stacks) == 4
+    for name in environment_stacks:
+        assert stateful(off.stacks[name]), f"{name} has no stateful resource: this spec checks nothing there"
+        assert protections(off.stacks[name]) == [], name
+        assert not data_is_protected_from_destroy(app.stacks[name]), name
+        guarded = {line.split(":")[0] for line in protections(app.stacks[name])}
+        assert set(stateful(app.stacks[name])) <= guarded, name
+    (build_bucket,) = [
+        body for body in off.stacks["mlflow-example-project"]["resource"]["google_storage_bucket"].values()
+        if body["name"].endswith("-build")
+    ]
+    assert build_bucket["force_destroy"] is True
+    (instance,) = off.stacks["mlflow-example"]["resource"]["google_sql_database_instance"].values()
+    assert instance["deletion_protection"] is False and instance["settings"]["deletion_protection_enabled"] is False
     warnings = [m for m in off.manifest["stacks"]["mlflow-example"]["annotations"] if m["level"].endswith("warn")]
     assert any("protect_data = false" in w["message"] for w in warnings), warnings
 

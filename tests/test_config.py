@@ -29,7 +29,9 @@ def rejection(text: str) -> str:
     with pytest.raises(ConfigError) as raised:
         parse_config(text, "env.toml")
     message = str(raised.value)
-    assert "\n" not in message, "the error must be one line"
+    lines = message.splitlines()
+    assert lines == raised.value.problems and all(line.startswith("env.toml: ") for line in lines), message
+    assert len(set(lines)) == len(lines), "a problem is reported once"
     return message
 
 
@@ -55,7 +57,7 @@ def test_the_embedded_example_is_the_default(example_config):
         ("tier", '"db-custom-1-1024"', "database.tier", "at least 3840 MB"),
         ("bucket", '"' + "a" * 64 + '"', "state.bucket", "3-63 lowercase"),
         ("disk_size_gb", "5", "database.disk_size_gb", "between 10 and 65536"),
-        ("max_overflow", "0", "server.max_overflow", "must be 1 or more; MLflow ignores 0"),
+        ("max_overflow", "0", "server.max_overflow", "must be 1 or more — MLflow ignores 0"),
         ("memory", '"1GB"', "server.memory", "\"1Gi\""),
         ("workers", '"2"', "server.workers", "whole number"),
     ],
@@ -74,17 +76,17 @@ def test_database_login_is_iam_unless_password_is_asked_for():
 
 def test_an_unknown_database_login_method_is_refused():
     message = rejection(EXAMPLE.replace("[database]\n", '[database]\nauth = "token"\n'))
-    assert "database.auth: 'token' is not a login method; use \"iam\" (no password, the default) or \"password\"" in message
+    assert "database.auth: 'token' is not a login method — use \"iam\" (no password, the default) or \"password\"" in message
 
 
 def test_an_unknown_state_location_is_refused():
     message = rejection(EXAMPLE.replace("[state]\n", '[state]\nlocation = "MARS"\n'))
-    assert "state.location: 'MARS' is not a bucket location; use a region or EU, US or ASIA" in message
+    assert "state.location: 'MARS' is not a bucket location — use a region or EU, US or ASIA" in message
 
 
 def test_unknown_keys_are_rejected_with_the_known_ones():
     message = rejection(EXAMPLE.replace("[server]\n", "[server]\nreplicas = 3\n"))
-    assert "server.replicas: unknown key; remove it (known: " in message
+    assert "server.replicas: unknown key — remove it (known: " in message
 
 
 def test_missing_required_keys_are_all_listed_at_once():
@@ -95,7 +97,7 @@ def test_missing_required_keys_are_all_listed_at_once():
 
 def test_a_missing_state_table_asks_for_the_table():
     message = rejection(EXAMPLE.replace("[state]\nbucket", "[stateX]\nbucket"))
-    assert "state: missing; add a [state] table" in message
+    assert "state: missing — add a [state] table" in message
 
 
 def test_invalid_toml_is_one_line():
@@ -127,7 +129,7 @@ def test_max_connections_follow_cloud_sqls_memory_bands(tier, connections):
 
 def test_cloud_run_memory_must_fit_the_cpu():
     message = rejection(with_line("memory", '"8Gi"'))
-    assert "server.memory: 8Gi does not fit 1 CPU on Cloud Run; use 512Mi to 4Gi" in message
+    assert "server.memory: 8Gi does not fit 1 CPU on Cloud Run — use 512Mi to 4Gi" in message
 
 
 def environment(name: str, project: str = "acme-ml", bucket: str = "acme-ml-tfstate", text: str = EXAMPLE) -> str:
@@ -150,20 +152,20 @@ def files(tmp_path, *texts: str) -> str:
 
 
 def test_two_environments_may_not_share_project_and_prefix(tmp_path):
-    with pytest.raises(ConfigError, match=r"^name_prefix: environments share project and prefix acme-ml/mlflow"):
+    with pytest.raises(ConfigError, match=r": name_prefix: environments share project and prefix acme-ml/mlflow"):
         load_configs(files(tmp_path, environment("dev"), environment("prod")))
 
 
 def test_environments_must_share_the_state_bucket(tmp_path):
     other = environment("other", bucket="another-state")
-    with pytest.raises(ConfigError, match=r"^state.bucket: environments disagree on the one state bucket"):
+    with pytest.raises(ConfigError, match=r": state.bucket: environments disagree on the one state bucket"):
         load_configs(f"{EXAMPLE_CONFIG},{files(tmp_path, other)}")
 
 
 def test_environments_in_two_projects_must_say_which_one_holds_the_state_bucket(tmp_path):
     """The bootstrap stack is built from [state], not from whichever file MLFLOW_CONFIG names first."""
     dev, prod = environment("dev", project="acme-ml-dev"), environment("prod", project="acme-ml-prod")
-    with pytest.raises(ConfigError, match=r"^state.project: environments disagree on the one state bucket \(acme-ml-dev, acme-ml-prod\); write the same \[state\] project"):
+    with pytest.raises(ConfigError, match=r": state.project: environments disagree on the one state bucket \(acme-ml-dev, acme-ml-prod\) — write the same \[state\] project"):
         load_configs(files(tmp_path, dev, prod))
     held = [text.replace("[state]\n", '[state]\nproject = "acme-ml-prod"\n') for text in (dev, prod)]
     assert {c.state.project for c in load_configs(files(tmp_path, *held))} == {"acme-ml-prod"}
@@ -172,7 +174,7 @@ def test_environments_in_two_projects_must_say_which_one_holds_the_state_bucket(
 def test_environments_in_two_regions_must_agree_on_the_state_buckets_location(tmp_path):
     us = with_line("region", '"us-central1"', environment("us", bucket="acme-ml-tfstate"))
     eu = with_line("name_prefix", '"eu"', environment("eu"))
-    with pytest.raises(ConfigError, match=r"^state.location: environments disagree on the one state bucket \(europe-west1, us-central1\)"):
+    with pytest.raises(ConfigError, match=r": state.location: environments disagree on the one state bucket \(europe-west1, us-central1\)"):
         load_configs(files(tmp_path, us, eu))
 
 
@@ -193,7 +195,7 @@ def test_the_bootstrap_owner_does_not_depend_on_the_order_of_files(tmp_path):
 def test_the_examples_placeholders_are_refused_in_any_other_environment():
     message = rejection(with_line("environment", '"prod"'))
     for key in ("project_id: 'example-mlflow-project'", "project_number: '123456789012'", "domain: 'mlflow.example.com'"):
-        assert f"{key} is the example's placeholder; write this environment's own" in message, message
+        assert f"{key} is the example's placeholder — write this environment's own" in message, message
     assert message.count("python -m stacks.init") == 1, message
 
 
@@ -201,7 +203,7 @@ def test_the_examples_state_bucket_is_refused_unless_the_example_is_selected(tmp
     copied = environment("prod", bucket="example-mlflow-project-tfstate").replace(
         "[state]\n", '[state]\nproject = "example-mlflow-project"\n'
     )
-    with pytest.raises(ConfigError, match=r"^state.bucket: 'example-mlflow-project-tfstate' is the example's placeholder"):
+    with pytest.raises(ConfigError, match=r": state.bucket: 'example-mlflow-project-tfstate' is the example's placeholder"):
         load_configs(files(tmp_path, copied))
     assert [c.environment for c in load_configs(f"{EXAMPLE_CONFIG},{files(tmp_path, copied)}")] == ["example", "prod"]
 
@@ -260,8 +262,10 @@ def test_a_refused_config_removes_the_previous_synth_output_instead_of_leaving_i
     (stale / "manifest.json").write_text("{}")
     env = {} if outdir == "cdktf.out" else {"CDKTF_OUTDIR": str(stale)}
     result = refuse_in(tmp_path, with_line("region", '"mars-north1"'), **env)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert f"(removed the previous {outdir if not env else stale}: it no longer matches)" in result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 2, result.stderr
+    assert result.stderr.splitlines()[1] == (
+        f"error: removed the previous {outdir if not env else stale}: it no longer matches this configuration"
+    )
     assert not stale.exists()
 
 
@@ -294,10 +298,10 @@ def test_every_problem_of_a_file_is_reported_at_once_with_the_nearest_names():
     text = text.replace("[network]\n", "[network]\nsubnet = \"10.0.0.0/24\"\n")
     message = rejection(text)
     for problem in (
-        "region: 'us-central' is not a Google Cloud region; did you mean `us-central1`?",
-        "server.min_instance: unknown key; did you mean `min_instances`?",
-        "network.subnet: unknown key; did you mean `subnet_cidr`?",
-        "server.workers: must be a whole number, got '2'",
+        "region: 'us-central' is not a Google Cloud region — did you mean `us-central1`?",
+        "server.min_instance: unknown key — did you mean `min_instances`?",
+        "network.subnet: unknown key — did you mean `subnet_cidr`?",
+        "server.workers: must be a whole number, got the string '2' — drop the quotes: workers = 2",
     ):
         assert problem in message, message
     assert "pydantic" not in message and "http" not in message, message
@@ -305,7 +309,7 @@ def test_every_problem_of_a_file_is_reported_at_once_with_the_nearest_names():
 
 def test_an_unknown_key_with_no_near_name_lists_the_known_ones():
     message = rejection(EXAMPLE + "\n[ci]\nxyz = 1\n")
-    assert "ci.xyz: unknown key; remove it (known: github_repository, repository_id, repository_owner_id)" in message
+    assert "ci.xyz: unknown key — remove it (known: github_repository, repository_id, repository_owner_id)" in message
 
 
 def test_a_section_that_is_not_a_table_is_refused():
@@ -413,7 +417,7 @@ def test_an_allowed_domain_must_be_a_domain():
 
 def test_image_builders_must_be_iam_members():
     message = rejection(EXAMPLE.replace("iap_members =", 'image_builders = ["alice@example.com"]\niap_members ='))
-    assert "image_builders: 'alice@example.com' is not an IAM member; write user:EMAIL" in message
+    assert "image_builders: 'alice@example.com' is not an IAM member — write user:EMAIL" in message
 
 
 def test_a_custom_iap_oauth_client_needs_a_client_id_and_a_positive_secret_version():
@@ -527,14 +531,14 @@ def test_protect_data_is_true_or_false_and_on_by_default():
 
 def test_a_repository_without_its_numeric_ids_is_refused_with_the_command_that_prints_them():
     message = rejection(EXAMPLE + '\n[ci]\ngithub_repository = "acme/infra"\n')
-    assert "ci.repository_id: missing; the workload identity provider binds the repository by id, not name: write the first " \
+    assert "ci.repository_id: missing — the workload identity provider binds the repository by id, not name: write the first " \
         "number `gh api repos/acme/infra --jq .id,.owner.id` prints" in message
-    assert "ci.repository_owner_id: missing;" in message and "write the second number" in message
+    assert "ci.repository_owner_id: missing —" in message and "write the second number" in message
 
 
 def test_ids_without_a_repository_are_refused():
     message = rejection(EXAMPLE + "\n[ci]\nrepository_id = 812345678\n")
-    assert "ci.repository_id: 812345678 is set without ci.github_repository; set the repository too, or remove it" in message
+    assert "ci.repository_id: 812345678 is set without ci.github_repository — set the repository too, or remove it" in message
 
 
 @pytest.mark.parametrize("value, problem", [('"812345678"', "must be a whole number"), ("-1", "must be 0 or more")])
@@ -546,3 +550,98 @@ def test_repository_ids_are_whole_numbers(value, problem):
 def test_a_repository_with_its_ids_is_accepted():
     cfg = parse_config(EXAMPLE + '\n[ci]\ngithub_repository = "acme/infra"\nrepository_id = 812345678\nrepository_owner_id = 4123456\n')
     assert (cfg.ci.repository_id, cfg.ci.repository_owner_id) == (812345678, 4123456)
+
+
+def test_synth_names_the_files_it_builds_and_their_stacks(example_config, direct_iap_config):
+    import main
+
+    assert main.what_is_built("config/example.toml,config/direct-iap.toml", [example_config, direct_iap_config]) == [
+        "synth: config/example.toml (environment example: stacks mlflow-example-project, mlflow-example)",
+        "synth: config/direct-iap.toml (environment small: stacks mlflow-small-project, mlflow-small)",
+    ]
+
+
+def test_synth_warns_when_it_built_the_example_while_config_holds_an_environment(tmp_path, example_config):
+    """A new shell without MLFLOW_CONFIG: the example is built, and `cdktf deploy mlflow-prod` would find no stack."""
+    import main
+
+    for shipped in ("example.toml", "direct-iap.toml"):
+        (tmp_path / shipped).write_text("")
+    assert main.what_is_built("", [example_config], tmp_path) == [
+        "synth: config/example.toml (environment example: stacks mlflow-example-project, mlflow-example)"
+    ]
+    (tmp_path / "prod.toml").write_text("")
+    (tmp_path / "dev.toml").write_text("")
+    lines = main.what_is_built("", [example_config], tmp_path)
+    assert lines[1] == (
+        "warning: MLFLOW_CONFIG is not set, so this is the embedded example, not config/dev.toml, config/prod.toml; "
+        "export MLFLOW_CONFIG=config/dev.toml,config/prod.toml to build yours"
+    )
+    assert len(main.what_is_built("config/prod.toml", [example_config], tmp_path)) == 1
+
+
+def test_several_mistakes_give_one_line_each_in_the_file_field_problem_fix_form():
+    """The issue's file: a region from another cloud, a member without its kind, a quoted number, a budget
+    the tier cannot serve. Each is one line; the bad member does not also make the list "empty"; the
+    budget is checked although other fields failed."""
+    text = with_line("region", '"eu-west-1"', with_line("iap_members", '["ml-platform@example.com"]'))
+    text = with_line("min_instances", '"1"', with_line("max_instances", "20", text))
+    lines = rejection(text).splitlines()
+    assert lines == [
+        "env.toml: region: 'eu-west-1' is not a Google Cloud region — did you mean `europe-west1`? "
+        "(the Google Cloud region nearest to `eu-west-1`)",
+        "env.toml: iap_members: 'ml-platform@example.com' is not an IAM member — write user:EMAIL, group:EMAIL, "
+        "serviceAccount:EMAIL or domain:DOMAIN (allUsers and allAuthenticatedUsers are refused)",
+        "env.toml: server.min_instances: must be a whole number, got the string '1' — drop the quotes: min_instances = 1",
+        "env.toml: server: connection budget exceeded: 20 instances x 1 workers x 2 stores x (2 pool + 1 overflow) + "
+        "6 migration + 3 reserved = 129 > 25 max_connections of db-f1-micro — lower server.max_instances, workers or "
+        "pool_size, or pick a larger database.tier",
+    ]
+
+
+def test_a_check_across_fields_stays_silent_when_a_field_it_reads_failed():
+    """No cascade: with workers itself wrong, no budget is computed from a stand-in value."""
+    text = with_line("workers", '"many"', with_line("max_instances", "20"))
+    message = rejection(text)
+    assert "server.workers: must be a whole number" in message and "connection budget" not in message, message
+    message = rejection(with_line("tier", '"db-n1-standard-1"', with_line("max_instances", "20")))
+    assert "database.tier" in message and "connection budget" not in message, message
+
+
+def test_checks_across_fields_run_although_another_section_failed():
+    text = with_line("region", '"mars-north1"', with_line("environment", '"prod"'))
+    message = rejection(text)
+    assert "region: 'mars-north1'" in message and "project_id: 'example-mlflow-project' is the example's placeholder" in message
+
+
+@pytest.mark.parametrize(
+    "given, meant",
+    [
+        ("eu-west-1", "europe-west1"), ("eu-west-2", "europe-west2"), ("eu-central-1", "europe-west3"),
+        ("us-east-1", "us-east4"), ("us-west-2", "us-west1"), ("ap-northeast-1", "asia-northeast1"),
+        ("ap-southeast-2", "australia-southeast1"), ("westeurope", "europe-west4"), ("northeurope", "europe-west1"),
+        ("uksouth", "europe-west2"), ("eastus", "us-east4"), ("West Europe", "europe-west4"),
+        ("europe-west1-b", "europe-west1"), ("Europe-West1", "europe-west1"), ("europe-west", "europe-west9"),
+        ("eu-west-9", "europe-west9"), ("us-central", "us-central1"),
+    ],
+)
+def test_a_region_is_suggested_from_the_same_geography(given, meant):
+    """Another cloud's name for a place is answered with Google's region there, never by spelling across an ocean."""
+    message = rejection(with_line("region", f'"{given}"'))
+    assert re.search(rf"region: {re.escape(repr(given))} is not a Google Cloud region — .*`{meant}`", message), message
+    suggested = re.findall(r"`([a-z]+-[a-z]+\d+)`", message)
+    assert suggested[0] == meant, message
+
+
+@pytest.mark.parametrize(
+    "key, value, fix",
+    [
+        ("min_instances", '"1"', "drop the quotes: min_instances = 1"),
+        ("disk_size_gb", '"20"', "drop the quotes: disk_size_gb = 20"),
+        ("protect_data", '"false"', "drop the quotes: protect_data = false"),
+        ("project_number", "123456789012", 'put it in double quotes, e.g. project_number = "123456789012"'),
+    ],
+)
+def test_a_value_of_the_wrong_kind_says_how_to_write_it(key, value, fix):
+    text = with_line(key, value) if key != "protect_data" else f"{key} = {value}\n" + EXAMPLE
+    assert fix in rejection(text)

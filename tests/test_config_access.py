@@ -1,4 +1,4 @@
-"""[access]: teams on one server, validated at synth with one line per problem (README: Teams and
+"""[access]: teams on one server, validated at synth with one line per problem (docs/security.md: Teams and
 permissions). config/teams.toml is the shipped example; the others are variations of the example."""
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from tests.synth import Synth, env_of, one, resource
 REPO = Path(__file__).resolve().parent.parent
 START_SH = (REPO / "docker" / "start.sh").read_text()
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
-README = (REPO / "README.md").read_text()
+# The environment table moved with *The server image and its sizing* (README: Reference).
+README = (REPO / "docs" / "design.md").read_text()
 REQUIRED = "<required>"
 # What the deployment must set to something other than the image's default: the domain it serves,
 # the audience of IAP's signed header (its backend service's id) and the IAM database login (the

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,9 +56,13 @@ def test_a_given_project_number_needs_no_gcloud(tmp_path):
 def test_without_gcloud_or_a_terminal_the_number_is_required_and_every_problem_shows_at_once(tmp_path):
     result = init(tmp_path, *[a if a != "us-central1" else "us-central" for a in ARGS])
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert "project_number: unknown" in result.stderr and "pass --project-number" in result.stderr
-    assert "region: 'us-central' is not a Google Cloud region; did you mean `us-central1`?" in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines), result.stderr
+    assert lines[0] == (
+        "error: project_number: unknown — gcloud is not installed and no terminal to ask on; pass --project-number "
+        "with the digits `gcloud projects describe acme-ml '--format=value(projectNumber)'` prints"
+    )
+    assert "region: 'us-central' is not a Google Cloud region — did you mean `us-central1`?" in lines[1]
     assert not (tmp_path / "config" / "prod.toml").exists()
 
 
@@ -74,9 +79,62 @@ def test_on_a_terminal_without_gcloud_the_number_is_asked_for(tmp_path):
     assert parse_config((tmp_path / "config" / "prod.toml").read_text()).project_number == "444555666777"
 
 
-def test_a_failing_gcloud_falls_back_to_requiring_the_number(tmp_path):
-    result = init(tmp_path, *ARGS, gcloud="echo 'ERROR: not authenticated' >&2; exit 1")
-    assert result.returncode == 2 and "project_number: unknown" in result.stderr
+def test_a_failing_gcloud_falls_back_to_requiring_the_number_and_says_what_gcloud_said(tmp_path):
+    """gcloud not signed in prints several lines; the one that says why is kept, on the problem's line."""
+    said = "echo 'ERROR: (gcloud.projects.describe) You do not currently have an active account selected.' >&2; " \
+        "echo 'Please run:' >&2; echo '  $ gcloud auth login' >&2; exit 1"
+    result = init(tmp_path, *ARGS, gcloud=said)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: project_number: unknown — `gcloud projects describe acme-ml '--format=value(projectNumber)'` "
+                           "failed (ERROR: (gcloud.projects.describe) You do not currently have an active account selected.")
+    assert "gcloud auth login" in line and "no gcloud here" not in line and "not installed" not in line
+    assert not (tmp_path / "config" / "prod.toml").exists()
+
+
+def test_the_commands_it_prints_paste_into_a_shell(tmp_path):
+    """`--format=value(projectNumber)` unquoted is a bash syntax error; the path after export is quoted when needed."""
+    import shlex
+
+    result = init(tmp_path, *ARGS, gcloud="exit 1")
+    command = re.search(r"`(gcloud projects describe [^`]*)`", result.stderr).group(1)
+    assert shlex.split(command) == ["gcloud", "projects", "describe", "acme-ml", "--format=value(projectNumber)"]
+    result = init(tmp_path, *ARGS, "--project-number", "111222333444")
+    assert result.returncode == 0, result.stderr
+    assert f"export MLFLOW_CONFIG={tmp_path / 'config' / 'prod.toml'} CHECKPOINT_DISABLE=1" in result.stderr
+
+
+def test_the_help_examples_are_commands_it_accepts():
+    from stacks.init import parser
+
+    text = parser().format_help()
+    examples = re.findall(r"python -m stacks\.init (.*?)(?:#.*)?$", text.split("examples:")[1].replace("\\\n", " "), re.M)
+    assert len(examples) == 2 and all("--member" in e for e in examples), examples
+    for example in examples:
+        parser().parse_args(example.split())
+
+
+def test_client_impersonators_can_be_set_so_a_laptop_can_log_runs(tmp_path):
+    result = init(tmp_path, *ARGS, "--project-number", "111222333444", "--client-impersonator", "group:ml@acme.com",
+                  "--client-impersonator", "user:ana@acme.com")
+    assert result.returncode == 0, result.stderr
+    cfg = parse_config((tmp_path / "config" / "prod.toml").read_text())
+    assert cfg.client_impersonators == ("group:ml@acme.com", "user:ana@acme.com")
+
+
+def test_a_direct_iap_environment_gets_its_run_app_domain(tmp_path):
+    args = [a for a in ARGS if a not in ("--domain", "mlflow.acme.com")]
+    result = init(tmp_path, *args, "--project-number", "111222333444", "--front-door", "direct_iap")
+    assert result.returncode == 0, result.stderr
+    cfg = parse_config((tmp_path / "config" / "prod.toml").read_text())
+    assert cfg.front_door.mode == "direct_iap"
+    assert cfg.domain == "mlflow-server-111222333444.us-central1.run.app" == cfg.direct_iap_host
+
+
+def test_a_load_balancer_environment_needs_its_domain(tmp_path):
+    args = [a for a in ARGS if a not in ("--domain", "mlflow.acme.com")]
+    result = init(tmp_path, *args, "--project-number", "111222333444")
+    assert result.returncode == 2 and "error: --domain: missing" in result.stderr, result.stderr
     assert not (tmp_path / "config" / "prod.toml").exists()
 
 

@@ -3,7 +3,7 @@
 Nothing here knows about IAP: with mlflow-iap-auth installed and switched on, the normal MLflow
 client adds the IAP token to every request to the tracking server by itself.
 
-    pip install ./client                       # next to mlflow or mlflow-skinny
+    pip install "git+https://github.com/OWNER/REPO#subdirectory=client"   # or: pip install ./client
     export MLFLOW_TRACKING_URI=https://mlflow.example.com
     export MLFLOW_TRACKING_AUTH=iap
     # on a workstation (on GCE, Cloud Run or GKE the attached service account is used instead):
@@ -15,11 +15,12 @@ client adds the IAP token to every request to the tracking server by itself.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import mlflow
+from mlflow_iap_auth import IapAuthError, check
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +31,12 @@ def main(argv: list[str] | None = None) -> None:
         "--sleep", type=float, default=0.0, help="seconds between steps (longer than a token lifetime shows refresh)"
     )
     args = parser.parse_args(argv)
+    try:
+        # MLflow itself would retry for minutes before DNS resolves, and send requests without a token.
+        check()
+    except IapAuthError as error:
+        sys.exit(str(error))
+    import mlflow  # after the check: importing MLflow alone takes seconds
 
     mlflow.set_experiment(args.experiment)
     with mlflow.start_run(run_name="iap-smoke-test") as run:

@@ -42,6 +42,10 @@ ENV_SERVICE_ACCOUNT = "MLFLOW_IAP_SERVICE_ACCOUNT"
 ENV_AUDIENCE = "MLFLOW_IAP_AUDIENCE"
 ENV_HOSTS = "MLFLOW_IAP_HOSTS"
 ENV_TOKEN_LIFETIME = "MLFLOW_IAP_TOKEN_LIFETIME"
+# MLflow's own switch for request auth providers, and this plugin's name in it (here, not in plugin.py,
+# so that preflight.py can read it without importing MLflow).
+ENV_TRACKING_AUTH = "MLFLOW_TRACKING_AUTH"
+TRACKING_AUTH_NAME = "iap"
 
 # IAP accepts `Authorization` or `Proxy-Authorization`; the latter leaves `Authorization` to MLflow
 # itself (MLFLOW_TRACKING_TOKEN, basic auth), so neither overwrites the other.

@@ -25,11 +25,11 @@ import requests.auth
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
-from mlflow_iap_auth._auth import HEADER, Settings, default_source, origin
+from mlflow_iap_auth._auth import ENV_TRACKING_AUTH, HEADER, TRACKING_AUTH_NAME, Settings, default_source, origin
 
-NAME = "iap"
+NAME = TRACKING_AUTH_NAME
 """What MLFLOW_TRACKING_AUTH must say."""
-AUTH_ENV = "MLFLOW_TRACKING_AUTH"
+AUTH_ENV = ENV_TRACKING_AUTH
 _LOGGER = logging.getLogger(__name__)
 
 

@@ -32,7 +32,7 @@ class GatewayKeySecretProps:
     project: str
     region: str
     secret_id: str
-    # Bump to generate a new key (README: AI gateway secrets); it is also MLflow's KEK version.
+    # Bump to generate a new key (docs/security.md: AI gateway secrets); it is also MLflow's KEK version.
     revision: int = 1
     # default: `terraform destroy` refuses to delete the secret (without it no stored API key can be read).
     protect_from_destroy: bool = True

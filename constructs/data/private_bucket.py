@@ -29,6 +29,9 @@ class PrivateBucketProps:
     noncurrent_version_days: int = 30
     # default: `terraform destroy` refuses to delete it; data outlives the stack.
     protect_from_destroy: bool = True
+    # default: a bucket with objects is not deleted. True only for a bucket whose objects are
+    # disposable (build sources and logs), so a tear-down needs no emptying by hand.
+    force_destroy: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not self.location:
@@ -37,10 +40,15 @@ class PrivateBucketProps:
             raise ValueError(
                 f"PrivateBucketProps.noncurrent_version_days: {self.noncurrent_version_days} must be 0 (keep forever) or more"
             )
+        if self.force_destroy and self.protect_from_destroy:
+            raise ValueError(
+                "PrivateBucketProps.force_destroy: a bucket protected from destroy cannot be force-destroyed; "
+                "set protect_from_destroy=False too"
+            )
 
 
 class PrivateBucket(Construct):
-    """Uniform access, public access prevention enforced, versioned, never force-destroyed."""
+    """Uniform access, public access prevention enforced, versioned; force-destroyed only when asked and unprotected."""
 
     def __init__(self, scope: Construct, id: str, props: PrivateBucketProps) -> None:
         super().__init__(scope, id)
@@ -64,7 +72,7 @@ class PrivateBucket(Construct):
             public_access_prevention="enforced",
             versioning=StorageBucketVersioning(enabled=True),
             lifecycle_rule=rules or None,
-            force_destroy=False,
+            force_destroy=props.force_destroy,
             lifecycle=TerraformResourceLifecycle(prevent_destroy=props.protect_from_destroy),
         )
 

@@ -44,6 +44,9 @@ class BuildIdentityProps:
     submitters: tuple[str, ...] = ()
     # default: sources and logs of replaced builds are deleted a week after they became noncurrent.
     noncurrent_version_days: int = 7
+    # default: the bucket is kept by `terraform destroy`; False (protect_data = false) deletes it
+    # with its objects, which are only build sources and logs.
+    protect_from_destroy: bool = True
 
     def __post_init__(self) -> None:
         if not ACCOUNT_ID.match(self.account_id):
@@ -72,6 +75,8 @@ class BuildIdentity(Construct):
                 name=props.bucket_name,
                 location=props.region,
                 noncurrent_version_days=props.noncurrent_version_days,
+                protect_from_destroy=props.protect_from_destroy,
+                force_destroy=not props.protect_from_destroy,
             ),
         )
         # Sources in, logs out, nothing else: object user (no bucket or IAM administration).

@@ -24,7 +24,7 @@ PLANNER_ROLES = ("roles/viewer", "roles/iam.securityReviewer")
 # Applies run only from the approved GitHub environment and apply only the environment's MLflow stack:
 # the project stack (this pool, its accounts, every service account and the bindings on them) is
 # applied by a person. Every role the MLflow stack's resources may need; each environment's deployer
-# gets those its stack does need (`deployer_roles`); README: *The roles whoever deploys needs* says
+# gets those its stack does need (`deployer_roles`); docs/operations.md, *The roles whoever deploys needs*, says
 # why each is project-wide. Acting as the server's account is granted on that account
 # (ServerIdentity.grant_act_as), granting project roles below with a condition.
 DEPLOYER_ROLES = (

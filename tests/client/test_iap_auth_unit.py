@@ -5,6 +5,7 @@ No network: signing is a fake, or google-auth signing locally with a key made he
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import tomllib
@@ -389,3 +390,18 @@ def test_package_declares_the_entry_point_and_the_command():
 def test_an_audience_override_keeps_its_token_to_the_audiences_own_origin(url, sends):
     settings = Settings.from_env({"MLFLOW_IAP_AUDIENCE": "https://mlflow.example.com/*"})
     assert settings.sends_token(url, "https://tracking-alias.example.com") is sends
+
+
+def test_the_plugin_accepts_the_servers_mlflow_minor_and_no_other():
+    """A newer client may call REST APIs the pinned server lacks: pip must not pull the next minor."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((CLIENT_DIR / "pyproject.toml").read_text())
+    (skinny,) = [Requirement(d) for d in project["project"]["dependencies"] if d.startswith("mlflow-skinny")]
+    requirements = (CLIENT_DIR.parent / "docker" / "requirements.txt").read_text()
+    server = Version(re.search(r"^mlflow==([\d.]+)", requirements, re.M).group(1))
+    assert server in skinny.specifier
+    assert Version(f"{server.major}.{server.minor}.99") in skinny.specifier
+    assert Version(f"{server.major}.{server.minor + 1}.0") not in skinny.specifier
+    assert Version(f"{server.major}.{server.minor - 1}.0") not in skinny.specifier

@@ -113,11 +113,20 @@ def test_the_token_goes_to_the_tracking_server_only_never_to_another_host_or_por
     assert world.fake.refused == []
 
 
+# A script that goes straight to MLflow, without the example's check() first.
+LOG_A_RUN = """
+import mlflow
+mlflow.set_experiment("iap-unset")
+with mlflow.start_run():
+    mlflow.log_metric("loss", 1.0)
+"""
+
+
 def test_without_mlflow_tracking_auth_no_token_is_sent_and_a_warning_names_the_setting(world):
     """An install that predates the auth provider: one warning says what to set; IAP refuses (401)."""
     world.login_as(world.fake.ALICE)
     result = world.python(
-        str(EXAMPLE), "--experiment", "iap-unset", "--steps", "1",
+        "-c", LOG_A_RUN,
         MLFLOW_TRACKING_AUTH=None, MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
     )  # fmt: skip
     assert result.returncode != 0
@@ -240,3 +249,48 @@ def test_user_credentials_without_a_service_account_say_which_setting_is_missing
     _assert_one_line_error(world.token_cli(), "user's gcloud login", "MLFLOW_IAP_SERVICE_ACCOUNT")
     assert world.fake.sign_log == []
 
+
+
+# A loose bound: MLflow's own client retries with back-off for minutes; the check answers in about a second.
+FIRST_RUN_SECONDS = 20
+
+
+def test_the_first_run_without_credentials_fails_in_seconds_with_one_line(world):
+    """No `gcloud auth application-default login` yet: the example says so before MLflow sends anything."""
+    started = time.monotonic()
+    result = world.python(str(EXAMPLE), "--experiment", "iap-no-credentials")
+    elapsed = time.monotonic() - started
+    _assert_one_line_error(result, "no Google credentials found", "gcloud auth application-default login")
+    assert elapsed < FIRST_RUN_SECONDS, elapsed
+    assert world.fake.iap_log == [], "nothing is sent without a token"
+
+
+def test_the_first_run_before_dns_resolves_fails_in_seconds_with_one_line(world):
+    """Right after the first deploy the domain does not resolve yet: say that, not retry for minutes."""
+    world.login_as(world.fake.ALICE)
+    started = time.monotonic()
+    result = world.python(
+        # Google's endpoints through the fakes; the tracking host directly, through this machine's resolver.
+        str(EXAMPLE), MLFLOW_TRACKING_URI="https://mlflow-first-run.invalid", NO_PROXY="mlflow-first-run.invalid",
+        no_proxy="mlflow-first-run.invalid", MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA,
+    )
+    elapsed = time.monotonic() - started
+    _assert_one_line_error(result, "mlflow-first-run.invalid does not resolve (DNS)", "name_servers", "mlflow_url")
+    assert elapsed < FIRST_RUN_SECONDS, elapsed
+    assert [s.status for s in world.fake.sign_log] == [200] and world.fake.iap_log == []
+
+
+def test_the_first_run_refused_by_iap_says_who_must_be_a_member(world):
+    world.login_as(world.fake.ALICE)
+    result = world.python(str(EXAMPLE), MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.OUTSIDER_SA)
+    _assert_one_line_error(result, "refused the token (HTTP 403", "iap_members")
+
+
+def test_the_first_run_without_mlflow_tracking_auth_says_to_set_it_before_anything_is_sent(world):
+    """The example's check() stops in one line instead of letting MLflow send tokenless requests."""
+    world.login_as(world.fake.ALICE)
+    result = world.python(
+        str(EXAMPLE), "--experiment", "iap-unset", MLFLOW_TRACKING_AUTH=None, MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA
+    )
+    _assert_one_line_error(result, "MLFLOW_TRACKING_AUTH is not 'iap'", "export MLFLOW_TRACKING_AUTH=iap")
+    assert world.fake.sign_log == [] and world.fake.iap_log == [], "nothing signed, nothing sent"

@@ -166,7 +166,7 @@ def key_under_mlflows_default(postgres: PostgresCluster, migrated_database: Data
 
 def rotation(argv: list[str], db: Database, new_key: str) -> subprocess.CompletedProcess[str]:
     """Old key in the environment, the new one on standard input (a hidden prompt reads it there
-    without a terminal), as README *AI gateway secrets* says."""
+    without a terminal), as docs/security.md *AI gateway secrets* says."""
     return subprocess.run(
         argv,
         env=script_env(
@@ -212,7 +212,7 @@ def test_rotation_refuses_a_new_key_that_is_no_better_and_changes_nothing(
 def test_mlflows_own_rotate_kek_still_cannot_write_so_the_readme_uses_rotate_gateway_key(
     postgres: PostgresCluster, key_under_mlflows_default: tuple[Database, str]
 ) -> None:
-    """When this fails, MLflow's command works: point README *AI gateway secrets* back at it."""
+    """When this fails, MLflow's command works: point docs/security.md *AI gateway secrets* back at it."""
     db, secret_id = key_under_mlflows_default
     argv = [str(VENV_BIN / "mlflow"), "crypto", "rotate-kek", "--backend-store-uri", db.tcp_uri, "--yes"]
     done = rotation(argv, db, GATEWAY_KEY)

@@ -381,7 +381,7 @@ def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_
     server.wait_healthy(timeout=180)
     assert (
         "start.sh: cannot read group secret-team@example.com (403 Forbidden); its members get nothing until the server's "
-        "service account may read its memberships (README: Teams and permissions)" in server.log()
+        "service account may read its memberships (docs/security.md: Teams and permissions)" in server.log()
     )
     run_id = Caller(server, signer, BOSS).ok("POST", "runs/create", "team-a", {"experiment_id": Caller(server, signer, BOSS).ok(
         "POST", "experiments/create", "team-a", {"name": "groups"})["experiment_id"]})["run"]["info"]["run_id"]

@@ -10,7 +10,10 @@ before anything else (test_a_non_canonical_request_is_refused_400_up_front, on a
 
 from __future__ import annotations
 
+import base64
+import importlib
 import json
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -496,3 +499,309 @@ def test_an_otlp_body_that_inflates_past_the_limit_is_refused(server: ServerProc
     response = requests.post(f"{server.url}/v1/traces", data=bomb, headers=headers, timeout=60)
     assert response.status_code == 413, response.text[:300]
     assert response.json()["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
+
+
+# --- OTLP: what MLflow reads is what the stamp read ------------------------------------------------
+
+
+def _otlp_span_json(trace_id: bytes, attributes: list[dict[str, Any]]) -> dict[str, Any]:
+    import os
+
+    span = {
+        "traceId": trace_id.hex(), "spanId": os.urandom(8).hex(), "name": "root",
+        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000", "attributes": attributes,
+    }
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+
+
+def _send_otlp(transport: str, port: int, headers: list[tuple[str, str]], body: bytes) -> Answer:
+    """POST /v1/traces with `headers` sent as they are (repeated names included)."""
+    import http.client
+
+    from tests.server import raw_http
+
+    if transport == "http1":
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            connection.putrequest("POST", "/v1/traces")
+            for name, value in [*headers, ("Content-Length", str(len(body)))]:
+                connection.putheader(name, value)
+            connection.endheaders(body)
+            response = connection.getresponse()
+            return Answer(response.status, response.read())
+        finally:
+            connection.close()
+    return raw_http.h2c(port, "POST", "/v1/traces", {}, body, extra=[(k.lower(), v) for k, v in headers])
+
+
+def _alice_claimed_in_otlp_protobuf(trace_id: bytes) -> bytes:
+    import os
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = trace_id, os.urandom(8), "root"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
+    attribute = span.attributes.add()
+    attribute.key, attribute.value.string_value = "user.id", ALICE
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+@pytest.mark.parametrize("twice", ["content-type", "content-encoding"])
+def test_otlp_format_headers_sent_twice_are_refused(
+    server: ServerProcess, signer: IapSigner, victim: Victim, twice: str, transport: str
+) -> None:
+    """MLflow reads the first Content-Type/-Encoding; a stamp that read another one left user.id as
+    sent (JSON read as protobuf; gzip read as plain bytes): mallory's trace recorded alice."""
+    import gzip
+    import os
+
+    trace_id = os.urandom(16)
+    headers = [(k, v) for k, v in signer.headers(MALLORY).items()] + [("X-Mlflow-Experiment-Id", victim.experiment_id)]
+    if twice == "content-type":
+        text = json.dumps(_otlp_span_json(trace_id, [{"key": "user.id", "value": {"stringValue": ALICE}}]))
+        body = text.replace('"user.id"', '"user\\u002eid"').encode()
+        headers += [("Content-Type", "application/json"), ("Content-Type", "application/x-protobuf")]
+    else:
+        body = gzip.compress(_alice_claimed_in_otlp_protobuf(trace_id))
+        headers += [("Content-Type", "application/x-protobuf"), ("Content-Encoding", "gzip"), ("Content-Encoding", "")]
+    answer = _send_otlp(transport, server.port, headers, body)
+    assert answer.status == 400, answer.body
+    assert answer.json() == {"error_code": "INVALID_PARAMETER_VALUE", "message": f"2 {twice} headers; send one"}
+    response = requests.get(f"{server.url}/api/3.0/mlflow/traces/tr-{trace_id.hex()}", headers=signer.headers(ALICE), timeout=30)
+    assert response.status_code == 404, response.text[:300]
+
+
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+@pytest.mark.parametrize("tag", ["mlflow.trace.user", "mlflow.user", "mlflow.alias.champion.changed_by"])
+def test_an_otlp_span_cannot_set_a_server_tag_on_anyones_trace(
+    server: ServerProcess, signer: IapSigner, victim: Victim, tag: str, encoding: str
+) -> None:
+    """MLflow writes a root span's `mlflow.traceTag.KEY` attribute as tag KEY of the span's trace,
+    an existing trace too (alice's, here)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    trace_id = bytes.fromhex(victim.trace_id.removeprefix("tr-"))
+    attributes = [{"key": f"mlflow.traceTag.{tag}", "value": {"stringValue": MALLORY}}]
+    body, content_type = json.dumps(_otlp_span_json(trace_id, attributes)).encode(), "application/json"
+    if encoding == "protobuf":
+        from google.protobuf.json_format import ParseDict
+
+        as_proto = _otlp_span_json(trace_id, attributes)
+        span = as_proto["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        span["traceId"], span["spanId"] = base64.b64encode(trace_id).decode(), base64.b64encode(bytes.fromhex(span["spanId"])).decode()
+        body, content_type = ParseDict(as_proto, ExportTraceServiceRequest()).SerializeToString(), "application/x-protobuf"
+    before = victim.api("GET", f"/api/3.0/mlflow/traces/{victim.trace_id}")["trace"]["trace_info"].get("tags", {})
+    headers = [*signer.headers(MALLORY).items(), ("X-Mlflow-Experiment-Id", victim.experiment_id), ("Content-Type", content_type)]
+    answer = _send_otlp("h2c", server.port, headers, body)
+    assert answer.status == 403, answer.body
+    assert f"would set tag {tag}, which the server records" in answer.json()["message"]
+    after = victim.api("GET", f"/api/3.0/mlflow/traces/{victim.trace_id}")["trace"]["trace_info"].get("tags", {})
+    assert after == before
+
+
+# --- memory: what a handler parses, bounded ------------------------------------------------------
+
+
+def _route_rules() -> Any:
+    """docker/route_rules.py, the limits the server applies."""
+    from tests.server.proc import DOCKER_DIR
+
+    sys.path.insert(0, str(DOCKER_DIR))
+    try:
+        return importlib.import_module("route_rules")
+    finally:
+        sys.path.remove(str(DOCKER_DIR))
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_a_body_of_many_small_json_values_is_refused_on_any_route(server: ServerProcess, signer: IapSigner, transport: str) -> None:
+    """15 MiB of `[{},{},...]` (under the byte cap) grew the server by 420 MiB when parsed: two at once
+    were past the container's 1 GiB. Refused before any parser sees it, on Flask and FastAPI routes."""
+    import httpx
+
+    limit = _route_rules().MAX_JSON_VALUES
+
+    dense = b'{"experiment_ids": [' + b"{}," * (5 * 2**20) + b'{}]}'
+    headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
+    with httpx.Client(http1=transport == "http1", http2=transport == "h2c", timeout=60) as client:
+        for path in ["/api/2.0/mlflow/runs/search", "/ajax-api/2.0/mlflow/runs/set-tag", "/v1/traces", "/ajax-api/3.0/jobs/search"]:
+            otlp = {"X-Mlflow-Experiment-Id": "0"} if path == "/v1/traces" else {}
+            response = client.post(f"{server.url}{path}", content=dense, headers={**headers, **otlp})
+            assert response.status_code == 413, (path, response.text[:300])
+            assert response.json()["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
+            assert f"over {limit}" in response.json()["message"]
+        at_limit = b'{"experiment_ids": ["0"], "x": [' + b"{}," * (limit // 2 - 8) + b'{}]}'
+        response = client.post(f"{server.url}/api/2.0/mlflow/runs/search", content=at_limit, headers=headers)
+        assert response.status_code == 200, response.text[:300]
+
+
+def test_a_graphql_query_is_bounded_by_its_own_cap(server: ServerProcess, signer: IapSigner) -> None:
+    """graphql-core keeps every token of a query: 15 MiB of `{ a a a ...}` took 4.6 GiB and 5 minutes."""
+    cap = _route_rules().GRAPHQL_MAX_BODY
+
+    headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
+    huge = json.dumps({"query": "{" + " a" * (cap // 2) + "}"})
+    response = requests.post(f"{server.url}/graphql", data=huge, headers=headers, timeout=60)
+    assert response.status_code == 413, response.text[:300]
+    assert response.json()["message"] == f"request body over {cap} bytes for this route"
+    query = {"query": "query { mlflowGetExperiment(input: {experimentId: \"0\"}) { experiment { name } } }"}
+    response = requests.post(f"{server.url}/graphql", json=query, headers=signer.headers(ALICE), timeout=60)
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["data"]["mlflowGetExperiment"]["experiment"]["name"] == "Default"
+
+
+@pytest.mark.parametrize("shape", ["attributes", "one array attribute"])
+def test_an_otlp_protobuf_body_of_many_small_values_is_refused(server: ServerProcess, signer: IapSigner, shape: str) -> None:
+    """15.7 MiB of one-byte span attributes (protobuf, no `{[,` to count) grew the server by 413 MiB."""
+    import os
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    limit = _route_rules().MAX_JSON_VALUES
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "root"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
+    if shape == "attributes":
+        for n in range(limit + 1):
+            span.attributes.add().key = str(n)
+    else:
+        attribute = span.attributes.add()
+        attribute.key = "many"
+        for _ in range(limit + 1):
+            attribute.value.array_value.values.add().bool_value = True
+    headers = {**signer.headers(MALLORY), "Content-Type": "application/x-protobuf", "X-Mlflow-Experiment-Id": "0"}
+    response = requests.post(f"{server.url}/v1/traces", data=request.SerializeToString(), headers=headers, timeout=60)
+    assert response.status_code == 413, response.text[:300]
+    assert f"over {limit}" in response.json()["message"]
+
+
+# --- review queues: the owner and who completed an item ---------------------------------------------
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_a_review_queues_owner_cannot_be_reassigned_by_new_owner(
+    server: ServerProcess, signer: IapSigner, victim: Victim, transport: str
+) -> None:
+    """new_owner wrote any name into created_by: mallory took alice's queue, and made alice the
+    creator of a queue of hers."""
+    mallory = Api(server, signer, MALLORY)
+    queues = {
+        ALICE: victim.api("POST", "/api/3.0/mlflow/review-queues/create", {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM"}),
+        MALLORY: mallory("POST", "/api/3.0/mlflow/review-queues/create", {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM"}),
+    }
+    headers = {**signer.headers(MALLORY), "Content-Type": "application/json"}
+    for owner, new_owner in [(ALICE, MALLORY), (MALLORY, ALICE)]:
+        queue_id = queues[owner]["review_queue"]["queue_id"]
+        for method, path in [("POST", "/api/3.0/mlflow/review-queues/update"), ("post", "//ajax-api/3.0/mlflow/review-queues/update")]:
+            body = json.dumps({"queue_id": queue_id, "new_owner": new_owner}).encode()
+            answer = TRANSPORTS[transport](server.port, method, path, headers, body)
+            assert answer.status == 403, answer.body
+            assert "new_owner cannot be set" in answer.json()["message"]
+        stored = victim.api("GET", "/api/3.0/mlflow/review-queues/get", queue_id=queue_id)["review_queue"]
+        assert stored["created_by"] == owner
+
+
+def test_a_review_item_is_completed_by_the_caller_whatever_completed_by_says(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
+    queue = victim.api(
+        "POST", "/api/3.0/mlflow/review-queues/create",
+        {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM", "users": [MALLORY]},
+    )["review_queue"]
+    victim.api("POST", "/api/3.0/mlflow/review-queues/items/add", {"queue_id": queue["queue_id"], "item_type": "TRACE", "item_ids": [victim.trace_id]})
+    body = json.dumps({"queue_id": queue["queue_id"], "item_id": victim.trace_id, "status": "COMPLETE", "completed_by": ALICE}).encode()
+    headers = {**signer.headers(MALLORY), "Content-Type": "application/json"}
+    answer = TRANSPORTS["h2c"](server.port, "post", "//api/3.0/mlflow/review-queues/items/set-status", headers, body)
+    assert answer.status == 200, answer.body
+    assert answer.json()["item"]["completed_by"] == MALLORY
+
+
+# --- traces: updating someone's trace keeps its recorded user ---------------------------------------
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_re_sending_alices_trace_keeps_alice_as_its_user(
+    server: ServerProcess, signer: IapSigner, victim: Victim, transport: str
+) -> None:
+    """MLflow's start_trace (v3) updates a trace that exists, merging its metadata: mallory sending
+    alice's trace id made mallory its user."""
+    trace_id = start_trace(victim.api, victim.experiment_id, ALICE)["trace"]["trace_info"]["trace_id"]
+    body = trace_body(victim.experiment_id, ALICE)
+    body["trace"]["trace_info"]["trace_id"] = trace_id
+    headers = {**signer.headers(MALLORY), "Content-Type": "application/json"}
+    for method, path in [("POST", "/api/3.0/mlflow/traces"), ("post", "//ajax-api/3.0/mlflow/traces")]:
+        answer = TRANSPORTS[transport](server.port, method, path, headers, json.dumps(body).encode())
+        assert answer.status == 200, answer.body
+    metadata = victim.api("GET", f"/api/3.0/mlflow/traces/{trace_id}")["trace"]["trace_info"]["trace_metadata"]
+    assert metadata["mlflow.trace.user"] == ALICE
+    assert "mlflow.trace.user.client_claimed" not in metadata
+    mallorys = trace_body(victim.experiment_id, ALICE)
+    answer = TRANSPORTS[transport](server.port, "POST", "/api/3.0/mlflow/traces", headers, json.dumps(mallorys).encode())
+    recorded_trace(victim, answer)  # a new trace is still the caller's
+
+
+def test_ending_alices_v2_trace_keeps_alice_as_its_user(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
+    started = victim.api("POST", "/api/2.0/mlflow/traces", {"experiment_id": victim.experiment_id, "timestamp_ms": 1_700_000_000_000})
+    request_id = started["trace_info"]["request_id"]
+    end = {
+        "request_id": request_id, "timestamp_ms": 1_700_000_001_000, "status": "OK",
+        "request_metadata": [{"key": "mlflow.trace.user", "value": MALLORY}],
+    }
+    answer = TRANSPORTS["h2c"](
+        server.port, "patch", f"//api/2.0/mlflow/traces/{request_id}",
+        {**signer.headers(MALLORY), "Content-Type": "application/json"}, json.dumps(end).encode(),
+    )
+    assert answer.status == 200, answer.body
+    metadata = victim.api("GET", f"/api/3.0/mlflow/traces/{request_id}")["trace"]["trace_info"]["trace_metadata"]
+    assert metadata["mlflow.trace.user"] == ALICE
+
+
+def test_large_bodies_are_held_in_memory_a_few_at_a_time(server: ServerProcess, signer: IapSigner) -> None:
+    """Eight 16 MiB uploads, each one byte short, held 127 MiB (sixty would pass the container's 1 GiB):
+    past LARGE_BODY_BYTES a body waits for one of LARGE_BODIES_AT_ONCE places before more is read."""
+    import socket
+    import time
+
+    from tests.server.proc import PeakRss
+
+    rules = _iap_identity_limits()
+    body = b'{"experiment_ids": ["0"], "filter": "' + b" " * (16 * 2**20 - 64) + b'"}'
+    head = (
+        f"POST /api/2.0/mlflow/runs/search HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nx-goog-iap-jwt-assertion: {signer.assertion(MALLORY)}\r\n\r\n"
+    ).encode()
+    held = []
+    baseline = server.rss_bytes()
+    with PeakRss(server) as peak:
+        for _ in range(8):
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+            connection.setblocking(False)
+            request, sent, progressed = memoryview(head + body[:-1]), 0, time.monotonic()
+            while sent < len(request) and time.monotonic() - progressed < 1:  # until the server stops reading
+                try:
+                    sent += connection.send(request[sent:])
+                    progressed = time.monotonic()
+                except BlockingIOError:
+                    time.sleep(0.05)
+            held.append(connection)
+        time.sleep(2)
+    for connection in held:
+        connection.close()
+    allowed = rules.LARGE_BODIES_AT_ONCE * rules.MAX_BODY_BYTES + 8 * (rules.LARGE_BODY_BYTES + 2**20) + 16 * 2**20
+    assert peak.peak - baseline < allowed, f"{(peak.peak - baseline) / 2**20:.0f} MiB held"
+    large = b'{"experiment_ids": ["0"], "padding": "' + b" " * (2 * rules.LARGE_BODY_BYTES) + b'"}'
+    headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
+    response = requests.post(f"{server.url}/api/2.0/mlflow/runs/search", data=large, headers=headers, timeout=120)
+    assert (response.status_code, response.text[:300]) == (200, "{}")  # the places were given back
+
+
+def _iap_identity_limits() -> Any:
+    from tests.server.proc import DOCKER_DIR
+
+    sys.path.insert(0, str(DOCKER_DIR))
+    try:
+        return importlib.import_module("iap_identity")
+    finally:
+        sys.path.remove(str(DOCKER_DIR))

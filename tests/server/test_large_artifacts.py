@@ -33,7 +33,7 @@ from mlflow.tracking.request_header.abstract_request_header_provider import Requ
 from mlflow.tracking.request_header.registry import _request_header_provider_registry
 
 from tests.server.cloud_run_proxy import CLOUD_RUN_HTTP1_LIMIT, CloudRunProxy
-from tests.server.conftest import SERVER_DOMAIN, Database, Launcher, migrate
+from tests.server.conftest import SERVER_DOMAIN, Database, Launcher
 from tests.server.proc import PeakRss, ServerProcess, sha256
 
 pytestmark = pytest.mark.slow
@@ -55,9 +55,8 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(module_launcher: Launcher, new_database: Callable[[], Database], artifact_dir: Path) -> ServerProcess:
-    db = new_database()
-    migrate(db)
+def server(module_launcher: Launcher, new_migrated_database: Callable[[], Database], artifact_dir: Path) -> ServerProcess:
+    db = new_migrated_database()
     server = module_launcher(db, MLFLOW_ARTIFACTS_DESTINATION=str(artifact_dir), MLFLOW_ALLOWED_HOSTS=SERVER_DOMAIN)
     server.wait_healthy()
     return server

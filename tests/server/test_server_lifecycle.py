@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from tests.server.conftest import Database, Launcher, migrate
+from tests.server.conftest import Database, Launcher
 from tests.server.pg import PostgresCluster
 from tests.server.proc import ConnectionSampler, run_load
 
@@ -49,10 +49,9 @@ def test_two_servers_starting_together_on_a_migrated_database_both_serve(
 
 
 def test_each_worker_keeps_to_two_pools_of_pool_size_plus_max_overflow_connections(
-    start_server: Launcher, new_database: Callable[[], Database], postgres: PostgresCluster
+    start_server: Launcher, new_migrated_database: Callable[[], Database], postgres: PostgresCluster
 ) -> None:
-    db = new_database()
-    migrate(db)
+    db = new_migrated_database()
     workers, pool_size, max_overflow = 2, 1, 1
     # Over TCP here, so that each connection can be traced to the worker process holding it.
     server = start_server(

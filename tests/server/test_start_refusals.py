@@ -3,6 +3,8 @@ one line on stderr that names the problem, before serving anything."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -12,21 +14,24 @@ import pytest
 
 from tests.server.conftest import APP_PASSWORD, Database, migrate
 from tests.server.pg import PostgresCluster, url_password
-from tests.server.proc import MIGRATE_SH, START_SH, run_script, script_env
+from tests.server.proc import DOCKER_DIR, MIGRATE_SH, START_SH, run_script, script_env
 
 A_URI = "postgresql+psycopg2://mlflow:pw@/mlflow?host=/cloudsql/example-project:europe-west1:mlflow-db"
 
 
 def refusal(script, *, as_user: int | None = None, **env: str) -> str:
     """The one line `script` refuses with. IAP verification is off unless `env` says otherwise, so
-    that the checks after it (the database's) are reached."""
+    that the checks after it (the database's) are reached. `as_user` runs it in the script's directory,
+    which that user must be able to read (see `image_copy`)."""
     env = {"MLFLOW_IAP_VERIFICATION": "off", **env}
     if as_user is None:
         result = run_script(script, script_env(**env))
     else:
         # The image's user is not root: run the real script as an unprivileged uid, as in Cloud Run.
         argv = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", str(script)]
-        result = subprocess.run(argv, env=script_env(**env), capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            argv, env=script_env(**env), capture_output=True, text=True, timeout=60, cwd=Path(script).parent
+        )
     assert result.returncode == 1, result
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -100,10 +105,9 @@ def test_start_never_migrates_an_empty_database(
 
 
 def test_start_never_upgrades_an_older_schema(
-    postgres: PostgresCluster, new_database: Callable[[], Database], tmp_path: Path
+    postgres: PostgresCluster, new_migrated_database: Callable[[], Database], tmp_path: Path
 ) -> None:
-    db = new_database()
-    migrate(db)
+    db = new_migrated_database()
     tables = postgres.tables(db.name)
     # As if the database had been migrated by the previous MLflow release.
     postgres.query("UPDATE alembic_version SET version_num = 'an0lder0rev'", dbname=db.name)
@@ -142,12 +146,23 @@ def shared_dir() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(path)], check=True)
 
 
+def image_copy(shared_dir: Path) -> Path:
+    """docker/ copied where any user can read it, as the image's /app: the checkout itself may sit in a
+    directory only its owner can enter (a home directory of mode 700)."""
+    app = shared_dir / "app"
+    shutil.copytree(DOCKER_DIR, app, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (app, *app.rglob("*")):
+        path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+    return app
+
+
 def test_start_refuses_an_artifact_directory_its_user_cannot_write(shared_dir: Path) -> None:
     """A GCS volume mounted without the image's uid/gid looks like this to user 10001."""
     read_only = shared_dir / "gcs"
     read_only.mkdir(mode=0o555)
     read_only.chmod(0o555)
-    line = refusal(START_SH, as_user=NOBODY, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(read_only))
+    start_sh = image_copy(shared_dir) / START_SH.name
+    line = refusal(start_sh, as_user=NOBODY, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(read_only))
     assert line == (
         f"start.sh: cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION={read_only} as uid {NOBODY}; "
         f"mount it read-write for this user (Cloud Run GCS volume: read_only false, mount options uid={NOBODY},gid={NOBODY}) "

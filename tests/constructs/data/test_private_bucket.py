@@ -1,4 +1,4 @@
-"""Every bucket: uniform access, public access prevention enforced, versioned, never force-destroyed."""
+"""Every bucket: uniform access, public access prevention enforced, versioned, kept (protect_data = true)."""
 
 import re
 
@@ -59,6 +59,7 @@ def test_the_artifact_bucket_lives_in_the_region_and_the_state_bucket_in_config(
     [
         ({"name": ""}, "PrivateBucketProps: name '' and location 'EU' must both be given"),
         ({"noncurrent_version_days": -1}, "PrivateBucketProps.noncurrent_version_days: -1"),
+        ({"force_destroy": True}, "PrivateBucketProps.force_destroy: a bucket protected from destroy cannot be force-destroyed"),
     ],
 )
 def test_a_bucket_refuses_props_that_make_no_sense(change, message):

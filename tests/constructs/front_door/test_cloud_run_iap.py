@@ -102,16 +102,16 @@ def direct(*edits):
         (
             [('domain = "mlflow-server-123456789012.europe-west1.run.app"', 'domain = "mlflow.example.com"')],
             "domain: 'mlflow.example.com' is a custom domain, which direct_iap cannot serve (no load balancer, no "
-            f'certificate); write domain = "{RUN_APP_HOST}" (the service\'s run.app host) or use front_door.mode = "load_balancer"',
+            f'certificate) — write domain = "{RUN_APP_HOST}" (the service\'s run.app host) or use front_door.mode = "load_balancer"',
         ),
         (
             [('mode = "direct_iap"', 'mode = "direct_iap"\n\n[dns]\nexisting_zone = "example-com"')],
-            "dns.existing_zone: direct_iap creates no DNS record (users open the run.app URL); remove the [dns] "
+            "dns.existing_zone: direct_iap creates no DNS record (users open the run.app URL) — remove the [dns] "
             'table or use front_door.mode = "load_balancer"',
         ),
         (
             [('mode = "direct_iap"', 'mode = "serverless"')],
-            "front_door.mode: 'serverless' is not a mode; use \"load_balancer\" (default) or \"direct_iap\"",
+            "front_door.mode: 'serverless' is not a mode — use \"load_balancer\" (default) or \"direct_iap\"",
         ),
     ],
     ids=["custom-domain", "dns-zone", "unknown-mode"],
@@ -130,7 +130,7 @@ def test_a_custom_oauth_client_or_programmatic_clients_are_refused_in_direct_iap
     with pytest.raises(ConfigError) as error:
         parse_config(text, "direct-iap.toml")
     assert str(error.value).startswith("direct-iap.toml: iap_programmatic_clients: ")
-    assert "; iap_oauth_client.client_id: " in str(error.value)
+    assert "\ndirect-iap.toml: iap_oauth_client.client_id: " in str(error.value)
 
 
 def test_the_default_example_is_the_load_balancer_mode(example_config):

@@ -19,7 +19,8 @@ from constructs.project.project_services import ProjectServicesProps
 from tests.synth import resources
 
 REPO = Path(__file__).resolve().parents[3]
-README = (REPO / "README.md").read_text()
+# The README and the reference it links to (docs/*.md).
+README = "".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
 
 # Resource type (or type prefix) -> the APIs creating, reading and deleting it call.
 RESOURCE_APIS = {
