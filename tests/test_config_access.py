@@ -21,8 +21,11 @@ def config(access: str, iap_members: str = '["group:ml-platform@example.com"]', 
 def rejection(access: str, **kwargs) -> str:
     with pytest.raises(ConfigError) as raised:
         config(access, **kwargs)
-    assert "\n" not in str(raised.value)
-    return str(raised.value)
+    message = str(raised.value)
+    lines = message.splitlines()  # one problem per line: "file: field: problem — fix"
+    assert lines == raised.value.problems and all(line.startswith("env.toml: ") for line in lines), message
+    assert len(set(lines)) == len(lines), "a problem is reported once"
+    return message
 
 
 def test_without_access_everyone_admitted_may_do_everything_as_before(example_config):
@@ -46,17 +49,17 @@ def test_a_team_with_members_admitted_by_a_group_of_iap_members_is_accepted():
 @pytest.mark.parametrize(
     "access, problem",
     [
-        ("", "access.teams: no team; add [[access.teams]] with name and members, or remove [access]"),
-        ('others = "write"\n' + TEAM_A, "access.others: 'write' is not a level; use \"none\" (the default) or \"read\""),
+        ("", "access.teams: no team — add [[access.teams]] with name and members, or remove [access]"),
+        ('others = "write"\n' + TEAM_A, "access.others: 'write' is not a level — use \"none\" (the default) or \"read\""),
         (TEAM_A.replace('"team-a"', '"Team_A"'), "access.teams.name: 'Team_A' is not an MLflow workspace name"),
         (TEAM_A.replace('members', 'workspace = "api"\nmembers'), "access.teams.workspace: 'api' is not an MLflow workspace name"),
-        (TEAM_A.replace('"user:ana@example.com"', '"ana@example.com"'), "is not an IAM member; write user:EMAIL"),
+        (TEAM_A.replace('"user:ana@example.com"', '"ana@example.com"'), "is not an IAM member — write user:EMAIL"),
         (TEAM_A.replace('["user:ana@example.com"]', "[]"), "access.teams.members: "),
-        (TEAM_A + TEAM_A, "access.teams: team names team-a appear more than once; name each team once"),
+        (TEAM_A + TEAM_A, "access.teams: team names team-a appear more than once — name each team once"),
         (TEAM_A + TEAM_A.replace('name = "team-a"', 'name = "team-b"\nworkspace = "team-a"'),
-         "access.teams: workspace team-a belongs to more than one team; give each team its own workspace"),
+         "access.teams: workspace team-a belongs to more than one team — give each team its own workspace"),
         (TEAM_A + TEAM_A.replace('"team-a"', '"team-b"').replace("ana@", "ANA@"),
-         "access.teams: 'user:ANA@example.com' is in teams team-a and team-b; keep each member in one team, or set "
+         "access.teams: 'user:ANA@example.com' is in teams team-a and team-b — keep each member in one team, or set "
          "access.members_in_several_teams = true"),
     ],
     ids=["no-team", "others", "team-name", "reserved-workspace", "bare-email", "no-members", "same-name", "same-workspace", "two-teams"],
@@ -75,7 +78,7 @@ def test_every_member_must_be_admitted_by_iap():
     members = '["user:bob@example.com", "domain:corp.example.com"]'
     message = rejection('admins = ["user:eve@example.com"]\n' + TEAM_A + TEAM_A.replace('"team-a"', '"team-b"').replace(
         "user:ana@example.com", "group:vision@example.com"), iap_members=members)
-    assert "access.admins: 'user:eve@example.com' is not admitted by IAP (iap_members); add it, its group or its domain" in message
+    assert "access.admins: 'user:eve@example.com' is not admitted by IAP (iap_members) — add it, its group or its domain" in message
     assert "access.teams.team-a: 'user:ana@example.com' is not admitted by IAP" in message
     assert "access.teams.team-b: 'group:vision@example.com' is not admitted by IAP" in message
     # Listed, under a domain: member, or the keyless client account (which exists with client_impersonators): admitted.
