@@ -75,9 +75,8 @@ def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECOND
     """The database's alembic revision (None: no MLflow schema). Waits while it is unreachable."""
     import sqlalchemy
     from alembic.runtime.migration import MigrationContext
-    from sqlalchemy.pool import NullPool
-
     from cloudsql_iam import TokenUnavailable, enabled
+    from sqlalchemy.pool import NullPool
 
     engine = sqlalchemy.create_engine(backend_store_uri, poolclass=NullPool)
     deadline = time.monotonic() + wait_seconds

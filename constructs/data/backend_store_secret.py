@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk import Fn, TerraformResourceLifecycle, set_newer_provider_attribute
 from constructs.cdk.google.secret_manager_secret import (
     SecretManagerSecret,
@@ -14,8 +15,6 @@ from constructs.cdk.google.secret_manager_secret import (
 )
 from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from constructs.cdk.google.secret_manager_secret_version import SecretManagerSecretVersion
-from constructs import Construct
-
 from constructs.data.cloudsql_socket import CLOUDSQL_MOUNT
 
 

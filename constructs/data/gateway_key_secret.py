@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk import TerraformResourceLifecycle, ephemeral_random_password, set_newer_provider_attribute
 from constructs.cdk.google.secret_manager_secret import (
     SecretManagerSecret,
@@ -20,7 +21,6 @@ from constructs.cdk.google.secret_manager_secret import (
 )
 from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from constructs.cdk.google.secret_manager_secret_version import SecretManagerSecretVersion
-from constructs import Construct
 
 # 64 letters and digits, ~380 bits: MLflow asks for 32+ high-entropy characters; no symbols, so the
 # value survives any shell or env file it is copied through during a rotation.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk import set_newer_provider_attribute
 from constructs.cdk.google.cloud_run_v2_service import (
     CloudRunV2Service,
@@ -19,8 +20,6 @@ from constructs.cdk.google.cloud_run_v2_service import (
     CloudRunV2ServiceTemplateScaling,
 )
 from constructs.cdk.google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
-from constructs import Construct
-
 from constructs.serving.server_container import (
     SERVICE_STRUCTS,
     GatewayKeyRef,
