@@ -26,7 +26,9 @@ def what_is_built(selection: str, configs: list, config_dir: Path | None = None)
     stdout: the cdktf CLI shows an app's stdout, not its stderr, when synth succeeds."""
     from stacks.config import CONFIG_ENV_VAR, EXAMPLE_CONFIG, SHIPPED_CONFIGS
 
-    paths = [p.strip() for p in selection.split(",") if p.strip()] or [str(EXAMPLE_CONFIG.relative_to(EXAMPLE_CONFIG.parent.parent))]
+    paths = [p.strip() for p in selection.split(",") if p.strip()] or [
+        str(EXAMPLE_CONFIG.relative_to(EXAMPLE_CONFIG.parent.parent))
+    ]
     lines = [
         f"synth: {path} (environment {cfg.environment}: stacks mlflow-{cfg.environment}-project, mlflow-{cfg.environment})"
         for path, cfg in zip(paths, configs, strict=True)

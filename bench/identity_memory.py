@@ -5,7 +5,7 @@
 One throwaway PostgreSQL (tests/server/pg.py); two start.sh servers with IAP verification on, each
 on its own migrated database, both pinned to the same CPU (Cloud Run's cpu=1) and measured in turn:
   new: this tree's docker/;
-  old: `git archive main docker` (the code before the route rules), the baseline.
+  old: `git archive BASELINE docker`, by default 39a7696 (main before issue 26's route rules), the baseline.
 
 1. log_metric throughput (requests per second, --clients threads back to back), old and new
    alternating for --rounds rounds; the ratio new/old must be at least 0.90. The server's CPU per
@@ -46,14 +46,22 @@ GROWTH_LIMIT = 64 * MiB
 THROUGHPUT_FLOOR = 0.90
 
 
-def main_docker(workdir: Path) -> Path:
-    """main's docker/ directory, unpacked: the old code, run the same way."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "main", "docker"], capture_output=True, check=True).stdout
+BASELINE = "39a7696"
+"""main before issue 26: the request path without route rules."""
+
+
+def baseline_docker(workdir: Path, baseline: str) -> Path:
+    """The baseline's docker/ directory, unpacked: the old code, run the same way."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", baseline, "docker"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(workdir)], input=archive, check=True)
     return workdir / "docker"
 
 
-def launch(cluster: PostgresCluster, docker: Path, name: str, signer: IapSigner, cpus: set[int] | None, workdir: Path) -> tuple[ServerProcess, Path]:
+def launch(
+    cluster: PostgresCluster, docker: Path, name: str, signer: IapSigner, cpus: set[int] | None, workdir: Path
+) -> tuple[ServerProcess, Path]:
     cluster.create_database(name, owner=USER)
     uri = cluster.tcp_uri(USER, PASSWORD, name)
     migrated = run_script(docker / "migrate.sh", script_env(MLFLOW_BACKEND_STORE_URI=uri))
@@ -77,13 +85,23 @@ class Target:
         self.label, self.server, self.artifacts, self.headers = label, server, artifacts, headers
         api = f"{server.url}/api/2.0/mlflow"
         self.api = api
-        experiment = requests.post(f"{api}/experiments/create", json={"name": "bench"}, headers=headers, timeout=60).json()
-        run = requests.post(f"{api}/runs/create", json={"experiment_id": experiment["experiment_id"]}, headers=headers, timeout=60)
+        experiment = requests.post(
+            f"{api}/experiments/create", json={"name": "bench"}, headers=headers, timeout=60
+        ).json()
+        run = requests.post(
+            f"{api}/runs/create", json={"experiment_id": experiment["experiment_id"]}, headers=headers, timeout=60
+        )
         info = run.json()["run"]["info"]
         self.run_id, self.artifact_uri = info["run_id"], info["artifact_uri"]
 
     def log_metric(self, session: requests.Session, i: int) -> requests.Response:
-        body = {"run_id": self.run_id, "key": f"m{i % 10}", "value": i * 0.5, "timestamp": int(time.time() * 1000), "step": i}
+        body = {
+            "run_id": self.run_id,
+            "key": f"m{i % 10}",
+            "value": i * 0.5,
+            "timestamp": int(time.time() * 1000),
+            "step": i,
+        }
         return session.post(f"{self.api}/runs/log-metric", json=body, headers=self.headers, timeout=60)
 
     def artifact_file(self, name: str) -> Path:
@@ -196,6 +214,7 @@ def measure(target: Target, args: argparse.Namespace, rows: list[tuple[str, str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default=BASELINE, help="the commit whose docker/ is the old server")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=4)
@@ -213,7 +232,7 @@ def main() -> None:
         with IapSigner() as signer:
             headers = signer.headers("bench@example.com", lifetime=3600)
             targets = []
-            for label, docker in [("old", main_docker(workdir)), ("new", REPO / "docker")]:
+            for label, docker in [("old", baseline_docker(workdir, args.baseline)), ("new", REPO / "docker")]:
                 server, artifacts = launch(cluster, docker, f"bench_{label}", signer, cpus, workdir)
                 servers.append(server)
                 targets.append(Target(label, server, artifacts, headers))
@@ -232,10 +251,18 @@ def main() -> None:
         print(f"\n{'server':<7}{'case':<58}{'RSS growth MiB':>15}  answer")
         for label, case, growth, answer in rows:
             print(f"{label:<7}{case:<58}{growth / MiB:>15.1f}  {answer}")
-        missed = [f"{case}: {growth / MiB:.0f} MiB" for label, case, growth, _ in rows if label == "new" and growth >= GROWTH_LIMIT]
+        missed = [
+            f"{case}: {growth / MiB:.0f} MiB"
+            for label, case, growth, _ in rows
+            if label == "new" and growth >= GROWTH_LIMIT
+        ]
         if ratio < THROUGHPUT_FLOOR:
             missed.append(f"log_metric throughput ratio {ratio:.3f} < {THROUGHPUT_FLOOR}")
-        print("\ntargets met (new: every growth < 64 MiB, throughput >= 0.90 of old)" if not missed else f"\nMISSED: {missed}")
+        print(
+            "\ntargets met (new: every growth < 64 MiB, throughput >= 0.90 of old)"
+            if not missed
+            else f"\nMISSED: {missed}"
+        )
         sys.exit(1 if missed else 0)
     finally:
         for server in servers:

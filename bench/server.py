@@ -176,9 +176,17 @@ def bench(
         argv = [str(START_SH)]
         iap = {"MLFLOW_IAP_VERIFICATION": "off"}
         if config.iap:
-            iap = {"MLFLOW_IAP_VERIFICATION": "on", "MLFLOW_IAP_AUDIENCE": AUDIENCE, "MLFLOW_IAP_TEST_KEYS_URL": signer.keys_url}
+            iap = {
+                "MLFLOW_IAP_VERIFICATION": "on",
+                "MLFLOW_IAP_AUDIENCE": AUDIENCE,
+                "MLFLOW_IAP_TEST_KEYS_URL": signer.keys_url,
+            }
         env = script_env(
-            MLFLOW_BACKEND_STORE_URI=uri, PORT=str(port), MLFLOW_ARTIFACTS_DESTINATION=str(workdir / "artifacts"), **iap, **config.env
+            MLFLOW_BACKEND_STORE_URI=uri,
+            PORT=str(port),
+            MLFLOW_ARTIFACTS_DESTINATION=str(workdir / "artifacts"),
+            **iap,
+            **config.env,
         )
     # Valid for the whole run; the server verifies each request in full whatever the token (it
     # caches IAP's keys, not verdicts), so reusing one costs the server what fresh ones would.
@@ -198,14 +206,22 @@ def bench(
                 idle_db_by_process[kind(p)] = idle_db_by_process.get(kind(p), 0) + n
 
         api = f"{server.url}/api/2.0/mlflow"
-        experiment_id = requests.post(f"{api}/experiments/create", json={"name": "bench"}, headers=headers, timeout=30).json()[
-            "experiment_id"
-        ]
-        run = requests.post(f"{api}/runs/create", json={"experiment_id": experiment_id}, headers=headers, timeout=30).json()
+        experiment_id = requests.post(
+            f"{api}/experiments/create", json={"name": "bench"}, headers=headers, timeout=30
+        ).json()["experiment_id"]
+        run = requests.post(
+            f"{api}/runs/create", json={"experiment_id": experiment_id}, headers=headers, timeout=30
+        ).json()
         run_id = run["run"]["info"]["run_id"]
 
         def log_metric(session: requests.Session, i: int) -> requests.Response:
-            body = {"run_id": run_id, "key": f"m{i % 10}", "value": i * 0.5, "timestamp": int(time.time() * 1000), "step": i}
+            body = {
+                "run_id": run_id,
+                "key": f"m{i % 10}",
+                "value": i * 0.5,
+                "timestamp": int(time.time() * 1000),
+                "step": i,
+            }
             return session.post(f"{api}/runs/log-metric", json=body, headers=headers, timeout=60)
 
         memory = MemorySampler(server)
@@ -284,7 +300,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--only", nargs="*", choices=[c.key for c in CONFIGS], help="configurations to run, in this order")
+    parser.add_argument(
+        "--only", nargs="*", choices=[c.key for c in CONFIGS], help="configurations to run, in this order"
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="run the configurations this many times in turn (ratios per round: noise)"
     )

@@ -37,8 +37,11 @@ RUNTIMES = ("cdktf", "cdktn")
 
 
 # The example with a typo'd key and a region that does not exist: refused with exit 2.
-BAD_CONFIG = (REPO / "config" / "example.toml").read_text().replace('region = "europe-west1"', 'region = "europe-west99"').replace(
-    "[server]\n", "[server]\nmin_instance = 1\n"
+BAD_CONFIG = (
+    (REPO / "config" / "example.toml")
+    .read_text()
+    .replace('region = "europe-west1"', 'region = "europe-west99"')
+    .replace("[server]\n", "[server]\nmin_instance = 1\n")
 )
 
 
@@ -47,7 +50,9 @@ def timed(args: list[str], runtime: str = "cdktf", config: str = "", status: int
     with tempfile.TemporaryDirectory() as cwd:
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, *args], cwd=cwd, capture_output=True,
+            [sys.executable, *args],
+            cwd=cwd,
+            capture_output=True,
             env={**os.environ, "MLFLOW_CONFIG": config, "PYTHONPATH": str(REPO), "CDK_RUNTIME": runtime},
         )
         elapsed = time.perf_counter() - start
@@ -64,10 +69,14 @@ def runtimes_vs_stock(rounds: int) -> None:
             full[runtime].append(timed([str(REPO / "main.py")], runtime))
     s = statistics.median(stock)
     print(f"node for jsii: {os.environ.get('JSII_NODE', 'node on PATH')}")
-    print(f"stock minimal cdktf app (1 bucket, binding imported normally): median {s:.2f} s  runs {[round(x, 2) for x in stock]}")
+    print(
+        f"stock minimal cdktf app (1 bucket, binding imported normally): median {s:.2f} s  runs {[round(x, 2) for x in stock]}"
+    )
     for runtime, runs in full.items():
         f = statistics.median(runs)
-        print(f"full app on {runtime} (3 stacks, lazy binding), {rounds} rounds: median {f:.2f} s  runs {[round(x, 2) for x in runs]}")
+        print(
+            f"full app on {runtime} (3 stacks, lazy binding), {rounds} rounds: median {f:.2f} s  runs {[round(x, 2) for x in runs]}"
+        )
         print(f"ratio full {runtime}/stock: {f / s:.2f}  (target <= 0.40)")
 
 
@@ -81,8 +90,12 @@ def refusal_vs_synth(rounds: int) -> None:
             refusal.append(timed([str(REPO / "main.py")], config=str(bad), status=2))
             full.append(timed([str(REPO / "main.py")]))
     r, f = statistics.median(refusal), statistics.median(full)
-    print(f"refusing a bad config (main.py, exit 2), {rounds} rounds: median {r:.2f} s  runs {[round(x, 2) for x in refusal]}")
-    print(f"full synth of the example (main.py, cdktf), {rounds} rounds: median {f:.2f} s  runs {[round(x, 2) for x in full]}")
+    print(
+        f"refusing a bad config (main.py, exit 2), {rounds} rounds: median {r:.2f} s  runs {[round(x, 2) for x in refusal]}"
+    )
+    print(
+        f"full synth of the example (main.py, cdktf), {rounds} rounds: median {f:.2f} s  runs {[round(x, 2) for x in full]}"
+    )
     print(f"ratio refusal/full synth: {r / f:.2f}  (target <= 0.15, and the refusal under 0.5 s)")
 
 

@@ -128,7 +128,7 @@ class _BindingAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def _target(self, fullname: str) -> str | None:
         for alias, package in self._aliases.items():
             if fullname == alias or fullname.startswith(alias + "."):
-                return package + fullname[len(alias):]
+                return package + fullname[len(alias) :]
         return None
 
     def find_spec(
@@ -153,7 +153,10 @@ core: ModuleType = importlib.import_module(_runtime.core)
 # A package without locations: its submodules `google` and `random` come from _BindingAlias only.
 __path__: list[str] = []
 sys.meta_path.insert(
-    0, _BindingAlias({f"{__name__}.google": _runtime.google, f"{__name__}.random": _runtime.random}, _runtime.eager_bindings)
+    0,
+    _BindingAlias(
+        {f"{__name__}.google": _runtime.google, f"{__name__}.random": _runtime.random}, _runtime.eager_bindings
+    ),
 )
 
 

@@ -293,7 +293,9 @@ class _Answered(Exception):
 
 def _too_large() -> route_rules.Refusal:
     return route_rules.Refusal(
-        413, "RESOURCE_LIMIT_EXCEEDED", f"request body over {MAX_BODY_BYTES} bytes (artifacts go to mlflow-artifacts/artifacts)"
+        413,
+        "RESOURCE_LIMIT_EXCEEDED",
+        f"request body over {MAX_BODY_BYTES} bytes (artifacts go to mlflow-artifacts/artifacts)",
     )
 
 
@@ -327,7 +329,9 @@ class _GuardedBody:
         try:
             await asyncio.wait_for(self.large.acquire(), LARGE_BODY_WAIT_SECONDS)
         except TimeoutError:
-            raise _Answered(route_rules.Refusal(503, "TEMPORARILY_UNAVAILABLE", "too many large requests at once; retry shortly")) from None
+            raise _Answered(
+                route_rules.Refusal(503, "TEMPORARILY_UNAVAILABLE", "too many large requests at once; retry shortly")
+            ) from None
         self.holds_large = True
 
     def release(self) -> None:
@@ -344,7 +348,9 @@ class _GuardedBody:
             return await self.receive()
         declared = next((v for k, v in self.scope["headers"] if k.lower() == b"content-length"), b"0")
         if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
-            raise _Answered(_too_large() if declared.isdigit() else route_rules.Refusal(400, "BAD_REQUEST", "bad content-length"))
+            raise _Answered(
+                _too_large() if declared.isdigit() else route_rules.Refusal(400, "BAD_REQUEST", "bad content-length")
+            )
         if int(declared) > LARGE_BODY_BYTES:
             await self.hold_large()
         body = await _read_body(self.receive, self)
@@ -377,7 +383,9 @@ def _check_json_values(values: int) -> None:
 
 def _too_dense(values: int) -> route_rules.Refusal:
     return route_rules.Refusal(
-        413, "RESOURCE_LIMIT_EXCEEDED", f"request body holds up to {values} JSON values, over {route_rules.MAX_JSON_VALUES}; send fewer per request"
+        413,
+        "RESOURCE_LIMIT_EXCEEDED",
+        f"request body holds up to {values} JSON values, over {route_rules.MAX_JSON_VALUES}; send fewer per request",
     )
 
 
@@ -417,7 +425,9 @@ def _otlp_format(scope: Scope) -> tuple[str, str]:
             found[key.lower()].append(value.decode("latin-1"))
     for name, values in found.items():
         if len(values) > 1:
-            raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", f"{len(values)} {name.decode()} headers; send one"))
+            raise _Answered(
+                route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", f"{len(values)} {name.decode()} headers; send one")
+            )
     content_type, encoding = (values[0] if values else "" for values in found.values())
     return content_type.split(";")[0].strip(), encoding.lower()
 
@@ -450,7 +460,11 @@ def _inflate(body: bytes, encoding: str) -> bytes:
         except zlib.error:
             continue
         if len(data) > OTLP_INFLATED_LIMIT or inflater.unconsumed_tail:
-            raise _Answered(route_rules.Refusal(413, "RESOURCE_LIMIT_EXCEEDED", f"OTLP body inflates past {OTLP_INFLATED_LIMIT} bytes"))
+            raise _Answered(
+                route_rules.Refusal(
+                    413, "RESOURCE_LIMIT_EXCEEDED", f"OTLP body inflates past {OTLP_INFLATED_LIMIT} bytes"
+                )
+            )
         return data
     raise _Answered(bad)
 
@@ -458,9 +472,11 @@ def _inflate(body: bytes, encoding: str) -> bytes:
 def _refuse_otlp_server_tag(key: object) -> None:
     prefix = route_rules.OTLP_TRACE_TAG_PREFIX
     if isinstance(key, str) and key.startswith(prefix) and route_rules.is_server_tag(key[len(prefix) :]):
-        raise _Answered(route_rules.forbidden(
-            f"span attribute {key} would set tag {key[len(prefix):]}, which the server records from IAP's verified identity"
-        ))
+        raise _Answered(
+            route_rules.forbidden(
+                f"span attribute {key} would set tag {key[len(prefix) :]}, which the server records from IAP's verified identity"
+            )
+        )
 
 
 def _stamp_otlp_protobuf(data: bytes, identity: str) -> bytes:
@@ -513,7 +529,9 @@ def _stamp_otlp_json(data: bytes, identity: str) -> bytes:
         raise _Answered(route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", "Invalid OpenTelemetry format")) from e
 
     def each(value: Any, *names: str) -> list[Any]:
-        found: list[Any] = next((value[n] for n in names if isinstance(value, dict) and isinstance(value.get(n), list)), [])
+        found: list[Any] = next(
+            (value[n] for n in names if isinstance(value, dict) and isinstance(value.get(n), list)), []
+        )
         return [item for item in found if isinstance(item, dict)]
 
     for resource_spans in each(request, "resourceSpans", "resource_spans"):
@@ -574,7 +592,9 @@ class IapIdentity:
         if not assertions:
             return "", _error(401, "UNAUTHENTICATED", NO_ASSERTION)
         if len(assertions) > 1:
-            return "", _error(403, "PERMISSION_DENIED", f"IAP assertion refused: {len(assertions)} assertions, IAP sends one")
+            return "", _error(
+                403, "PERMISSION_DENIED", f"IAP assertion refused: {len(assertions)} assertions, IAP sends one"
+            )
         try:
             return await self.verifier.identity(assertions[0].decode("latin-1")), None
         except Refused as e:
@@ -640,7 +660,9 @@ class FlaskRules:
         WORKSPACE.set(None)
         identity = IDENTITY.get()
         try:
-            rule, view_args = self.flask_app.create_url_adapter(self.flask_app.request_class(environ)).match(return_rule=True)
+            rule, view_args = self.flask_app.create_url_adapter(self.flask_app.request_class(environ)).match(
+                return_rule=True
+            )
         except Exception:  # 404, 405, a redirect: Flask answers it without running a view
             return self.inner(environ, start_response)
         DECIDED.set(rule.endpoint)
@@ -670,7 +692,12 @@ class FlaskRules:
                 with _in_workspace(WORKSPACE.get()):
                     treatment.after(message, call, notes)
             except Exception as e:  # the change is made; say plainly that its author was not recorded
-                _log.error("iap_identity: %s by %s is done but its author could not be recorded: %s", rule.endpoint, identity, e)
+                _log.error(
+                    "iap_identity: %s by %s is done but its author could not be recorded: %s",
+                    rule.endpoint,
+                    identity,
+                    e,
+                )
         return answer
 
     def _check_dispatch(self) -> Any:
@@ -680,7 +707,9 @@ class FlaskRules:
         if request.url_rule is None:
             return None  # Flask answers its routing error; no view runs
         if request.url_rule.endpoint != decided:
-            return _flask_refusal(route_rules.forbidden(f"route {request.endpoint} is not the one decided on ({decided})"))
+            return _flask_refusal(
+                route_rules.forbidden(f"route {request.endpoint} is not the one decided on ({decided})")
+            )
         if identity := IDENTITY.get():
             g.mlflow_authenticated_user = identity  # what MLflow's auth app sets; review queues read it
         from mlflow.utils import workspace_context
@@ -703,13 +732,17 @@ def _memory_refusal(treatment: route_rules.Treatment, environ: dict[str, Any]) -
     """What the endpoint's handler would parse, bounded: its body size and the JSON values it holds."""
     size, values = BODY_SHAPE.get()
     if treatment.max_body is not None and size > treatment.max_body:
-        return route_rules.Refusal(413, "RESOURCE_LIMIT_EXCEEDED", f"request body over {treatment.max_body} bytes for this route")
+        return route_rules.Refusal(
+            413, "RESOURCE_LIMIT_EXCEEDED", f"request body over {treatment.max_body} bytes for this route"
+        )
     if not treatment.binary_body and values > route_rules.MAX_JSON_VALUES:
         return _too_dense(values)
     return None
 
 
-def _apply(treatment: route_rules.Treatment, call: route_rules.Call, environ: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _apply(
+    treatment: route_rules.Treatment, call: route_rules.Call, environ: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
     """Refuses, or rewrites the body in `environ` so that MLflow's handler reads the verified author."""
     if treatment.refuse:
         raise route_rules.forbidden(f"route {call.endpoint}: {treatment.reason}")
@@ -726,7 +759,9 @@ def _apply(treatment: route_rules.Treatment, call: route_rules.Call, environ: di
         try:
             parse_dict(request, message)
         except Exception as e:
-            raise route_rules.Refusal(400, "INVALID_PARAMETER_VALUE", f"request is not a valid {type(message).__name__}") from e
+            raise route_rules.Refusal(
+                400, "INVALID_PARAMETER_VALUE", f"request is not a valid {type(message).__name__}"
+            ) from e
         if treatment.rewrite is not None:
             treatment.rewrite(message, call)
         if treatment.before is not None:
@@ -765,7 +800,9 @@ def _wsgi_refusal(start_response: Callable[..., Any], refusal: route_rules.Refus
 def _flask_refusal(refusal: route_rules.Refusal) -> Any:
     from flask import Response
 
-    return Response(_error(refusal.status, refusal.code, refusal.message)[1], refusal.status, mimetype="application/json")
+    return Response(
+        _error(refusal.status, refusal.code, refusal.message)[1], refusal.status, mimetype="application/json"
+    )
 
 
 def wrap(app: App, flask_app: Any = None, environ: Mapping[str, str] = os.environ) -> App:
@@ -776,6 +813,8 @@ def wrap(app: App, flask_app: Any = None, environ: Mapping[str, str] = os.enviro
         return app
     if flask_app is not None:
         if missing := route_rules.unreviewed(app, flask_app):
-            raise ValueError(f"MLflow serves routes nobody has reviewed for identity rules (docker/route_rules.py): {missing}")
+            raise ValueError(
+                f"MLflow serves routes nobody has reviewed for identity rules (docker/route_rules.py): {missing}"
+            )
         FlaskRules(flask_app)
     return IapIdentity(app, settings)

@@ -41,21 +41,24 @@ def settings() -> tuple[str, str, int, str]:
     if not uri:
         fail("MLFLOW_BACKEND_STORE_URI is not set; give the database's URI")
     if not old:
-        fail("MLFLOW_CRYPTO_KEK_PASSPHRASE is not set; give the old key (MLflow's default for keys stored before it had one)")
+        fail(
+            "MLFLOW_CRYPTO_KEK_PASSPHRASE is not set; give the old key (MLflow's default for keys stored before it had one)"
+        )
     if not version.isdigit() or int(version) < 1:
         fail(f"MLFLOW_CRYPTO_KEK_VERSION must be a whole number of at least 1, got {version!r}")
     new = sys.stdin.readline().rstrip("\r\n")
     if new in (DEFAULT_KEK_PASSPHRASE, old) or len(new) < MIN_PASSPHRASE_LENGTH:
-        fail(f"the new key on standard input must be {MIN_PASSPHRASE_LENGTH}+ characters, not MLflow's default and not the old key")
+        fail(
+            f"the new key on standard input must be {MIN_PASSPHRASE_LENGTH}+ characters, not MLflow's default and not the old key"
+        )
     return uri, old, int(version), new
 
 
 def rotate(uri: str, old: str, version: int, new: str) -> int:
     import sqlalchemy
-    from sqlalchemy.orm import Session
-
     from mlflow.store.tracking.dbmodels.models import SqlGatewaySecret
     from mlflow.utils.crypto import KEKManager, rotate_secret_encryption
+    from sqlalchemy.orm import Session
 
     old_kek = KEKManager(passphrase=old, kek_version=version)
     new_kek = KEKManager(passphrase=new, kek_version=version + 1)
@@ -64,10 +67,7 @@ def rotate(uri: str, old: str, version: int, new: str) -> int:
         with Session(engine) as session, session.begin():
             # MLflow declares the columns untyped (Column[...]); each row's values are plain bytes and ints.
             secrets: list[Any] = (
-                session.query(SqlGatewaySecret)
-                .filter(SqlGatewaySecret.kek_version == version)
-                .with_for_update()
-                .all()
+                session.query(SqlGatewaySecret).filter(SqlGatewaySecret.kek_version == version).with_for_update().all()
             )
             for secret in secrets:
                 try:

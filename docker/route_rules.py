@@ -61,7 +61,9 @@ def forbidden(message: str) -> Refusal:
 
 
 def _server_tag_refusal(key: str) -> Refusal:
-    return forbidden(f"tag {key} is recorded by the server from IAP's verified identity; clients cannot set or delete it")
+    return forbidden(
+        f"tag {key} is recorded by the server from IAP's verified identity; clients cannot set or delete it"
+    )
 
 
 @dataclass(frozen=True)
@@ -330,7 +332,9 @@ def versions_to_archive(msg: Any, call: Call) -> dict[str, Any]:
         return {"archived": []}
     quote = "'" if "'" not in msg.name else '"'
     if quote in msg.name:
-        raise Refusal(400, "INVALID_PARAMETER_VALUE", "a model name with both quote characters cannot archive versions here")
+        raise Refusal(
+            400, "INVALID_PARAMETER_VALUE", "a model name with both quote characters cannot archive versions here"
+        )
     found = _registry().search_model_versions(f"name = {quote}{msg.name}{quote}", max_results=10_000)
     return {"archived": [v.version for v in found if v.current_stage == stage and str(v.version) != str(msg.version)]}
 
@@ -393,7 +397,9 @@ FLASK: dict[str, Treatment] = {
     "_create_gateway_endpoint_binding": _t("created_by", stamp_field("created_by")),
     "_create_budget_policy": _t("created_by", stamp_field("created_by")),
     "_update_budget_policy": _t("updated_by", stamp_field("updated_by")),
-    "serve_create_promptlab_run": Treatment("user_id and tag mlflow.user (plain JSON)", rewrite_json=stamp_promptlab_run),
+    "serve_create_promptlab_run": Treatment(
+        "user_id and tag mlflow.user (plain JSON)", rewrite_json=stamp_promptlab_run
+    ),
     "_set_registered_model_alias": _t("alias changed_by, recorded after", check_alias, after=record_alias_change),
     "_delete_registered_model_alias": _t("alias changed_by, recorded after", check_alias, after=record_alias_change),
     "_transition_stage": _t(
@@ -509,8 +515,25 @@ grants need MANAGE on the workspace or the resource. Usernames in them name whom
 never who made it."""
 
 AUTHOR_LIKE_FIELDS = frozenset(
-    {"user_id", "created_by", "updated_by", "last_updated_by", "source_id", "user", "users", "owner", "changed_by",
-     "author", "username", "tags", "trace_metadata", "request_metadata", "metadata", "new_owner", "completed_by"}
+    {
+        "user_id",
+        "created_by",
+        "updated_by",
+        "last_updated_by",
+        "source_id",
+        "user",
+        "users",
+        "owner",
+        "changed_by",
+        "author",
+        "username",
+        "tags",
+        "trace_metadata",
+        "request_metadata",
+        "metadata",
+        "new_owner",
+        "completed_by",
+    }
 )
 """Request fields that could name a person or carry the server's tags (the inventory test looks for them)."""
 
@@ -620,7 +643,9 @@ def fastapi_routes(fastapi_app: Any) -> list[tuple[str, frozenset[str], str]]:
         for context in contexts:
             original = getattr(context, "original_route", context)
             endpoint = getattr(original, "endpoint", None) or getattr(original, "app", None)
-            path = getattr(context, "path_format", None) or getattr(getattr(context, "starlette_route", None), "path", None)
+            path = getattr(context, "path_format", None) or getattr(
+                getattr(context, "starlette_route", None), "path", None
+            )
             path = path if path is not None else getattr(original, "path", "")
             methods = getattr(context, "methods", None) or getattr(original, "methods", None) or ()
             found.append((str(path), frozenset(methods), endpoint_name(endpoint)))
@@ -635,6 +660,8 @@ def unreviewed(fastapi_app: Any, flask_app: Any) -> list[str]:
     """Routes nobody has listed here: the server refuses to start with any (and the inventory test fails)."""
     missing = [f"flask {e} ({r})" for r, _, e in flask_routes(flask_app) if flask_treatment(e) is STRICT]
     missing += [
-        f"fastapi {n} ({p})" for p, _, n in fastapi_routes(fastapi_app) if n != FLASK_MOUNT and fastapi_treatment(n) is STRICT
+        f"fastapi {n} ({p})"
+        for p, _, n in fastapi_routes(fastapi_app)
+        if n != FLASK_MOUNT and fastapi_treatment(n) is STRICT
     ]
     return sorted(set(missing))

@@ -85,9 +85,8 @@ def schema_revision(
     """The database's alembic revision in `version_table` (None: no such schema). Waits while it is unreachable."""
     import sqlalchemy
     from alembic.runtime.migration import MigrationContext
-    from sqlalchemy.pool import NullPool
-
     from cloudsql_iam import TokenUnavailable, enabled
+    from sqlalchemy.pool import NullPool
 
     engine = sqlalchemy.create_engine(backend_store_uri, poolclass=NullPool)
     deadline = time.monotonic() + wait_seconds

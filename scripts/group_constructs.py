@@ -133,7 +133,11 @@ def rewrite() -> None:
     rules = rewrites()
     for name in git("ls-files").splitlines():
         path = REPO / name
-        if (path.suffix not in TEXT_SUFFIXES and path.name != "Dockerfile") or name.startswith(SKIP) or not path.is_file():
+        if (
+            (path.suffix not in TEXT_SUFFIXES and path.name != "Dockerfile")
+            or name.startswith(SKIP)
+            or not path.is_file()
+        ):
             continue
         text = path.read_text()
         new = text

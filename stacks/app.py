@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from constructs.cdk import App
-
 from stacks.bootstrap import BootstrapStack
 from stacks.config import Config, bootstrap_owner
 from stacks.mlflow import MlflowStack

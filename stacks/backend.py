@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from constructs.cdk import GcsBackend, TerraformStack
-
 from stacks.config import Config
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from constructs.cdk import GcsBackend, LocalBackend, TerraformOutput, TerraformStack
 from constructs import Construct
-
+from constructs.cdk import GcsBackend, LocalBackend, TerraformOutput, TerraformStack
 from constructs.data.private_bucket import PrivateBucket, PrivateBucketProps
 from stacks.config import Config
 from stacks.providers import use_google

@@ -17,9 +17,9 @@ import os
 import re
 import runpy
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
-from collections.abc import Callable
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import ErrorDetails
@@ -91,7 +91,9 @@ class ConfigError(Exception):
 
     @classmethod
     def of(cls, source: str, problems: list[str]) -> ConfigError:
-        lines = [f"{source}: {as_problem_and_fix(p)}" if source else as_problem_and_fix(p) for p in dict.fromkeys(problems)]
+        lines = [
+            f"{source}: {as_problem_and_fix(p)}" if source else as_problem_and_fix(p) for p in dict.fromkeys(problems)
+        ]
         return cls("\n".join(lines), lines)
 
 
@@ -131,7 +133,9 @@ def within(low: int, high: int | None = None, why: str = "") -> Any:
     """A whole number from `low` to `high` (None: no upper bound)."""
     bounds = f"between {low} and {high}" if high is not None else f"{low} or more"
     schema: dict[str, Any] = {"minimum": low} | ({"maximum": high} if high is not None else {})
-    return checked(lambda v: v >= low and (high is None or v <= high), f"{{value}} must be {bounds}{why}", int, **schema)
+    return checked(
+        lambda v: v >= low and (high is None or v <= high), f"{{value}} must be {bounds}{why}", int, **schema
+    )
 
 
 def listed(item: Any, name: str = "member") -> Any:
@@ -140,7 +144,9 @@ def listed(item: Any, name: str = "member") -> Any:
     def unique(values: tuple[str, ...]) -> tuple[str, ...]:
         lowered = [v.lower() for v in values]
         if twice := sorted({v for v in lowered if lowered.count(v) > 1}):
-            raise ValueError(f"{', '.join(map(repr, twice))} is listed more than once (emails ignore case); list each {name} once")
+            raise ValueError(
+                f"{', '.join(map(repr, twice))} is listed more than once (emails ignore case); list each {name} once"
+            )
         return values
 
     return Annotated[tuple[item, ...], AfterValidator(unique), Field(strict=False)]
@@ -167,33 +173,91 @@ def nearest(value: str, names: Any) -> str:
 # Other clouds' region names (and their cities) -> the Google Cloud region in the same place or nearest.
 OTHER_CLOUDS_REGIONS = {
     # AWS
-    "us-east-1": "us-east4", "us-east-2": "us-east5", "us-west-1": "us-west2", "us-west-2": "us-west1",
-    "ca-central-1": "northamerica-northeast1", "ca-west-1": "northamerica-northeast2", "mx-central-1": "northamerica-south1",
-    "sa-east-1": "southamerica-east1", "eu-west-1": "europe-west1", "eu-west-2": "europe-west2", "eu-west-3": "europe-west9",
-    "eu-central-1": "europe-west3", "eu-central-2": "europe-west6", "eu-north-1": "europe-north2", "eu-south-1": "europe-west8",
-    "eu-south-2": "europe-southwest1", "ap-southeast-1": "asia-southeast1", "ap-southeast-2": "australia-southeast1",
-    "ap-southeast-3": "asia-southeast2", "ap-southeast-4": "australia-southeast2", "ap-northeast-1": "asia-northeast1",
-    "ap-northeast-2": "asia-northeast3", "ap-northeast-3": "asia-northeast2", "ap-south-1": "asia-south1",
-    "ap-south-2": "asia-south1", "ap-east-1": "asia-east2", "me-central-1": "me-central1", "me-south-1": "me-central2",
-    "il-central-1": "me-west1", "af-south-1": "africa-south1",
+    "us-east-1": "us-east4",
+    "us-east-2": "us-east5",
+    "us-west-1": "us-west2",
+    "us-west-2": "us-west1",
+    "ca-central-1": "northamerica-northeast1",
+    "ca-west-1": "northamerica-northeast2",
+    "mx-central-1": "northamerica-south1",
+    "sa-east-1": "southamerica-east1",
+    "eu-west-1": "europe-west1",
+    "eu-west-2": "europe-west2",
+    "eu-west-3": "europe-west9",
+    "eu-central-1": "europe-west3",
+    "eu-central-2": "europe-west6",
+    "eu-north-1": "europe-north2",
+    "eu-south-1": "europe-west8",
+    "eu-south-2": "europe-southwest1",
+    "ap-southeast-1": "asia-southeast1",
+    "ap-southeast-2": "australia-southeast1",
+    "ap-southeast-3": "asia-southeast2",
+    "ap-southeast-4": "australia-southeast2",
+    "ap-northeast-1": "asia-northeast1",
+    "ap-northeast-2": "asia-northeast3",
+    "ap-northeast-3": "asia-northeast2",
+    "ap-south-1": "asia-south1",
+    "ap-south-2": "asia-south1",
+    "ap-east-1": "asia-east2",
+    "me-central-1": "me-central1",
+    "me-south-1": "me-central2",
+    "il-central-1": "me-west1",
+    "af-south-1": "africa-south1",
     # Azure
-    "eastus": "us-east4", "eastus2": "us-east4", "centralus": "us-central1", "northcentralus": "us-central1",
-    "southcentralus": "us-south1", "westcentralus": "us-west3", "westus": "us-west2", "westus2": "us-west1",
-    "westus3": "us-west4", "canadacentral": "northamerica-northeast2", "canadaeast": "northamerica-northeast1",
-    "mexicocentral": "northamerica-south1", "brazilsouth": "southamerica-east1", "westeurope": "europe-west4",
-    "northeurope": "europe-west1", "uksouth": "europe-west2", "ukwest": "europe-west2", "francecentral": "europe-west9",
-    "germanywestcentral": "europe-west3", "switzerlandnorth": "europe-west6", "swedencentral": "europe-north2",
-    "norwayeast": "europe-north1", "italynorth": "europe-west8", "spaincentral": "europe-southwest1",
-    "polandcentral": "europe-central2", "southeastasia": "asia-southeast1", "eastasia": "asia-east2",
-    "japaneast": "asia-northeast1", "japanwest": "asia-northeast2", "koreacentral": "asia-northeast3",
-    "centralindia": "asia-south1", "australiaeast": "australia-southeast1", "australiasoutheast": "australia-southeast2",
-    "southafricanorth": "africa-south1", "qatarcentral": "me-central1", "israelcentral": "me-west1",
+    "eastus": "us-east4",
+    "eastus2": "us-east4",
+    "centralus": "us-central1",
+    "northcentralus": "us-central1",
+    "southcentralus": "us-south1",
+    "westcentralus": "us-west3",
+    "westus": "us-west2",
+    "westus2": "us-west1",
+    "westus3": "us-west4",
+    "canadacentral": "northamerica-northeast2",
+    "canadaeast": "northamerica-northeast1",
+    "mexicocentral": "northamerica-south1",
+    "brazilsouth": "southamerica-east1",
+    "westeurope": "europe-west4",
+    "northeurope": "europe-west1",
+    "uksouth": "europe-west2",
+    "ukwest": "europe-west2",
+    "francecentral": "europe-west9",
+    "germanywestcentral": "europe-west3",
+    "switzerlandnorth": "europe-west6",
+    "swedencentral": "europe-north2",
+    "norwayeast": "europe-north1",
+    "italynorth": "europe-west8",
+    "spaincentral": "europe-southwest1",
+    "polandcentral": "europe-central2",
+    "southeastasia": "asia-southeast1",
+    "eastasia": "asia-east2",
+    "japaneast": "asia-northeast1",
+    "japanwest": "asia-northeast2",
+    "koreacentral": "asia-northeast3",
+    "centralindia": "asia-south1",
+    "australiaeast": "australia-southeast1",
+    "australiasoutheast": "australia-southeast2",
+    "southafricanorth": "africa-south1",
+    "qatarcentral": "me-central1",
+    "israelcentral": "me-west1",
 }
 # The first word of a region name -> the prefix of Google's regions in that geography.
 GEOGRAPHIES = {
-    "eu": "europe-", "europe": "europe-", "uk": "europe-", "us": "us-", "ca": "northamerica-", "northamerica": "northamerica-",
-    "sa": "southamerica-", "southamerica": "southamerica-", "ap": "asia-", "asia": "asia-", "australia": "australia-",
-    "me": "me-", "il": "me-", "af": "africa-", "africa": "africa-",
+    "eu": "europe-",
+    "europe": "europe-",
+    "uk": "europe-",
+    "us": "us-",
+    "ca": "northamerica-",
+    "northamerica": "northamerica-",
+    "sa": "southamerica-",
+    "southamerica": "southamerica-",
+    "ap": "asia-",
+    "asia": "asia-",
+    "australia": "australia-",
+    "me": "me-",
+    "il": "me-",
+    "af": "africa-",
+    "africa": "africa-",
 }
 
 
@@ -225,7 +289,7 @@ def check_private_cidr(value: str) -> str:
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError:
-        raise ValueError(f"{value!r} is not a CIDR range; write it like \"10.10.0.0/24\"") from None
+        raise ValueError(f'{value!r} is not a CIDR range; write it like "10.10.0.0/24"') from None
     if network.version != 4 or not network.is_private:
         raise ValueError(f"{value!r} must be a private IPv4 range (10/8, 172.16/12, 192.168/16)")
     return value
@@ -233,20 +297,24 @@ def check_private_cidr(value: str) -> str:
 
 def check_tier(tier: str) -> str:
     if not (match := SQL_TIER.match(tier)):
-        raise ValueError(f"{tier!r} is not a Cloud SQL for PostgreSQL tier; use db-f1-micro, db-g1-small or "
-                         "db-custom-CPUS-MEMORY_MB (e.g. db-custom-1-3840)")
+        raise ValueError(
+            f"{tier!r} is not a Cloud SQL for PostgreSQL tier; use db-f1-micro, db-g1-small or "
+            "db-custom-CPUS-MEMORY_MB (e.g. db-custom-1-3840)"
+        )
     cpus, memory = int(match.group(2) or 1), int(match.group(3) or MIN_CUSTOM_MEMORY_MB)
     shape = (cpus == 1 or cpus % 2 == 0) and cpus <= 96 and not memory % 256 and memory >= MIN_CUSTOM_MEMORY_MB
     if not (shape and 0.9 * 1024 * cpus <= memory <= 6.5 * 1024 * cpus):
-        raise ValueError(f"{tier!r} has no valid CPU/memory shape; use 1 or an even number of CPUs, 0.9-6.5 GB per CPU "
-                         "and at least 3840 MB, in multiples of 256 MB (e.g. db-custom-2-7680)")
+        raise ValueError(
+            f"{tier!r} has no valid CPU/memory shape; use 1 or an even number of CPUs, 0.9-6.5 GB per CPU "
+            "and at least 3840 MB, in multiples of 256 MB (e.g. db-custom-2-7680)"
+        )
     return tier
 
 
 def mebibytes(memory: str) -> int:
     match = MEMORY.match(memory)
     if match is None:
-        raise ValueError(f"{memory!r} must look like \"1Gi\" or \"768Mi\"")
+        raise ValueError(f'{memory!r} must look like "1Gi" or "768Mi"')
     number, unit = match.groups()
     return int(number) * (1024 if unit == "Gi" else 1)
 
@@ -260,13 +328,16 @@ PrivateCidr = Annotated[str, AfterValidator(check_private_cidr)]
 Percent = within(1, 100)
 PROJECT_ID_PROBLEM = (
     "{value!r} is not a Google Cloud project id; use 6-30 lowercase letters, digits or hyphens, starting with a letter "
-    "(e.g. \"acme-mlflow-dev\")"
+    '(e.g. "acme-mlflow-dev")'
 )
-Email = checked(EMAIL.match, "{value!r} is not an e-mail address; write e.g. \"ml-platform@example.com\"")
+Email = checked(EMAIL.match, '{value!r} is not an e-mail address; write e.g. "ml-platform@example.com"')
 IamMember = checked(is_member, "{value!r} is not an IAM member; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL")
-OAuthClientId = checked(OAUTH_CLIENT_ID.match, "{value!r} is not an OAuth client id; write NUMBER-ID.apps.googleusercontent.com")
+OAuthClientId = checked(
+    OAUTH_CLIENT_ID.match, "{value!r} is not an OAuth client id; write NUMBER-ID.apps.googleusercontent.com"
+)
 IapMember = checked(
-    lambda v: is_member(v, ("user", "group", "serviceAccount", "domain")), "{value!r} is not an IAM member; write "
+    lambda v: is_member(v, ("user", "group", "serviceAccount", "domain")),
+    "{value!r} is not an IAM member; write "
     "user:EMAIL, group:EMAIL, serviceAccount:EMAIL or domain:DOMAIN (allUsers and allAuthenticatedUsers are refused)",
 )
 
@@ -285,36 +356,57 @@ class StateConfig(Section):
     """The Terraform state bucket the bootstrap stack makes: one for all environments, the same table in every file."""
 
     bucket: checked(
-        lambda v: BUCKET.match(v) and ".." not in v and not v.startswith("goog"), "{value!r} is not a valid bucket name; "
-        "use 3-63 lowercase letters, digits, hyphens, dots or underscores, e.g. \"acme-mlflow-tfstate\"",
+        lambda v: BUCKET.match(v) and ".." not in v and not v.startswith("goog"),
+        "{value!r} is not a valid bucket name; "
+        'use 3-63 lowercase letters, digits, hyphens, dots or underscores, e.g. "acme-mlflow-tfstate"',
     ) = Field(description="the bucket the bootstrap stack creates; one for all environments")
     project: checked(PROJECT_ID.match, PROJECT_ID_PROBLEM, empty_ok=True) = Field(
         "", description="the project that holds it; set it in every file when environments are in several projects"
     )
-    location: checked(is_location, "{value!r} is not a bucket location; use a region or EU, US or ASIA", empty_ok=True) = Field(
-        "", description="a region or EU, US, ASIA; fixed once the bucket exists"
-    )
-    bootstrap_state: checked(lambda v: v in PLACES, "{value!r} is not a place; use \"local\" or \"bucket\"", enum=PLACES) = Field(
-        "local", description="where the bootstrap stack keeps its own state: `local` (a file beside `cdktf.json`) until the "
+    location: checked(
+        is_location, "{value!r} is not a bucket location; use a region or EU, US or ASIA", empty_ok=True
+    ) = Field("", description="a region or EU, US, ASIA; fixed once the bucket exists")
+    bootstrap_state: checked(
+        lambda v: v in PLACES, '{value!r} is not a place; use "local" or "bucket"', enum=PLACES
+    ) = Field(
+        "local",
+        description="where the bootstrap stack keeps its own state: `local` (a file beside `cdktf.json`) until the "
         "bucket exists, then `bucket` (see *Moving the bootstrap state*)",
     )
 
 
 class NetworkConfig(Section):
-    subnet_cidr: PrivateCidr = Field("10.10.0.0/24", description="the subnet of Cloud Run's direct VPC egress; /26 or larger")
+    subnet_cidr: PrivateCidr = Field(
+        "10.10.0.0/24", description="the subnet of Cloud Run's direct VPC egress; /26 or larger"
+    )
     private_services_cidr: PrivateCidr = Field("10.20.0.0/20", description="peered to Google's services; /24 or larger")
 
     @model_validator(mode="after")
     def ranges_fit(self) -> NetworkConfig:
         subnet, services = ipaddress.ip_network(self.subnet_cidr), ipaddress.ip_network(self.private_services_cidr)
-        _raise([problem for wrong, problem in (
-            (services.prefixlen > 24, f"network.private_services_cidr: {services} is smaller than the /24 Google requires; "
-             "use /24 or larger (e.g. /20)"),
-            (subnet.overlaps(services), f"network: subnet_cidr {subnet} overlaps private_services_cidr {services}; "
-             "pick ranges that do not overlap"),
-            (subnet.prefixlen > 26, f"network.subnet_cidr: {subnet} is too small for Cloud Run direct VPC egress; "
-             "use /26 or larger"),
-        ) if wrong])
+        _raise(
+            [
+                problem
+                for wrong, problem in (
+                    (
+                        services.prefixlen > 24,
+                        f"network.private_services_cidr: {services} is smaller than the /24 Google requires; "
+                        "use /24 or larger (e.g. /20)",
+                    ),
+                    (
+                        subnet.overlaps(services),
+                        f"network: subnet_cidr {subnet} overlaps private_services_cidr {services}; "
+                        "pick ranges that do not overlap",
+                    ),
+                    (
+                        subnet.prefixlen > 26,
+                        f"network.subnet_cidr: {subnet} is too small for Cloud Run direct VPC egress; "
+                        "use /26 or larger",
+                    ),
+                )
+                if wrong
+            ]
+        )
         return self
 
 
@@ -323,21 +415,28 @@ class DatabaseConfig(Section):
         "db-f1-micro", description="Cloud SQL tier; sets `max_connections` (see *Connection budget*)"
     )
     disk_size_gb: within(10, 65536) = Field(10, description="SSD size in GB")
-    version: checked(SQL_VERSION.match, "{value!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)",
-                     enum=[f"POSTGRES_{v}" for v in range(14, 19)]) = Field(
-        "POSTGRES_18", description="PostgreSQL major version; Enterprise edition, PITR on"
-    )
+    version: checked(
+        SQL_VERSION.match,
+        "{value!r} is not supported; use POSTGRES_14 to POSTGRES_18 (default POSTGRES_18)",
+        enum=[f"POSTGRES_{v}" for v in range(14, 19)],
+    ) = Field("POSTGRES_18", description="PostgreSQL major version; Enterprise edition, PITR on")
     backup_retention_days: within(1, 365) = Field(7, description="days of automated backups kept")
     password_revision: within(1, why="; bump it to rotate") = Field(
-        1, description="`auth = \"password\"` only: bump to rotate the generated password (user and secret follow)"
+        1, description='`auth = "password"` only: bump to rotate the generated password (user and secret follow)'
     )
-    instance_name: checked(SQL_INSTANCE.match, "{value!r} is not a Cloud SQL instance name; use lowercase letters, digits and "
-                           "hyphens, starting with a letter, or remove it for <name_prefix>-db", empty_ok=True) = Field(
-        "", description="the Cloud SQL instance's name; set it only to adopt a restored clone (see *Restore*)"
-    )
-    auth: checked(lambda v: v in AUTHS, "{value!r} is not a login method; use \"iam\" (no password, the default) or \"password\"",
-                  enum=AUTHS) = Field(
-        "iam", description="`iam`: the server and the migration job log in as their service account's IAM database user, "
+    instance_name: checked(
+        SQL_INSTANCE.match,
+        "{value!r} is not a Cloud SQL instance name; use lowercase letters, digits and "
+        "hyphens, starting with a letter, or remove it for <name_prefix>-db",
+        empty_ok=True,
+    ) = Field("", description="the Cloud SQL instance's name; set it only to adopt a restored clone (see *Restore*)")
+    auth: checked(
+        lambda v: v in AUTHS,
+        '{value!r} is not a login method; use "iam" (no password, the default) or "password"',
+        enum=AUTHS,
+    ) = Field(
+        "iam",
+        description="`iam`: the server and the migration job log in as their service account's IAM database user, "
         "no password exists anywhere; `password`: a generated password in state and in Secret Manager (see *Security posture*)",
     )
 
@@ -353,15 +452,20 @@ class DatabaseConfig(Section):
 
 class ServerConfig(Section):
     image: checked(
-        IMAGE.match, "{value!r} is not a pinned image reference; write REGISTRY/PATH:TAG or REGISTRY/PATH@sha256:DIGEST, "
-        "or remove it to use this environment's Artifact Registry", empty_ok=True,
+        IMAGE.match,
+        "{value!r} is not a pinned image reference; write REGISTRY/PATH:TAG or REGISTRY/PATH@sha256:DIGEST, "
+        "or remove it to use this environment's Artifact Registry",
+        empty_ok=True,
     ) = Field("", description="pinned tag or digest; tags are immutable in the registry")
-    cpu: checked(lambda v: v in CLOUD_RUN_MEMORY_PER_CPU, "{value!r} must be \"1\", \"2\", \"4\" or \"8\"",
-                 enum=list(CLOUD_RUN_MEMORY_PER_CPU)) = Field(
-        "1", description="CPUs per instance (see *The server image and its sizing*)"
-    )
-    memory: checked(lambda v: MEMORY.match(v) and 512 <= mebibytes(v) <= 32768, "{value!r} must look like \"1Gi\" or \"768Mi\", "
-                    "from 512Mi to 32Gi") = Field("1Gi", description="memory per instance; must fit the CPUs")
+    cpu: checked(
+        lambda v: v in CLOUD_RUN_MEMORY_PER_CPU,
+        '{value!r} must be "1", "2", "4" or "8"',
+        enum=list(CLOUD_RUN_MEMORY_PER_CPU),
+    ) = Field("1", description="CPUs per instance (see *The server image and its sizing*)")
+    memory: checked(
+        lambda v: MEMORY.match(v) and 512 <= mebibytes(v) <= 32768,
+        '{value!r} must look like "1Gi" or "768Mi", from 512Mi to 32Gi',
+    ) = Field("1Gi", description="memory per instance; must fit the CPUs")
     min_instances: within(0) = Field(0, description="instances kept warm; 0 scales to zero when idle")
     max_instances: within(1, 100) = Field(2, description="most instances; part of the connection budget")
     concurrency: within(1, 1000) = Field(20, description="requests one instance serves at once")
@@ -370,10 +474,10 @@ class ServerConfig(Section):
     max_overflow: within(1, why="; MLflow ignores 0 and falls back to its default of 10") = Field(
         1, description="SQLAlchemy overflow of each store"
     )
-    artifact_mount_path: checked(lambda v: v.startswith("/") and v not in {"/", CLOUDSQL_MOUNT}, "{value!r} must be an absolute "
-                                 "path such as \"/mnt/gcs\"") = Field(
-        "/mnt/gcs", description="where the GCS volume is mounted and MLflow writes artifacts"
-    )
+    artifact_mount_path: checked(
+        lambda v: v.startswith("/") and v not in {"/", CLOUDSQL_MOUNT},
+        '{value!r} must be an absolute path such as "/mnt/gcs"',
+    ) = Field("/mnt/gcs", description="where the GCS volume is mounted and MLflow writes artifacts")
     gateway_key_revision: within(1, why="; bump it to rotate") = Field(
         1, description="bump to generate a new key for the AI gateway's stored API keys (see *AI gateway secrets*)"
     )
@@ -381,18 +485,31 @@ class ServerConfig(Section):
     @model_validator(mode="after")
     def fits_cloud_run(self) -> ServerConfig:
         low, high = CLOUD_RUN_MEMORY_PER_CPU[self.cpu]
-        _raise([problem for wrong, problem in (
-            (not low <= mebibytes(self.memory) <= high, f"server.memory: {self.memory} does not fit {self.cpu} CPU on Cloud Run; "
-             f"use {low}Mi to {high // 1024}Gi or change server.cpu"),
-            (self.max_instances < self.min_instances, f"server.max_instances: {self.max_instances} must be at least min_instances "
-             f"({self.min_instances})"),
-        ) if wrong])
+        _raise(
+            [
+                problem
+                for wrong, problem in (
+                    (
+                        not low <= mebibytes(self.memory) <= high,
+                        f"server.memory: {self.memory} does not fit {self.cpu} CPU on Cloud Run; "
+                        f"use {low}Mi to {high // 1024}Gi or change server.cpu",
+                    ),
+                    (
+                        self.max_instances < self.min_instances,
+                        f"server.max_instances: {self.max_instances} must be at least min_instances "
+                        f"({self.min_instances})",
+                    ),
+                )
+                if wrong
+            ]
+        )
         return self
 
 
 class DnsConfig(Section):
-    existing_zone: checked(ZONE_NAME.match, "{value!r} is not a Cloud DNS zone name; leave it empty to create a zone",
-                           empty_ok=True) = Field(
+    existing_zone: checked(
+        ZONE_NAME.match, "{value!r} is not a Cloud DNS zone name; leave it empty to create a zone", empty_ok=True
+    ) = Field(
         "", description="name of an existing Cloud DNS zone to add the record to; empty creates a zone for `domain`"
     )
 
@@ -407,30 +524,49 @@ class CiConfig(Section):
         "", description="`OWNER/REPO`: creates the Workload Identity Federation pool and the planner/deployer accounts"
     )
     repository_id: within(0) = Field(
-        0, description=f"the repository's numeric id, the first line of `{GITHUB_IDS_COMMAND}`; required with `github_repository`"
+        0,
+        description=f"the repository's numeric id, the first line of `{GITHUB_IDS_COMMAND}`; required with `github_repository`",
     )
     repository_owner_id: within(0) = Field(
-        0, description=f"its owner's numeric id, the second line of `{GITHUB_IDS_COMMAND}`; required with `github_repository`"
+        0,
+        description=f"its owner's numeric id, the second line of `{GITHUB_IDS_COMMAND}`; required with `github_repository`",
     )
 
     @model_validator(mode="after")
     def ids_name_the_repository(self) -> CiConfig:
-        ids = (("repository_id", self.repository_id, "first"), ("repository_owner_id", self.repository_owner_id, "second"))
+        ids = (
+            ("repository_id", self.repository_id, "first"),
+            ("repository_owner_id", self.repository_owner_id, "second"),
+        )
         if self.github_repository:
-            _raise([f"ci.{key}: missing; the workload identity provider binds the repository by id, not name: write the "
+            _raise(
+                [
+                    f"ci.{key}: missing; the workload identity provider binds the repository by id, not name: write the "
                     f"{line} number `{GITHUB_IDS_COMMAND.replace('OWNER/REPO', self.github_repository)}` prints"
-                    for key, value, line in ids if not value])
+                    for key, value, line in ids
+                    if not value
+                ]
+            )
         else:
-            _raise([f"ci.{key}: {value} is set without ci.github_repository; set the repository too, or remove it"
-                    for key, value, _ in ids if value])
+            _raise(
+                [
+                    f"ci.{key}: {value} is set without ci.github_repository; set the repository too, or remove it"
+                    for key, value, _ in ids
+                    if value
+                ]
+            )
         return self
 
 
 class IapOauthClientConfig(Section):
     """A custom OAuth client for IAP; its secret is never in a file (TF_VAR_iap_oauth_client_secret)."""
 
-    client_id: checked(OAUTH_CLIENT_ID.match, "{value!r} is not an OAuth client id; write NUMBER-ID.apps.googleusercontent.com, "
-                       "or leave it empty for the Google-managed client", empty_ok=True) = Field(
+    client_id: checked(
+        OAUTH_CLIENT_ID.match,
+        "{value!r} is not an OAuth client id; write NUMBER-ID.apps.googleusercontent.com, "
+        "or leave it empty for the Google-managed client",
+        empty_ok=True,
+    ) = Field(
         "", description="a custom OAuth client for IAP (see *Custom OAuth client*); empty: the Google-managed client"
     )
     secret_version: within(1, why="; bump it to send a new secret") = Field(
@@ -527,9 +663,13 @@ FRONT_DOOR_MODES = ["load_balancer", "direct_iap"]
 class FrontDoorConfig(Section):
     """How users reach MLflow: the load balancer with IAP on its backend, or IAP on the Cloud Run service itself."""
 
-    mode: checked(lambda v: v in FRONT_DOOR_MODES, "{value!r} is not a mode; use \"load_balancer\" (default) or \"direct_iap\"",
-                  enum=FRONT_DOOR_MODES) = Field(
-        "load_balancer", description="`load_balancer`: the global external Application Load Balancer, a managed certificate "
+    mode: checked(
+        lambda v: v in FRONT_DOOR_MODES,
+        '{value!r} is not a mode; use "load_balancer" (default) or "direct_iap"',
+        enum=FRONT_DOOR_MODES,
+    ) = Field(
+        "load_balancer",
+        description="`load_balancer`: the global external Application Load Balancer, a managed certificate "
         "for `domain`, DNS, IAP on the backend service; `direct_iap`: IAP on the Cloud Run service, reached at its run.app "
         "URL (`domain` must be that host), no load balancer, certificate or DNS, about a third of the idle cost (see *Two front doors*)",
     )
@@ -540,7 +680,9 @@ class AlertsConfig(Section):
 
     emails: listed(Email, "address") = Field((), description="who gets the alerts; empty: no alerts (see *Operations*)")
     error_ratio_percent: Percent = Field(5, description="5xx responses, % of requests over 5 minutes")
-    latency_p95_ms: within(1, 900_000, " (the request timeout)") = Field(2000, description="p95 request latency over 5 minutes")
+    latency_p95_ms: within(1, 900_000, " (the request timeout)") = Field(
+        2000, description="p95 request latency over 5 minutes"
+    )
     sql_cpu_percent: Percent = Field(80, description="Cloud SQL CPU utilization")
     sql_disk_percent: Percent = Field(80, description="Cloud SQL disk utilization")
     connections_percent: Percent = Field(DEFAULT_CONNECTIONS_PERCENT, description="% of the tier's `max_connections`")
@@ -559,18 +701,26 @@ class AlertsConfig(Section):
 class BudgetConfig(Section):
     """No `[budget]` table means no budget; `billing_account` is what turns it on."""
 
-    billing_account: checked(BILLING_ACCOUNT.match, "{value!r} is not a billing account id; write the XXXXXX-XXXXXX-XXXXXX that "
-                             "`gcloud billing projects describe PROJECT_ID` prints after billingAccounts/", empty_ok=True) = Field(
-        "", description="the billing account that pays for the project; turns the budget on"
+    billing_account: checked(
+        BILLING_ACCOUNT.match,
+        "{value!r} is not a billing account id; write the XXXXXX-XXXXXX-XXXXXX that "
+        "`gcloud billing projects describe PROJECT_ID` prints after billingAccounts/",
+        empty_ok=True,
+    ) = Field("", description="the billing account that pays for the project; turns the budget on")
+    monthly_usd: within(0) = Field(
+        0, description="whole US dollars a month; e-mails at 50%, 90%, 100% and a 100% forecast"
     )
-    monthly_usd: within(0) = Field(0, description="whole US dollars a month; e-mails at 50%, 90%, 100% and a 100% forecast")
 
     @model_validator(mode="after")
     def complete(self) -> BudgetConfig:
         if self.billing_account and self.monthly_usd < 1:
-            raise Problems([f"budget.monthly_usd: {self.monthly_usd} must be 1 or more; set the amount in whole US dollars"])
+            raise Problems(
+                [f"budget.monthly_usd: {self.monthly_usd} must be 1 or more; set the amount in whole US dollars"]
+            )
         if self.monthly_usd and not self.billing_account:
-            raise Problems(["budget.billing_account: missing; a budget needs the billing account that pays for the project"])
+            raise Problems(
+                ["budget.billing_account: missing; a budget needs the billing account that pays for the project"]
+            )
         return self
 
 
@@ -588,52 +738,65 @@ INIT_HINT = "python -m stacks.init ENV --project ID --region REGION --domain DOM
 
 
 class Config(Section):
-    environment: checked(ENVIRONMENT.match, "{value!r} is not 1-10 lowercase letters/digits starting with a letter; use e.g. "
-                         "\"dev\" or \"prod\"", pattern=ENVIRONMENT.pattern) = Field(
-        description="1-10 lowercase letters/digits; names the stacks (`mlflow-<environment>`)"
-    )
+    environment: checked(
+        ENVIRONMENT.match,
+        '{value!r} is not 1-10 lowercase letters/digits starting with a letter; use e.g. "dev" or "prod"',
+        pattern=ENVIRONMENT.pattern,
+    ) = Field(description="1-10 lowercase letters/digits; names the stacks (`mlflow-<environment>`)")
     project_id: checked(PROJECT_ID.match, PROJECT_ID_PROBLEM, pattern=PROJECT_ID.pattern) = Field(
         description="the Google Cloud project to deploy into"
     )
-    project_number: checked(PROJECT_NUMBER.match, "{value!r} is not a project number; quote the digits that `gcloud projects "
-                            "describe PROJECT_ID --format='value(projectNumber)'` prints", pattern=PROJECT_NUMBER.pattern) = Field(
-        description="quoted: `gcloud projects describe PROJECT_ID --format='value(projectNumber)'`"
-    )
+    project_number: checked(
+        PROJECT_NUMBER.match,
+        "{value!r} is not a project number; quote the digits that `gcloud projects "
+        "describe PROJECT_ID --format='value(projectNumber)'` prints",
+        pattern=PROJECT_NUMBER.pattern,
+    ) = Field(description="quoted: `gcloud projects describe PROJECT_ID --format='value(projectNumber)'`")
     region: Region = Field(description="a Google Cloud region")
-    domain: checked(is_hostname, "{value!r} is not a lowercase hostname; use the name users will open, e.g. "
-                    "\"mlflow.example.com\"") = Field(
-        description="the hostname users open; allowed host and CORS origin of the server"
-    )
+    domain: checked(
+        is_hostname, '{value!r} is not a lowercase hostname; use the name users will open, e.g. "mlflow.example.com"'
+    ) = Field(description="the hostname users open; allowed host and CORS origin of the server")
     iap_members: listed(IapMember) = Field(
-        min_length=1, description="who may use MLflow (`roles/iap.httpsResourceAccessor` on the backend service only). With the "
+        min_length=1,
+        description="who may use MLflow (`roles/iap.httpsResourceAccessor` on the backend service only). With the "
         "default Google-managed OAuth client IAP admits **only users of the project's organization**: for a project outside an "
         "organization, or members outside it, configure `[iap_oauth_client]`",
     )
     state: StateConfig = Field(description="the Terraform state bucket")
-    name_prefix: checked(NAME_PREFIX.match, "{value!r} must be 2-15 lowercase letters, digits or hyphens, starting with a letter "
-                         "and not ending with a hyphen", pattern=NAME_PREFIX.pattern) = Field(
-        "mlflow", description="prefix of every resource name"
-    )
-    artifact_location: checked(is_location, "{value!r} is not a bucket location; use a region or EU/US/ASIA, or remove it to use "
-                               "the region", empty_ok=True) = Field("", description="location of the artifact bucket")
+    name_prefix: checked(
+        NAME_PREFIX.match,
+        "{value!r} must be 2-15 lowercase letters, digits or hyphens, starting with a letter "
+        "and not ending with a hyphen",
+        pattern=NAME_PREFIX.pattern,
+    ) = Field("mlflow", description="prefix of every resource name")
+    artifact_location: checked(
+        is_location,
+        "{value!r} is not a bucket location; use a region or EU/US/ASIA, or remove it to use the region",
+        empty_ok=True,
+    ) = Field("", description="location of the artifact bucket")
     iap_programmatic_clients: listed(OAuthClientId, "client") = Field(
         (), description="OAuth client ids allowed to send ID tokens; not needed for the plugin"
     )
     client_impersonators: listed(IamMember) = Field(
-        (), description="people/groups whose scripts reach MLflow: each gets a keyless client account of its own (`<prefix>-c-<hash>`), "
-        "so the server records who wrote what; list people, not groups, to tell them apart (see *Using the tracking server*)"
+        (),
+        description="people/groups whose scripts reach MLflow: each gets a keyless client account of its own (`<prefix>-c-<hash>`), "
+        "so the server records who wrote what; list people, not groups, to tell them apart (see *Using the tracking server*)",
     )
     network: NetworkConfig = NetworkConfig()
     database: DatabaseConfig = DatabaseConfig()
     server: ServerConfig = ServerConfig()
     dns: DnsConfig = DnsConfig()
     ci: CiConfig = CiConfig()
-    allowed_domains: listed(checked(is_domain, "{value!r} is not a domain; write e.g. \"example.com\""), "domain") = Field(
-        (), description="your directory's domains (domain-restricted sharing): synth refuses a `user:`/`group:`/`domain:` "
-        "member of `iap_members`, `client_impersonators` or `image_builders` outside them, instead of the apply failing halfway",
+    allowed_domains: listed(checked(is_domain, '{value!r} is not a domain; write e.g. "example.com"'), "domain") = (
+        Field(
+            (),
+            description="your directory's domains (domain-restricted sharing): synth refuses a `user:`/`group:`/`domain:` "
+            "member of `iap_members`, `client_impersonators` or `image_builders` outside them, instead of the apply failing halfway",
+        )
     )
     image_builders: listed(IamMember) = Field(
-        (), description="who may run the `image_build_command` output besides owners/editors: `iam.serviceAccountUser` on the "
+        (),
+        description="who may run the `image_build_command` output besides owners/editors: `iam.serviceAccountUser` on the "
         "build account, a custom role to create and follow builds, objects of the build bucket",
     )
     iap_oauth_client: IapOauthClientConfig = IapOauthClientConfig()
@@ -645,7 +808,8 @@ class Config(Section):
         "permissions*); absent: everyone IAP admits may do everything",
     )
     protect_data: bool = Field(
-        True, description="Cloud SQL deletion protection and `prevent_destroy` on the database, the artifact bucket and the "
+        True,
+        description="Cloud SQL deletion protection and `prevent_destroy` on the database, the artifact bucket and the "
         "secret; `false` only to tear the environment down (see *Tear-down*; synth warns while it is off)",
     )
 
@@ -655,7 +819,11 @@ class Config(Section):
         """The state bucket is in this environment's project and region unless [state] says otherwise."""
         if isinstance(data, dict) and isinstance(data.get("state"), dict):
             state = dict(data["state"])
-            if not state.get("project") and isinstance(data.get("project_id"), str) and PROJECT_ID.match(data["project_id"]):
+            if (
+                not state.get("project")
+                and isinstance(data.get("project_id"), str)
+                and PROJECT_ID.match(data["project_id"])
+            ):
                 state["project"] = data["project_id"]
             if not state.get("location") and data.get("region") in GCP_REGIONS:
                 state["location"] = data["region"]
@@ -667,31 +835,54 @@ class Config(Section):
         """direct_iap has no load balancer, certificate, DNS or custom OAuth client: settings for them are mistakes."""
         if self.front_door.mode != "direct_iap":
             return self
-        fix = "or use front_door.mode = \"load_balancer\""
-        _raise([problem for wrong, problem in (
-            (self.domain != self.direct_iap_host, f"domain: {self.domain!r} is a custom domain, which direct_iap cannot serve "
-             f"(no load balancer, no certificate); write domain = \"{self.direct_iap_host}\" (the service's run.app host) {fix}"),
-            (self.dns != DnsConfig(), f"dns.existing_zone: direct_iap creates no DNS record (users open the run.app URL); "
-             f"remove the [dns] table {fix}"),
-            (bool(self.iap_programmatic_clients), "iap_programmatic_clients: only the load balancer's IAP settings are managed "
-             f"here; remove them in direct_iap (the client plugin needs none) {fix}"),
-            (self.iap_oauth_client != IapOauthClientConfig(), "iap_oauth_client.client_id: direct_iap is built here for the "
-             "Google-managed OAuth client only (project in an organization, members from it); remove [iap_oauth_client] " + fix),
-        ) if wrong])
+        fix = 'or use front_door.mode = "load_balancer"'
+        _raise(
+            [
+                problem
+                for wrong, problem in (
+                    (
+                        self.domain != self.direct_iap_host,
+                        f"domain: {self.domain!r} is a custom domain, which direct_iap cannot serve "
+                        f'(no load balancer, no certificate); write domain = "{self.direct_iap_host}" (the service\'s run.app host) {fix}',
+                    ),
+                    (
+                        self.dns != DnsConfig(),
+                        f"dns.existing_zone: direct_iap creates no DNS record (users open the run.app URL); "
+                        f"remove the [dns] table {fix}",
+                    ),
+                    (
+                        bool(self.iap_programmatic_clients),
+                        "iap_programmatic_clients: only the load balancer's IAP settings are managed "
+                        f"here; remove them in direct_iap (the client plugin needs none) {fix}",
+                    ),
+                    (
+                        self.iap_oauth_client != IapOauthClientConfig(),
+                        "iap_oauth_client.client_id: direct_iap is built here for the "
+                        "Google-managed OAuth client only (project in an organization, members from it); remove [iap_oauth_client] "
+                        + fix,
+                    ),
+                )
+                if wrong
+            ]
+        )
         return self
 
     @model_validator(mode="after")
     def fits_the_organization(self) -> Config:
         """What an organization's policies would reject at apply, refused at synth."""
         allowed = {d.lower() for d in self.allowed_domains}
-        members = [(key, m) for key in ("iap_members", "client_impersonators", "image_builders") for m in getattr(self, key)]
-        _raise([
-            f"{key}: {member!r} is outside allowed_domains ({', '.join(sorted(allowed))}), so domain-restricted sharing would "
-            "refuse the grant; remove it, or add its domain to allowed_domains if your organization allows it"
-            for key, member in members
-            # A service account's email names its project, not a directory domain: not judged here.
-            if allowed and not member.startswith("serviceAccount:") and member_domain(member) not in allowed
-        ])
+        members = [
+            (key, m) for key in ("iap_members", "client_impersonators", "image_builders") for m in getattr(self, key)
+        ]
+        _raise(
+            [
+                f"{key}: {member!r} is outside allowed_domains ({', '.join(sorted(allowed))}), so domain-restricted sharing would "
+                "refuse the grant; remove it, or add its domain to allowed_domains if your organization allows it"
+                for key, member in members
+                # A service account's email names its project, not a directory domain: not judged here.
+                if allowed and not member.startswith("serviceAccount:") and member_domain(member) not in allowed
+            ]
+        )
         return self
 
     @model_validator(mode="after")
@@ -716,8 +907,11 @@ class Config(Section):
     @model_validator(mode="after")
     def not_the_examples_placeholders(self) -> Config:
         if self.environment not in EXAMPLE_ENVIRONMENTS:
-            copied = [f"{key}: {getattr(self, key)!r} is the example's placeholder; write this environment's own"
-                      for key, values in EXAMPLE_PLACEHOLDERS.items() if getattr(self, key) in values]
+            copied = [
+                f"{key}: {getattr(self, key)!r} is the example's placeholder; write this environment's own"
+                for key, values in EXAMPLE_PLACEHOLDERS.items()
+                if getattr(self, key) in values
+            ]
             _raise(copied[:-1] + [f"{p} (`{INIT_HINT}` starts an environment without them)" for p in copied[-1:]])
         return self
 
@@ -725,13 +919,15 @@ class Config(Section):
     def within_the_connection_budget(self) -> Config:
         (peak, allowed), s = self.connection_budget, self.server
         if peak > allowed:
-            raise Problems([
-                f"server: connection budget exceeded: {s.max_instances} instances x {s.workers} workers x "
-                f"{self.stores_per_worker} stores x ({s.pool_size} pool + {s.max_overflow} overflow) + "
-                f"{self.migration_connections} migration + {SQL_RESERVED_CONNECTIONS} reserved = {peak} > {allowed} "
-                f"max_connections of {self.database.tier}; "
-                "lower server.max_instances, workers or pool_size, or pick a larger database.tier"
-            ])
+            raise Problems(
+                [
+                    f"server: connection budget exceeded: {s.max_instances} instances x {s.workers} workers x "
+                    f"{self.stores_per_worker} stores x ({s.pool_size} pool + {s.max_overflow} overflow) + "
+                    f"{self.migration_connections} migration + {SQL_RESERVED_CONNECTIONS} reserved = {peak} > {allowed} "
+                    f"max_connections of {self.database.tier}; "
+                    "lower server.max_instances, workers or pool_size, or pick a larger database.tier"
+                ]
+            )
         return self
 
     @property
@@ -797,9 +993,9 @@ def alert_thresholds(cfg: Config) -> dict[str, Any]:
 KIND_PROBLEMS = {
     "bool_type": "must be true or false, got {input!r}; write true or false, without quotes",
     "int_type": "must be a whole number, got {input!r}; write digits, e.g. {key} = 2",
-    "string_type": "must be a quoted string, got {input!r}; put it in double quotes, e.g. {key} = \"{input}\"",
-    "tuple_type": "must be a list of quoted strings; write e.g. {key} = [\"...\"]",
-    "too_short": "is empty; list who may use MLflow, e.g. [\"group:ml-team@example.com\"]",
+    "string_type": 'must be a quoted string, got {input!r}; put it in double quotes, e.g. {key} = "{input}"',
+    "tuple_type": 'must be a list of quoted strings; write e.g. {key} = ["..."]',
+    "too_short": 'is empty; list who may use MLflow, e.g. ["group:ml-team@example.com"]',
 }
 # A number or boolean written in quotes: TOML keeps it a string, the model wants the value itself.
 QUOTED_VALUES = {
@@ -838,7 +1034,9 @@ def _problem(error: ErrorDetails) -> list[str]:
     quoted = QUOTED_VALUES.get(kind)
     if quoted and isinstance(value, str) and quoted[0].match(value.strip().lower()):
         fix = quoted[1].format(key=key, input=value.strip().lower())
-        return [f"{name}: must be a {'whole number' if kind == 'int_type' else 'boolean'}, got the string {value!r}; {fix}"]
+        return [
+            f"{name}: must be a {'whole number' if kind == 'int_type' else 'boolean'}, got the string {value!r}; {fix}"
+        ]
     return [f"{name}: " + KIND_PROBLEMS.get(kind, error["msg"].split("\n")[0]).format(input=value, key=key)]
 
 
@@ -937,9 +1135,10 @@ def load_configs(selection: str | None = None) -> list[Config]:
         try:
             text = file.read_text()
         except OSError as error:
-            raise ConfigError.of(CONFIG_ENV_VAR, [
-                f"cannot read {path!r} ({error.strerror}); set it to config files that exist, e.g. config/dev.toml"
-            ]) from None
+            raise ConfigError.of(
+                CONFIG_ENV_VAR,
+                [f"cannot read {path!r} ({error.strerror}); set it to config files that exist, e.g. config/dev.toml"],
+            ) from None
         configs.append(parse_config(text, path))
     _validate_together(configs, paths)
     return configs
@@ -948,18 +1147,31 @@ def load_configs(selection: str | None = None) -> list[Config]:
 def _validate_together(configs: list[Config], paths: list[str]) -> None:
     environments = [c.environment for c in configs]
     placements = [f"{c.project_id}/{c.name_prefix}" for c in configs]
-    problems = [f"environment: {', '.join(sorted(twice))} appears in more than one file; give each file its own environment"
-                for twice in [{e for e in environments if environments.count(e) > 1}] if twice]
-    problems += [f"name_prefix: environments share project and prefix {', '.join(sorted(twice))}, so their resource names "
-                 "collide; give each environment in a project its own name_prefix"
-                 for twice in [{p for p in placements if placements.count(p) > 1}] if twice]
+    problems = [
+        f"environment: {', '.join(sorted(twice))} appears in more than one file; give each file its own environment"
+        for twice in [{e for e in environments if environments.count(e) > 1}]
+        if twice
+    ]
+    problems += [
+        f"name_prefix: environments share project and prefix {', '.join(sorted(twice))}, so their resource names "
+        "collide; give each environment in a project its own name_prefix"
+        for twice in [{p for p in placements if placements.count(p) > 1}]
+        if twice
+    ]
     # One bucket, made by one bootstrap stack: its settings may not depend on which file comes first.
-    problems += [f"state.{key}: environments disagree on the one state bucket ({', '.join(sorted(values))}); write the same "
-                 f"[state] {key} = ... in every file"
-                 for key in StateConfig.model_fields if len(values := {getattr(c.state, key) for c in configs}) > 1]
-    if {c.state.bucket for c in configs} == {EXAMPLE_STATE_BUCKET} and not set(EXAMPLE_ENVIRONMENTS) & set(environments):
-        problems.append(f"state.bucket: {EXAMPLE_STATE_BUCKET!r} is the example's placeholder; name your own bucket "
-                        f"(e.g. \"PROJECT_ID-tfstate\"), or start the environment with `{INIT_HINT}`")
+    problems += [
+        f"state.{key}: environments disagree on the one state bucket ({', '.join(sorted(values))}); write the same "
+        f"[state] {key} = ... in every file"
+        for key in StateConfig.model_fields
+        if len(values := {getattr(c.state, key) for c in configs}) > 1
+    ]
+    if {c.state.bucket for c in configs} == {EXAMPLE_STATE_BUCKET} and not set(EXAMPLE_ENVIRONMENTS) & set(
+        environments
+    ):
+        problems.append(
+            f"state.bucket: {EXAMPLE_STATE_BUCKET!r} is the example's placeholder; name your own bucket "
+            f'(e.g. "PROJECT_ID-tfstate"), or start the environment with `{INIT_HINT}`'
+        )
     if problems:
         raise ConfigError.of(", ".join(paths), problems)
 

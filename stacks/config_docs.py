@@ -90,7 +90,10 @@ def readme_text(readme: str) -> str:
 def main() -> int:
     SCHEMA.write_text(schema_text())
     README.write_text(readme_text(README.read_text()))
-    print(f"wrote {SCHEMA.relative_to(REPO_ROOT)} and the configuration table of {README.relative_to(REPO_ROOT)}", file=sys.stderr)
+    print(
+        f"wrote {SCHEMA.relative_to(REPO_ROOT)} and the configuration table of {README.relative_to(REPO_ROOT)}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -77,7 +77,9 @@ def environment_toml(args: argparse.Namespace, number: str) -> str:
     for key, value in values.items():
         text = re.sub(rf"^{key} = .*$", lambda _: f"{key} = {toml_literal(value)}", text, count=1, flags=re.M)  # noqa: B023 (called now)
     if args.client_impersonator:
-        text = text.replace("\n[state]\n", f"client_impersonators = {toml_literal(args.client_impersonator)}\n\n[state]\n", 1)
+        text = text.replace(
+            "\n[state]\n", f"client_impersonators = {toml_literal(args.client_impersonator)}\n\n[state]\n", 1
+        )
     if args.front_door != "load_balancer":
         text = text.replace("\n[network]\n", f'\n[front_door]\nmode = "{args.front_door}"\n\n[network]\n', 1)
     return text
@@ -104,15 +106,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("environment", help="1-10 lowercase letters/digits, e.g. prod")
     p.add_argument("--project", required=True, help="the Google Cloud project id")
     p.add_argument("--region", required=True, help="a Google Cloud region, e.g. europe-west1")
-    p.add_argument("--domain", default="", help="the hostname users will open, e.g. mlflow.acme.com; "
-                   "with --front-door direct_iap: derived (the service's run.app host)")
-    p.add_argument("--member", action="append", required=True, help="who may use MLflow, e.g. group:ml@acme.com (repeat)")
-    p.add_argument("--client-impersonator", action="append", default=[], metavar="MEMBER",
-                   help="whose scripts reach MLflow, each through a keyless client account of its own "
-                   "(client_impersonators), e.g. user:ana@acme.com (repeat; a person, so MLflow records who); "
-                   "needed to log runs from a laptop")
-    p.add_argument("--front-door", choices=FRONT_DOOR_MODES, default="load_balancer",
-                   help="load_balancer (default: custom domain, managed certificate) or direct_iap (run.app URL, cheaper)")
+    p.add_argument(
+        "--domain",
+        default="",
+        help="the hostname users will open, e.g. mlflow.acme.com; "
+        "with --front-door direct_iap: derived (the service's run.app host)",
+    )
+    p.add_argument(
+        "--member", action="append", required=True, help="who may use MLflow, e.g. group:ml@acme.com (repeat)"
+    )
+    p.add_argument(
+        "--client-impersonator",
+        action="append",
+        default=[],
+        metavar="MEMBER",
+        help="whose scripts reach MLflow, each through a keyless client account of its own "
+        "(client_impersonators), e.g. user:ana@acme.com (repeat; a person, so MLflow records who); "
+        "needed to log runs from a laptop",
+    )
+    p.add_argument(
+        "--front-door",
+        choices=FRONT_DOOR_MODES,
+        default="load_balancer",
+        help="load_balancer (default: custom domain, managed certificate) or direct_iap (run.app URL, cheaper)",
+    )
     p.add_argument("--project-number", default="", help="default: from gcloud, else asked on a terminal")
     p.add_argument("--state-bucket", default="", help="default: PROJECT-tfstate; one bucket for all environments")
     p.add_argument("--config-dir", type=Path, default=REPO_ROOT / "config", help=argparse.SUPPRESS)
@@ -131,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             f"`{shlex.join(number_command(args.project))}` prints"
         )
     if not args.domain and args.front_door != "direct_iap":
-        problems.append("--domain: missing — give the hostname users will open, e.g. --domain mlflow.acme.com "
-                        "(or --front-door direct_iap for the service's run.app URL)")
+        problems.append(
+            "--domain: missing — give the hostname users will open, e.g. --domain mlflow.acme.com "
+            "(or --front-door direct_iap for the service's run.app URL)"
+        )
     if args.environment == EXAMPLE_ENVIRONMENT:
-        problems.append(f"environment: {EXAMPLE_ENVIRONMENT!r} is the embedded example's; name this one, e.g. \"prod\"")
+        problems.append(f'environment: {EXAMPLE_ENVIRONMENT!r} is the embedded example\'s; name this one, e.g. "prod"')
     if path.exists() and not args.force:
         problems.append(f"{path}: exists; edit it, or pass --force to start it again")
     text = environment_toml(args, number)
@@ -148,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     path.write_text(text)
     shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-    print(f"wrote {shown}; select it in this shell and synthesize:\n"
-          f"  export {CONFIG_ENV_VAR}={shlex.quote(str(shown))} CHECKPOINT_DISABLE=1\n  npx cdktf synth", file=sys.stderr)
+    print(
+        f"wrote {shown}; select it in this shell and synthesize:\n"
+        f"  export {CONFIG_ENV_VAR}={shlex.quote(str(shown))} CHECKPOINT_DISABLE=1\n  npx cdktf synth",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -12,24 +12,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from constructs import Construct
 from constructs.cdk import Annotations, TerraformOutput, TerraformStack, TerraformVariable
 from constructs.cdk.google.provider import GoogleProvider
 from constructs import Construct
 
 from constructs.identity.access_control import AccessControl, AccessControlProps
 from constructs.data.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
-from constructs.operations.billing_budget import BillingBudget, BillingBudgetProps
-from constructs.identity.client_identity import client_accounts
+from constructs.data.gateway_key_secret import GatewayKeySecret, GatewayKeySecretProps
+from constructs.data.private_bucket import PrivateBucket, PrivateBucketProps
+from constructs.data.sql_database import SqlDatabase, SqlDatabaseProps
 from constructs.front_door.cloud_run_iap import CloudRunIap, CloudRunIapProps
 from constructs.front_door.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door.front_door import FrontDoor, FrontDoorProps
-from constructs.data.gateway_key_secret import GatewayKeySecret, GatewayKeySecretProps
+from constructs.identity.client_identity import client_accounts
 from constructs.identity.iam_members import keyed_members, service_account_email
 from constructs.identity.iap_service_agent import iap_service_agent_member
-from constructs.serving.migration_job import MigrationJob, MigrationJobProps
-from constructs.operations.monitoring import AlertThresholds, Monitoring, MonitoringProps
+from constructs.identity.server_roles import ServerRoles, ServerRolesProps
 from constructs.network.network import Network, NetworkProps
-from constructs.data.private_bucket import PrivateBucket, PrivateBucketProps
+from constructs.operations.billing_budget import BillingBudget, BillingBudgetProps
+from constructs.operations.monitoring import AlertThresholds, Monitoring, MonitoringProps
+from constructs.serving.migration_job import MigrationJob, MigrationJobProps
 from constructs.serving.run_url import signed_header_audience
 from constructs.serving.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
 from constructs.serving.server_container import GatewayKeyRef, RunPlacement, RunStructs, ServerContainerProps
@@ -506,7 +509,10 @@ class MlflowStack(TerraformStack):
             TerraformOutput(self, "static_ip", value=front_door.ip_address, description="The load balancer's address")
         if dns is not None and dns.name_servers is not None:
             TerraformOutput(
-                self, "name_servers", value=dns.name_servers, description=f"Delegate {cfg.domain} to these at the registrar"
+                self,
+                "name_servers",
+                value=dns.name_servers,
+                description=f"Delegate {cfg.domain} to these at the registrar",
             )
             TerraformOutput(
                 self,
@@ -530,7 +536,7 @@ class MlflowStack(TerraformStack):
         TerraformOutput(
             self,
             "server_logs_command",
-            value=f"gcloud logging read 'resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"{serving.service.service_name}\"' "
+            value=f'gcloud logging read \'resource.type="cloud_run_revision" AND resource.labels.service_name="{serving.service.service_name}"\' '
             f"--project={p} --freshness=1h --limit=100",
             description="The server's recent logs (start-up refusals, errors)",
         )
@@ -549,7 +555,7 @@ class MlflowStack(TerraformStack):
         TerraformOutput(
             self,
             "migration_logs_command",
-            value=f"gcloud logging read 'resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"{serving.migration.job_name}\"' "
+            value=f'gcloud logging read \'resource.type="cloud_run_job" AND resource.labels.job_name="{serving.migration.job_name}"\' '
             f"--project={p} --freshness=1d --limit=100",
             description="The migration job's logs, when an apply stops at the migration",
         )

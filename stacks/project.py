@@ -12,18 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from constructs.cdk import TerraformOutput, TerraformStack
 from constructs import Construct
-
+from constructs.cdk import TerraformOutput, TerraformStack
 from constructs.identity.build_identity import BuildIdentity, BuildIdentityProps
 from constructs.identity.ci_identity import DEPLOYER_ROLES, CiIdentity, CiIdentityProps
 from constructs.identity.client_identity import ClientIdentity, ClientIdentityProps
 from constructs.identity.iap_service_agent import IapServiceAgent, IapServiceAgentProps
-from constructs.project.image_registry import ImageRegistry, ImageRegistryProps
-from constructs.project.project_services import ProjectServices, ProjectServicesProps
 from constructs.identity.server_identity import ServerIdentity, ServerIdentityProps
 from constructs.identity.server_roles import DATABASE_LOGIN_ROLE, PROJECT_ROLES as SERVER_PROJECT_ROLES
 from constructs.operations.storage_audit_logs import StorageAuditLogs, StorageAuditLogsProps
+from constructs.project.image_registry import ImageRegistry, ImageRegistryProps
+from constructs.project.project_services import ProjectServices, ProjectServicesProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config
 from stacks.providers import use_google
@@ -161,7 +160,9 @@ class ProjectStack(TerraformStack):
         clients = ClientIdentity(
             self,
             "client-identity",
-            ClientIdentityProps(project=cfg.project_id, name_prefix=cfg.name_prefix, impersonators=cfg.client_impersonators),
+            ClientIdentityProps(
+                project=cfg.project_id, name_prefix=cfg.name_prefix, impersonators=cfg.client_impersonators
+            ),
         )
         wait_for(clients, apis.enabled)
         TerraformOutput(

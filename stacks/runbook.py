@@ -10,7 +10,6 @@ import re
 
 from constructs.cdk import TerraformOutput, TerraformResource, TerraformStack
 from constructs.data.sql_database import SqlDatabase
-
 from stacks.config import Config
 from stacks.project import project_stack_name
 
@@ -63,8 +62,14 @@ def add_runbook_outputs(stack: TerraformStack, cfg: Config, database: SqlDatabas
             f"gcloud storage rm --recursive --all-versions 'gs://{artifact_bucket}/**'",
             "Tear-down: deletes every artifact, old versions included (no way back)",
         ),
-        "deploy_command": (deploy_command(cfg, stack.node.id), "Applies this environment (cdktf applies a stack only with those it depends on)"),
-        "destroy_command": (destroy_command(cfg, stack.node.id), "Tear-down's last step, once protect_data = false is applied"),
+        "deploy_command": (
+            deploy_command(cfg, stack.node.id),
+            "Applies this environment (cdktf applies a stack only with those it depends on)",
+        ),
+        "destroy_command": (
+            destroy_command(cfg, stack.node.id),
+            "Tear-down's last step, once protect_data = false is applied",
+        ),
     }
     for name, (value, description) in outputs.items():
         TerraformOutput(stack, name, value=value, description=description)

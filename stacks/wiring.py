@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import jsii
-from constructs.cdk import Aspects, IAspect, TerraformResource
+
 from constructs import Construct, IConstruct
+from constructs.cdk import Aspects, IAspect, TerraformResource
 
 Dependable = TerraformResource | Construct
 
@@ -35,7 +36,5 @@ class _WaitFor:
         if not isinstance(node, TerraformResource):
             return
         # `fqn` is an unresolved token that renders as "${type.id}"; depends_on needs the bare address.
-        fqns = {
-            f"{r.terraform_resource_type}.{r.friendly_unique_id}" for d in self._dependables for r in _resources(d)
-        }
+        fqns = {f"{r.terraform_resource_type}.{r.friendly_unique_id}" for d in self._dependables for r in _resources(d)}
         node.depends_on = sorted(set(node.depends_on or []) | fqns)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from constructs.identity.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES, IAM_ADMIN_ROLES, PLANNER_ROLES
 from constructs.identity.server_roles import PROJECT_ROLES
@@ -41,7 +41,11 @@ def no_public_members(stack: Stack) -> list[str]:
 
 def no_service_account_keys(stack: Stack) -> list[str]:
     """A key is a long-lived secret that leaks; every identity here is keyless."""
-    return [f"{path}: is a service account key" for type_, path, _ in all_resources(stack) if type_ == "google_service_account_key"]
+    return [
+        f"{path}: is a service account key"
+        for type_, path, _ in all_resources(stack)
+        if type_ == "google_service_account_key"
+    ]
 
 
 def server_account_has_no_admin_roles(stack: Stack) -> list[str]:
@@ -91,7 +95,9 @@ def iap_enabled_service_is_invoked_only_by_iap(stack: Stack) -> list[str]:
         if any(f"google_cloud_run_v2_service.{unique}." in name for unique in services) and not (
             body.get("member", "").startswith("serviceAccount:service-") and body["member"].endswith(IAP_SERVICE_AGENT)
         ):
-            problems.append(f"{path}: {body.get('member')!r} may invoke an IAP-enabled service; only the IAP service agent may")
+            problems.append(
+                f"{path}: {body.get('member')!r} may invoke an IAP-enabled service; only the IAP service agent may"
+            )
     return problems
 
 
@@ -106,7 +112,8 @@ def data_is_protected_from_destroy(stack: Stack) -> list[str]:
         if type_ == "google_storage_bucket" and body.get("force_destroy") is not False:
             problems.append(f"{path}: force_destroy is not false")
         if type_ == "google_sql_database_instance" and not (
-            body.get("deletion_protection") is True and body.get("settings", {}).get("deletion_protection_enabled") is True
+            body.get("deletion_protection") is True
+            and body.get("settings", {}).get("deletion_protection_enabled") is True
         ):
             problems.append(f"{path}: Terraform or API deletion protection is off")
     return problems
@@ -136,7 +143,9 @@ ALLOWED_ROLES: dict[str, tuple[frozenset[str], str]] = {
         "executing the migration; never changing what it runs or as whom",
     ),
     "google_service_account_iam_member": (
-        frozenset({"roles/iam.serviceAccountTokenCreator", "roles/iam.workloadIdentityUser", "roles/iam.serviceAccountUser"}),
+        frozenset(
+            {"roles/iam.serviceAccountTokenCreator", "roles/iam.workloadIdentityUser", "roles/iam.serviceAccountUser"}
+        ),
         "signing as, federating to or running builds or the server as that one account; never administering it",
     ),
     "google_artifact_registry_repository_iam_member": (
@@ -171,7 +180,9 @@ def iam_bindings_grant_only_allowed_roles(stack: Stack) -> list[str]:
             and body.get("role") == "roles/iam.serviceAccountUser"
             and not any(f"/{owner}/" in f"/{path}/" for owner in ACT_AS_ACCOUNTS)
         ):
-            problems.append(f"{path}: actAs on an account other than the build or server identity lets its holder deploy as it")
+            problems.append(
+                f"{path}: actAs on an account other than the build or server identity lets its holder deploy as it"
+            )
     return problems
 
 
@@ -184,7 +195,11 @@ def is_builder_role(type_: str, path: str, body: dict) -> bool:
     return (
         type_ == "google_project_iam_member"
         and "/build-identity/submitter-" in f"/{path}"
-        and bool(re.fullmatch(r"\$\{google_project_iam_custom_role\.build-identity_builder-role_\w+\.name\}", body.get("role", "")))
+        and bool(
+            re.fullmatch(
+                r"\$\{google_project_iam_custom_role\.build-identity_builder-role_\w+\.name\}", body.get("role", "")
+            )
+        )
     )
 
 
@@ -223,10 +238,17 @@ def grantable_roles(condition: dict | None) -> set[str] | None:
 
 # What changes a workload identity pool or who may sign in through it: project roles over pools, or
 # over service accounts' IAM policies (where the federation bindings are), or over all of IAM.
-WIDENS_FEDERATION = frozenset({
-    "roles/owner", "roles/editor", "roles/iam.workloadIdentityPoolAdmin", "roles/iam.serviceAccountAdmin",
-    "roles/iam.securityAdmin", "roles/iam.roleAdmin", "roles/resourcemanager.projectIamAdmin",
-})
+WIDENS_FEDERATION = frozenset(
+    {
+        "roles/owner",
+        "roles/editor",
+        "roles/iam.workloadIdentityPoolAdmin",
+        "roles/iam.serviceAccountAdmin",
+        "roles/iam.securityAdmin",
+        "roles/iam.roleAdmin",
+        "roles/resourcemanager.projectIamAdmin",
+    }
+)
 
 
 def no_identity_may_modify_how_it_signs_in(stack: Stack) -> list[str]:
@@ -239,19 +261,28 @@ def no_identity_may_modify_how_it_signs_in(stack: Stack) -> list[str]:
     }
     problems = []
     for type_, path, body in all_resources(stack):
-        if type_ not in ("google_project_iam_member", "google_service_account_iam_member") or body.get("member") not in federated:
+        if (
+            type_ not in ("google_project_iam_member", "google_service_account_iam_member")
+            or body.get("member") not in federated
+        ):
             continue
         role = body.get("role")
         if type_ == "google_service_account_iam_member":
             target = f"${{google_service_account.{body.get('service_account_id', '..').split('.')[1]}.member}}"
             if role not in ("roles/iam.serviceAccountUser", "roles/iam.serviceAccountTokenCreator"):
-                problems.append(f"{path}: a federated identity holds {role} on a service account, which can change its bindings")
+                problems.append(
+                    f"{path}: a federated identity holds {role} on a service account, which can change its bindings"
+                )
             elif target in federated:
-                problems.append(f"{path}: a federated identity may act as another one, skipping that one's sign-in condition")
+                problems.append(
+                    f"{path}: a federated identity may act as another one, skipping that one's sign-in condition"
+                )
         elif role in WIDENS_FEDERATION:
             allowed = grantable_roles(body.get("condition")) if role == DEPLOYER_IAM_ADMIN_ROLE else None
             if allowed is None or allowed & (WIDENS_FEDERATION | IAM_ADMIN_ROLES):
-                problems.append(f"{path}: a federated identity holds {role}, which can change the pool or its own bindings")
+                problems.append(
+                    f"{path}: a federated identity holds {role}, which can change the pool or its own bindings"
+                )
     return problems
 
 

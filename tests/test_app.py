@@ -29,8 +29,16 @@ def test_bootstrap_keeps_its_state_locally(bootstrap):
 
 
 def test_environment_stacks_keep_state_in_the_bootstrap_bucket_under_their_own_prefix(app):
-    for name in ("mlflow-example", "mlflow-example-project", "mlflow-prod", "mlflow-prod-project", "mlflow-small", "mlflow-small-project",
-                 "mlflow-teams", "mlflow-teams-project"):
+    for name in (
+        "mlflow-example",
+        "mlflow-example-project",
+        "mlflow-prod",
+        "mlflow-prod-project",
+        "mlflow-small",
+        "mlflow-small-project",
+        "mlflow-teams",
+        "mlflow-teams-project",
+    ):
         environment = name.split("-")[1]
         assert app.stacks[name]["terraform"]["backend"] == {
             "gcs": {"bucket": "example-mlflow-project-tfstate", "prefix": f"{environment}/{name}"}
@@ -92,7 +100,10 @@ def test_post_deploy_commands_are_outputs_with_the_real_names_project_and_region
     )
     assert outputs["migration_command"].endswith("--project=example-mlflow-project --region=europe-west1 --wait")
     (service,) = mlflow["resource"]["google_cloud_run_v2_service"]
-    assert f'resource.labels.service_name="${{google_cloud_run_v2_service.{service}.name}}"' in outputs["server_logs_command"]
+    assert (
+        f'resource.labels.service_name="${{google_cloud_run_v2_service.{service}.name}}"'
+        in outputs["server_logs_command"]
+    )
     (job,) = mlflow["resource"]["google_cloud_run_v2_job"]
     assert f'resource.labels.job_name="${{google_cloud_run_v2_job.{job}.name}}"' in outputs["migration_logs_command"]
     for name in ("server_logs_command", "migration_logs_command"):
@@ -142,7 +153,8 @@ def test_tearing_down_lifts_every_protection_of_every_stack_and_says_so(tmp_path
         guarded = {line.split(":")[0] for line in protections(app.stacks[name])}
         assert set(stateful(app.stacks[name])) <= guarded, name
     (build_bucket,) = [
-        body for body in off.stacks["mlflow-example-project"]["resource"]["google_storage_bucket"].values()
+        body
+        for body in off.stacks["mlflow-example-project"]["resource"]["google_storage_bucket"].values()
         if body["name"].endswith("-build")
     ]
     assert build_bucket["force_destroy"] is True

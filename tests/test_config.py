@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from stacks.config import EXAMPLE_CONFIG, GCP_REGIONS, ConfigError, load_configs, parse_config
 
@@ -52,13 +51,13 @@ def test_the_embedded_example_is_the_default(example_config):
         ("iap_members", '["allUsers"]', "iap_members", "refused"),
         ("iap_members", "[]", "iap_members", "list who may use MLflow"),
         ("private_services_cidr", '"10.10.0.0/16"', "network", "do not overlap"),
-        ("subnet_cidr", '"10.10.0.0/33"', "network.subnet_cidr", "like \"10.10.0.0/24\""),
+        ("subnet_cidr", '"10.10.0.0/33"', "network.subnet_cidr", 'like "10.10.0.0/24"'),
         ("tier", '"db-n1-standard-1"', "database.tier", "db-custom-CPUS-MEMORY_MB"),
         ("tier", '"db-custom-1-1024"', "database.tier", "at least 3840 MB"),
         ("bucket", '"' + "a" * 64 + '"', "state.bucket", "3-63 lowercase"),
         ("disk_size_gb", "5", "database.disk_size_gb", "between 10 and 65536"),
         ("max_overflow", "0", "server.max_overflow", "must be 1 or more — MLflow ignores 0"),
-        ("memory", '"1GB"', "server.memory", "\"1Gi\""),
+        ("memory", '"1GB"', "server.memory", '"1Gi"'),
         ("workers", '"2"', "server.workers", "whole number"),
     ],
 )
@@ -76,7 +75,9 @@ def test_database_login_is_iam_unless_password_is_asked_for():
 
 def test_an_unknown_database_login_method_is_refused():
     message = rejection(EXAMPLE.replace("[database]\n", '[database]\nauth = "token"\n'))
-    assert "database.auth: 'token' is not a login method — use \"iam\" (no password, the default) or \"password\"" in message
+    assert (
+        'database.auth: \'token\' is not a login method — use "iam" (no password, the default) or "password"' in message
+    )
 
 
 def test_an_unknown_state_location_is_refused():
@@ -120,8 +121,15 @@ def test_the_connection_budget_accepts_a_config_that_fits():
 
 @pytest.mark.parametrize(
     "tier, connections",
-    [("db-f1-micro", 25), ("db-g1-small", 50), ("db-custom-1-3840", 100), ("db-custom-2-7680", 400),
-     ("db-custom-4-15360", 500), ("db-custom-16-61440", 800), ("db-custom-32-122880", 1000)],
+    [
+        ("db-f1-micro", 25),
+        ("db-g1-small", 50),
+        ("db-custom-1-3840", 100),
+        ("db-custom-2-7680", 400),
+        ("db-custom-4-15360", 500),
+        ("db-custom-16-61440", 800),
+        ("db-custom-32-122880", 1000),
+    ],
 )
 def test_max_connections_follow_cloud_sqls_memory_bands(tier, connections):
     assert parse_config(with_line("tier", f'"{tier}"')).database.max_connections == connections
@@ -135,8 +143,11 @@ def test_cloud_run_memory_must_fit_the_cpu():
 def environment(name: str, project: str = "acme-ml", bucket: str = "acme-ml-tfstate", text: str = EXAMPLE) -> str:
     """The example as another environment, with its own name, project, number, domain and state bucket."""
     for key, value in (
-        ("environment", name), ("project_id", project), ("project_number", "210987654321"),
-        ("domain", f"mlflow.{name}.acme.example"), ("bucket", bucket),
+        ("environment", name),
+        ("project_id", project),
+        ("project_number", "210987654321"),
+        ("domain", f"mlflow.{name}.acme.example"),
+        ("bucket", bucket),
     ):
         text = with_line(key, f'"{value}"', text)
     return text
@@ -165,7 +176,10 @@ def test_environments_must_share_the_state_bucket(tmp_path):
 def test_environments_in_two_projects_must_say_which_one_holds_the_state_bucket(tmp_path):
     """The bootstrap stack is built from [state], not from whichever file MLFLOW_CONFIG names first."""
     dev, prod = environment("dev", project="acme-ml-dev"), environment("prod", project="acme-ml-prod")
-    with pytest.raises(ConfigError, match=r": state.project: environments disagree on the one state bucket \(acme-ml-dev, acme-ml-prod\) — write the same \[state\] project"):
+    with pytest.raises(
+        ConfigError,
+        match=r": state.project: environments disagree on the one state bucket \(acme-ml-dev, acme-ml-prod\) — write the same \[state\] project",
+    ):
         load_configs(files(tmp_path, dev, prod))
     held = [text.replace("[state]\n", '[state]\nproject = "acme-ml-prod"\n') for text in (dev, prod)]
     assert {c.state.project for c in load_configs(files(tmp_path, *held))} == {"acme-ml-prod"}
@@ -174,7 +188,10 @@ def test_environments_in_two_projects_must_say_which_one_holds_the_state_bucket(
 def test_environments_in_two_regions_must_agree_on_the_state_buckets_location(tmp_path):
     us = with_line("region", '"us-central1"', environment("us", bucket="acme-ml-tfstate"))
     eu = with_line("name_prefix", '"eu"', environment("eu"))
-    with pytest.raises(ConfigError, match=r": state.location: environments disagree on the one state bucket \(europe-west1, us-central1\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r": state.location: environments disagree on the one state bucket \(europe-west1, us-central1\)",
+    ):
         load_configs(files(tmp_path, us, eu))
 
 
@@ -194,7 +211,11 @@ def test_the_bootstrap_owner_does_not_depend_on_the_order_of_files(tmp_path):
 
 def test_the_examples_placeholders_are_refused_in_any_other_environment():
     message = rejection(with_line("environment", '"prod"'))
-    for key in ("project_id: 'example-mlflow-project'", "project_number: '123456789012'", "domain: 'mlflow.example.com'"):
+    for key in (
+        "project_id: 'example-mlflow-project'",
+        "project_number: '123456789012'",
+        "domain: 'mlflow.example.com'",
+    ):
         assert f"{key} is the example's placeholder — write this environment's own" in message, message
     assert message.count("python -m stacks.init") == 1, message
 
@@ -203,7 +224,9 @@ def test_the_examples_state_bucket_is_refused_unless_the_example_is_selected(tmp
     copied = environment("prod", bucket="example-mlflow-project-tfstate").replace(
         "[state]\n", '[state]\nproject = "example-mlflow-project"\n'
     )
-    with pytest.raises(ConfigError, match=r": state.bucket: 'example-mlflow-project-tfstate' is the example's placeholder"):
+    with pytest.raises(
+        ConfigError, match=r": state.bucket: 'example-mlflow-project-tfstate' is the example's placeholder"
+    ):
         load_configs(files(tmp_path, copied))
     assert [c.environment for c in load_configs(f"{EXAMPLE_CONFIG},{files(tmp_path, copied)}")] == ["example", "prod"]
 
@@ -213,8 +236,10 @@ def test_the_placeholders_are_the_shipped_examples_own_values(example_config, di
 
     shipped = (example_config, direct_iap_config, teams_config)
     assert tuple(c.environment for c in shipped) == EXAMPLE_ENVIRONMENTS
-    assert {key: tuple(dict.fromkeys(getattr(c, key) for c in shipped if key != "domain" or c is example_config))
-            for key in EXAMPLE_PLACEHOLDERS} == EXAMPLE_PLACEHOLDERS
+    assert {
+        key: tuple(dict.fromkeys(getattr(c, key) for c in shipped if key != "domain" or c is example_config))
+        for key in EXAMPLE_PLACEHOLDERS
+    } == EXAMPLE_PLACEHOLDERS
     assert {c.state.bucket for c in shipped} == {EXAMPLE_STATE_BUCKET}
 
 
@@ -250,7 +275,10 @@ def refuse_in(cwd: Path, text: str, **env: str) -> subprocess.CompletedProcess:
     bad = cwd / "bad.toml"
     bad.write_text(text)
     return subprocess.run(
-        [sys.executable, str(REPO / "main.py")], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, str(REPO / "main.py")],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         env={**os.environ, "MLFLOW_CONFIG": str(bad), "PYTHONPATH": str(REPO), **env},
     )
 
@@ -286,7 +314,10 @@ def test_a_refusal_imports_no_cdk_runtime_so_no_node_starts(tmp_path):
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jsii', 'constructs', 'cdktf', 'cdktn')))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         env={**os.environ, "MLFLOW_CONFIG": str(bad), "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0 and result.stdout == "[]\n", result.stdout + result.stderr
@@ -294,8 +325,10 @@ def test_a_refusal_imports_no_cdk_runtime_so_no_node_starts(tmp_path):
 
 def test_every_problem_of_a_file_is_reported_at_once_with_the_nearest_names():
     """Unknown keys do not hide the value errors of the same file (a second run is never needed)."""
-    text = with_line("region", '"us-central"', with_line("workers", '"2"')).replace("[server]\n", "[server]\nmin_instance = 1\n")
-    text = text.replace("[network]\n", "[network]\nsubnet = \"10.0.0.0/24\"\n")
+    text = with_line("region", '"us-central"', with_line("workers", '"2"')).replace(
+        "[server]\n", "[server]\nmin_instance = 1\n"
+    )
+    text = text.replace("[network]\n", '[network]\nsubnet = "10.0.0.0/24"\n')
     message = rejection(text)
     for problem in (
         "region: 'us-central' is not a Google Cloud region — did you mean `us-central1`?",
@@ -333,7 +366,11 @@ def test_any_malformed_project_id_is_refused(value):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=25).filter(lambda r: r not in GCP_REGIONS))
+@given(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=25).filter(
+        lambda r: r not in GCP_REGIONS
+    )
+)
 def test_any_unknown_region_is_refused(value):
     assert "region: " in rejection(with_line("region", f'"{value}"'))
 
@@ -356,7 +393,10 @@ def test_any_non_hostname_domain_is_refused(value):
 @settings(max_examples=60, deadline=None)
 @given(
     st.one_of(
-        st.from_regex(r"(owner|member|User|users|sa|serviceaccount|allUsers|allAuthenticatedUsers)(:[a-z]{1,8}@example\.com)?", fullmatch=True),
+        st.from_regex(
+            r"(owner|member|User|users|sa|serviceaccount|allUsers|allAuthenticatedUsers)(:[a-z]{1,8}@example\.com)?",
+            fullmatch=True,
+        ),
         st.from_regex(r"(user|group|serviceAccount):[a-z]{1,8}", fullmatch=True),  # not an email
         st.from_regex(r"domain:[a-z]{1,8}", fullmatch=True),  # not a domain
     )
@@ -376,12 +416,16 @@ def test_any_overlapping_pair_of_ranges_is_refused(second_octet, prefix, extra):
 
 
 def test_a_member_listed_twice_is_refused_because_grants_are_keyed_by_member():
-    message = rejection(with_line("iap_members", '["group:ml@example.com", "user:a@example.com", "group:ML@example.com"]'))
+    message = rejection(
+        with_line("iap_members", '["group:ml@example.com", "user:a@example.com", "group:ML@example.com"]')
+    )
     assert "iap_members: 'group:ml@example.com' is listed more than once" in message, message
 
 
 def test_an_impersonator_listed_twice_is_refused():
-    text = with_line("iap_members", '["group:ml@example.com"]\nclient_impersonators = ["user:a@example.com", "user:a@example.com"]')
+    text = with_line(
+        "iap_members", '["group:ml@example.com"]\nclient_impersonators = ["user:a@example.com", "user:a@example.com"]'
+    )
     assert "client_impersonators: 'user:a@example.com' is listed more than once" in rejection(text)
 
 
@@ -397,7 +441,9 @@ def test_an_edit_of_the_prod_like_fixture_whose_target_is_gone_fails_loudly():
 
 def test_members_outside_allowed_domains_are_refused_at_synth_not_at_apply():
     text = with_line("iap_members", '["group:ml@example.com", "user:guest@gmail.com"]')
-    text = text.replace('iap_members =', 'allowed_domains = ["example.com"]\nimage_builders = ["user:ci@partner.io"]\niap_members =')
+    text = text.replace(
+        "iap_members =", 'allowed_domains = ["example.com"]\nimage_builders = ["user:ci@partner.io"]\niap_members ='
+    )
     message = rejection(text)
     assert "iap_members: 'user:guest@gmail.com' is outside allowed_domains (example.com)" in message
     assert "image_builders: 'user:ci@partner.io' is outside allowed_domains" in message
@@ -405,7 +451,10 @@ def test_members_outside_allowed_domains_are_refused_at_synth_not_at_apply():
 
 
 def test_allowed_domains_accept_members_of_those_domains_and_service_accounts():
-    text = with_line("iap_members", '["group:ml@Example.com", "domain:example.com", "serviceAccount:x@other-project.iam.gserviceaccount.com"]')
+    text = with_line(
+        "iap_members",
+        '["group:ml@Example.com", "domain:example.com", "serviceAccount:x@other-project.iam.gserviceaccount.com"]',
+    )
     cfg = parse_config(text.replace("iap_members =", 'allowed_domains = ["example.com"]\niap_members ='), "env.toml")
     assert cfg.allowed_domains == ("example.com",)
 
@@ -427,7 +476,9 @@ def test_a_custom_iap_oauth_client_needs_a_client_id_and_a_positive_secret_versi
 
 
 def test_the_iap_oauth_client_has_no_secret_key_to_put_in_a_file():
-    message = rejection(EXAMPLE + '\n[iap_oauth_client]\nclient_id = "1-a.apps.googleusercontent.com"\nclient_secret = "x"\n')
+    message = rejection(
+        EXAMPLE + '\n[iap_oauth_client]\nclient_id = "1-a.apps.googleusercontent.com"\nclient_secret = "x"\n'
+    )
     assert "iap_oauth_client.client_secret: unknown key" in message
 
 
@@ -471,7 +522,9 @@ def test_alert_thresholds_default_from_the_config():
 def test_alert_thresholds_follow_overrides_and_the_tier():
     from stacks.config import alert_thresholds
 
-    text = with_line("tier", '"db-custom-2-7680"', EXAMPLE) + ALERTS + "connections_percent = 50\nsql_cpu_percent = 90\n"
+    text = (
+        with_line("tier", '"db-custom-2-7680"', EXAMPLE) + ALERTS + "connections_percent = 50\nsql_cpu_percent = 90\n"
+    )
     thresholds = alert_thresholds(parse_config(text, "env.toml"))
     assert thresholds["sql_connections"] == 200 and thresholds["sql_cpu"] == 0.9
 
@@ -531,24 +584,33 @@ def test_protect_data_is_true_or_false_and_on_by_default():
 
 def test_a_repository_without_its_numeric_ids_is_refused_with_the_command_that_prints_them():
     message = rejection(EXAMPLE + '\n[ci]\ngithub_repository = "acme/infra"\n')
-    assert "ci.repository_id: missing — the workload identity provider binds the repository by id, not name: write the first " \
+    assert (
+        "ci.repository_id: missing — the workload identity provider binds the repository by id, not name: write the first "
         "number `gh api repos/acme/infra --jq .id,.owner.id` prints" in message
+    )
     assert "ci.repository_owner_id: missing —" in message and "write the second number" in message
 
 
 def test_ids_without_a_repository_are_refused():
     message = rejection(EXAMPLE + "\n[ci]\nrepository_id = 812345678\n")
-    assert "ci.repository_id: 812345678 is set without ci.github_repository — set the repository too, or remove it" in message
+    assert (
+        "ci.repository_id: 812345678 is set without ci.github_repository — set the repository too, or remove it"
+        in message
+    )
 
 
 @pytest.mark.parametrize("value, problem", [('"812345678"', "must be a whole number"), ("-1", "must be 0 or more")])
 def test_repository_ids_are_whole_numbers(value, problem):
-    message = rejection(EXAMPLE + f'\n[ci]\ngithub_repository = "acme/infra"\nrepository_id = {value}\nrepository_owner_id = 2\n')
+    message = rejection(
+        EXAMPLE + f'\n[ci]\ngithub_repository = "acme/infra"\nrepository_id = {value}\nrepository_owner_id = 2\n'
+    )
     assert "ci.repository_id: " in message and problem in message, message
 
 
 def test_a_repository_with_its_ids_is_accepted():
-    cfg = parse_config(EXAMPLE + '\n[ci]\ngithub_repository = "acme/infra"\nrepository_id = 812345678\nrepository_owner_id = 4123456\n')
+    cfg = parse_config(
+        EXAMPLE + '\n[ci]\ngithub_repository = "acme/infra"\nrepository_id = 812345678\nrepository_owner_id = 4123456\n'
+    )
     assert (cfg.ci.repository_id, cfg.ci.repository_owner_id) == (812345678, 4123456)
 
 
@@ -611,18 +673,32 @@ def test_a_check_across_fields_stays_silent_when_a_field_it_reads_failed():
 def test_checks_across_fields_run_although_another_section_failed():
     text = with_line("region", '"mars-north1"', with_line("environment", '"prod"'))
     message = rejection(text)
-    assert "region: 'mars-north1'" in message and "project_id: 'example-mlflow-project' is the example's placeholder" in message
+    assert (
+        "region: 'mars-north1'" in message
+        and "project_id: 'example-mlflow-project' is the example's placeholder" in message
+    )
 
 
 @pytest.mark.parametrize(
     "given, meant",
     [
-        ("eu-west-1", "europe-west1"), ("eu-west-2", "europe-west2"), ("eu-central-1", "europe-west3"),
-        ("us-east-1", "us-east4"), ("us-west-2", "us-west1"), ("ap-northeast-1", "asia-northeast1"),
-        ("ap-southeast-2", "australia-southeast1"), ("westeurope", "europe-west4"), ("northeurope", "europe-west1"),
-        ("uksouth", "europe-west2"), ("eastus", "us-east4"), ("West Europe", "europe-west4"),
-        ("europe-west1-b", "europe-west1"), ("Europe-West1", "europe-west1"), ("europe-west", "europe-west9"),
-        ("eu-west-9", "europe-west9"), ("us-central", "us-central1"),
+        ("eu-west-1", "europe-west1"),
+        ("eu-west-2", "europe-west2"),
+        ("eu-central-1", "europe-west3"),
+        ("us-east-1", "us-east4"),
+        ("us-west-2", "us-west1"),
+        ("ap-northeast-1", "asia-northeast1"),
+        ("ap-southeast-2", "australia-southeast1"),
+        ("westeurope", "europe-west4"),
+        ("northeurope", "europe-west1"),
+        ("uksouth", "europe-west2"),
+        ("eastus", "us-east4"),
+        ("West Europe", "europe-west4"),
+        ("europe-west1-b", "europe-west1"),
+        ("Europe-West1", "europe-west1"),
+        ("europe-west", "europe-west9"),
+        ("eu-west-9", "europe-west9"),
+        ("us-central", "us-central1"),
     ],
 )
 def test_a_region_is_suggested_from_the_same_geography(given, meant):

@@ -34,8 +34,13 @@ def test_the_readme_configuration_table_is_the_models():
 
 def test_the_table_documents_a_default_of_every_kind():
     readme = README.read_text()
-    for row in ("| `environment` | required |", "| `[server] workers` | `1` |", "| `[dns] existing_zone` | empty |",
-                "| `[state] location` | the region |", "| `allowed_domains` | `[]` |"):
+    for row in (
+        "| `environment` | required |",
+        "| `[server] workers` | `1` |",
+        "| `[dns] existing_zone` | empty |",
+        "| `[state] location` | the region |",
+        "| `allowed_domains` | `[]` |",
+    ):
         assert row in readme, row
 
 
@@ -51,7 +56,7 @@ def test_every_shipped_config_names_the_schema_and_passes_it(path):
     "edit, where",
     [
         (("[server]\n", "[server]\nreplicas = 3\n"), "replicas"),
-        (("region = ", "regoin = \"europe-west1\"\nregion = "), "regoin"),
+        (("region = ", 'regoin = "europe-west1"\nregion = '), "regoin"),
         (("workers = 1", 'workers = "1"'), "'1' is not of type 'integer'"),
         (('region = "europe-west1"', 'region = "us-central"'), "'us-central' is not one of"),
     ],

@@ -49,7 +49,9 @@ def test_an_already_imported_binding_is_used_as_it_is():
 def test_the_node_end_of_life_banner_is_silenced(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JSII_SILENCE")}
     env.update(MLFLOW_CONFIG="", PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, str(REPO / "main.py")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "main.py")], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cdktf.out" / "stacks" / "bootstrap" / "cdk.tf.json").exists()
     assert "end-of-life" not in result.stdout + result.stderr

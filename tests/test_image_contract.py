@@ -27,7 +27,10 @@ REQUIRED = "<required>"
 # the audience of IAP's signed header (its backend service's id) and the IAM database login (the
 # config's default; the image's is password login, which the URI shows), and the AI gateway's key.
 DEPLOYMENT_VALUES = {
-    "MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS", "MLFLOW_IAP_AUDIENCE", "MLFLOW_BACKEND_STORE_AUTH",
+    "MLFLOW_ALLOWED_HOSTS",
+    "MLFLOW_CORS_ALLOWED_ORIGINS",
+    "MLFLOW_IAP_AUDIENCE",
+    "MLFLOW_BACKEND_STORE_AUTH",
     "MLFLOW_CRYPTO_KEK_PASSPHRASE",
 }
 
@@ -105,13 +108,19 @@ def test_the_migration_command_is_a_script_the_dockerfile_installs_there():
 
 
 def test_the_migration_output_is_the_command_the_apply_runs(mlflow):
-    provisioner = resource(mlflow, "terraform_data", "migration-job/execution")["provisioner"][0]["local-exec"]["command"]
+    provisioner = resource(mlflow, "terraform_data", "migration-job/execution")["provisioner"][0]["local-exec"][
+        "command"
+    ]
     assert mlflow["output"]["migration_command"]["value"] == provisioner
 
 
 def test_the_cloudsql_mount_is_where_the_backend_store_uri_looks(mlflow, mlflow_prod):
-    iam_uri = env_of(one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0])["MLFLOW_BACKEND_STORE_URI"]
-    password_uri = resource(mlflow_prod, "google_secret_manager_secret_version", "backend-store-uri/version")["secret_data_wo"]
+    iam_uri = env_of(one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0])[
+        "MLFLOW_BACKEND_STORE_URI"
+    ]
+    password_uri = resource(mlflow_prod, "google_secret_manager_secret_version", "backend-store-uri/version")[
+        "secret_data_wo"
+    ]
     for stack, uri in ((mlflow, iam_uri), (mlflow_prod, password_uri)):
         mounts = one(stack, "google_cloud_run_v2_service")["template"]["containers"][0]["volume_mounts"]
         assert f"?host={CLOUDSQL_MOUNT}/" in uri

@@ -16,10 +16,22 @@ import pytest
 from stacks.config import parse_config
 
 REPO = Path(__file__).resolve().parent.parent
-ARGS = ["prod", "--project", "acme-ml", "--region", "us-central1", "--domain", "mlflow.acme.com", "--member", "group:ml@acme.com"]
+ARGS = [
+    "prod",
+    "--project",
+    "acme-ml",
+    "--region",
+    "us-central1",
+    "--domain",
+    "mlflow.acme.com",
+    "--member",
+    "group:ml@acme.com",
+]
 
 
-def init(tmp_path: Path, *args: str, gcloud: str | None = None, stdin: int = subprocess.DEVNULL) -> subprocess.CompletedProcess:
+def init(
+    tmp_path: Path, *args: str, gcloud: str | None = None, stdin: int = subprocess.DEVNULL
+) -> subprocess.CompletedProcess:
     """Run the command with only a fake gcloud (or none) on PATH, writing into tmp_path/config; stdin no terminal unless given."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -29,8 +41,11 @@ def init(tmp_path: Path, *args: str, gcloud: str | None = None, stdin: int = sub
     (tmp_path / "config").mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", "stacks.init", *args, "--config-dir", str(tmp_path / "config")],
-        cwd=REPO, env={"PATH": str(bin_dir), "PYTHONPATH": str(REPO)}, stdin=stdin,
-        capture_output=True, text=True,
+        cwd=REPO,
+        env={"PATH": str(bin_dir), "PYTHONPATH": str(REPO)},
+        stdin=stdin,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -40,8 +55,17 @@ def test_the_project_number_comes_from_gcloud_and_the_file_is_a_valid_environmen
     assert (tmp_path / "gcloud.calls").read_text() == "projects describe acme-ml --format=value(projectNumber)\n"
     text = (tmp_path / "config" / "prod.toml").read_text()
     cfg = parse_config(text, "prod.toml")
-    assert (cfg.environment, cfg.project_id, cfg.project_number, cfg.region) == ("prod", "acme-ml", "987654321098", "us-central1")
-    assert (cfg.domain, cfg.iap_members, cfg.state.bucket) == ("mlflow.acme.com", ("group:ml@acme.com",), "acme-ml-tfstate")
+    assert (cfg.environment, cfg.project_id, cfg.project_number, cfg.region) == (
+        "prod",
+        "acme-ml",
+        "987654321098",
+        "us-central1",
+    )
+    assert (cfg.domain, cfg.iap_members, cfg.state.bucket) == (
+        "mlflow.acme.com",
+        ("group:ml@acme.com",),
+        "acme-ml-tfstate",
+    )
     assert cfg.state.location == "us-central1"
     assert text.startswith("#:schema ./mlflow-config.schema.json\n") and "# [alerts]" in text
 
@@ -81,13 +105,17 @@ def test_on_a_terminal_without_gcloud_the_number_is_asked_for(tmp_path):
 
 def test_a_failing_gcloud_falls_back_to_requiring_the_number_and_says_what_gcloud_said(tmp_path):
     """gcloud not signed in prints several lines; the one that says why is kept, on the problem's line."""
-    said = "echo 'ERROR: (gcloud.projects.describe) You do not currently have an active account selected.' >&2; " \
+    said = (
+        "echo 'ERROR: (gcloud.projects.describe) You do not currently have an active account selected.' >&2; "
         "echo 'Please run:' >&2; echo '  $ gcloud auth login' >&2; exit 1"
+    )
     result = init(tmp_path, *ARGS, gcloud=said)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
-    assert line.startswith("error: project_number: unknown — `gcloud projects describe acme-ml '--format=value(projectNumber)'` "
-                           "failed (ERROR: (gcloud.projects.describe) You do not currently have an active account selected.")
+    assert line.startswith(
+        "error: project_number: unknown — `gcloud projects describe acme-ml '--format=value(projectNumber)'` "
+        "failed (ERROR: (gcloud.projects.describe) You do not currently have an active account selected."
+    )
     assert "gcloud auth login" in line and "no gcloud here" not in line and "not installed" not in line
     assert not (tmp_path / "config" / "prod.toml").exists()
 
@@ -108,15 +136,25 @@ def test_the_help_examples_are_commands_it_accepts():
     from stacks.init import parser
 
     text = parser().format_help()
-    examples = re.findall(r"python -m stacks\.init (.*?)(?:#.*)?$", text.split("examples:")[1].replace("\\\n", " "), re.M)
+    examples = re.findall(
+        r"python -m stacks\.init (.*?)(?:#.*)?$", text.split("examples:")[1].replace("\\\n", " "), re.M
+    )
     assert len(examples) == 2 and all("--member" in e for e in examples), examples
     for example in examples:
         parser().parse_args(example.split())
 
 
 def test_client_impersonators_can_be_set_so_a_laptop_can_log_runs(tmp_path):
-    result = init(tmp_path, *ARGS, "--project-number", "111222333444", "--client-impersonator", "group:ml@acme.com",
-                  "--client-impersonator", "user:ana@acme.com")
+    result = init(
+        tmp_path,
+        *ARGS,
+        "--project-number",
+        "111222333444",
+        "--client-impersonator",
+        "group:ml@acme.com",
+        "--client-impersonator",
+        "user:ana@acme.com",
+    )
     assert result.returncode == 0, result.stderr
     cfg = parse_config((tmp_path / "config" / "prod.toml").read_text())
     assert cfg.client_impersonators == ("group:ml@acme.com", "user:ana@acme.com")

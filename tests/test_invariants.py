@@ -6,9 +6,9 @@ import copy
 import json
 
 import pytest
+
 from constructs.cdk import App, TerraformStack
 from constructs.cdk.google.provider import GoogleProvider
-
 from constructs.data.private_bucket import PrivateBucket, PrivateBucketProps
 from tests.invariants import (
     ALLOWED_ROLES,
@@ -17,8 +17,8 @@ from tests.invariants import (
     data_is_protected_from_destroy,
     grantable_roles,
     iam_admin_grants_carry_a_condition,
-    iap_enabled_service_is_invoked_only_by_iap,
     iam_bindings_grant_only_allowed_roles,
+    iap_enabled_service_is_invoked_only_by_iap,
     no_identity_may_modify_how_it_signs_in,
     no_project_level_act_as_or_token_creator,
     no_public_ip_on_sql,
@@ -46,7 +46,10 @@ def broken(stack, change):
 
 
 def test_a_public_sql_ip_is_caught(mlflow):
-    bad = broken(mlflow, lambda s: first(s, "google_sql_database_instance")["settings"]["ip_configuration"].update(ipv4_enabled=True))
+    bad = broken(
+        mlflow,
+        lambda s: first(s, "google_sql_database_instance")["settings"]["ip_configuration"].update(ipv4_enabled=True),
+    )
     assert no_public_ip_on_sql(bad) == ["mlflow-example/database/instance: ipv4_enabled is not false"]
 
 
@@ -57,7 +60,9 @@ def test_an_all_users_invoker_is_caught(mlflow):
 
 def test_a_service_account_key_is_caught(mlflow):
     def add_key(s):
-        s["resource"]["google_service_account_key"] = {"k": {"//": {"metadata": {"path": "mlflow-example/key", "uniqueId": "k"}}}}
+        s["resource"]["google_service_account_key"] = {
+            "k": {"//": {"metadata": {"path": "mlflow-example/key", "uniqueId": "k"}}}
+        }
 
     assert no_service_account_keys(broken(mlflow, add_key)) == ["mlflow-example/key: is a service account key"]
 
@@ -108,7 +113,9 @@ def test_an_unprotected_bucket_from_a_deliberately_broken_construct_is_caught(tm
         def __init__(self, scope):
             super().__init__(scope, "broken")
             GoogleProvider(self, "google", project="example-project")
-            PrivateBucket(self, "artifacts", PrivateBucketProps("example-project", "b", "EU", protect_from_destroy=False))
+            PrivateBucket(
+                self, "artifacts", PrivateBucketProps("example-project", "b", "EU", protect_from_destroy=False)
+            )
 
     app = App(outdir=str(tmp_path))
     BrokenStack(app)
@@ -135,7 +142,9 @@ ADMIN_ROLES = {
 def with_binding(stack, type_, role):
     def add(s):
         s["resource"].setdefault(type_, {})["bad"] = {
-            "//": {"metadata": {"path": "mlflow-example/bad", "uniqueId": "bad"}}, "role": role, "member": "user:a@example.com"
+            "//": {"metadata": {"path": "mlflow-example/bad", "uniqueId": "bad"}},
+            "role": role,
+            "member": "user:a@example.com",
         }
 
     return broken(stack, add)
@@ -154,12 +163,17 @@ def test_every_kind_of_binding_the_app_makes_has_an_allow_list(app):
 
 
 def test_a_binding_of_an_unlisted_kind_or_an_authoritative_one_fails_rather_than_passes(mlflow):
-    assert iam_bindings_grant_only_allowed_roles(with_binding(mlflow, "google_kms_crypto_key_iam_member", "roles/x")) == [
+    assert iam_bindings_grant_only_allowed_roles(
+        with_binding(mlflow, "google_kms_crypto_key_iam_member", "roles/x")
+    ) == [
         "mlflow-example/bad: no allowed roles are listed for google_kms_crypto_key_iam_member; add them to ALLOWED_ROLES with a reason"
     ]
-    assert "is authoritative" in iam_bindings_grant_only_allowed_roles(
-        with_binding(mlflow, "google_storage_bucket_iam_binding", "roles/storage.objectViewer")
-    )[0]
+    assert (
+        "is authoritative"
+        in iam_bindings_grant_only_allowed_roles(
+            with_binding(mlflow, "google_storage_bucket_iam_binding", "roles/storage.objectViewer")
+        )[0]
+    )
 
 
 def test_storage_admin_on_the_artifact_bucket_is_caught_when_synthesized_for_real(tmp_path):
@@ -184,8 +198,14 @@ def test_the_bucket_intents_grant_object_roles_only(tmp_path):
         bucket.grant_object_creator("creator", "user:a@example.com")
         bucket.grant_object_viewer("viewer", "user:a@example.com")
 
-    roles = {k: v["role"] for k, v in resources(synth_construct(tmp_path, build), "google_storage_bucket_iam_member").items()}
-    assert roles == {"b/user": "roles/storage.objectUser", "b/creator": "roles/storage.objectCreator", "b/viewer": "roles/storage.objectViewer"}
+    roles = {
+        k: v["role"] for k, v in resources(synth_construct(tmp_path, build), "google_storage_bucket_iam_member").items()
+    }
+    assert roles == {
+        "b/user": "roles/storage.objectUser",
+        "b/creator": "roles/storage.objectCreator",
+        "b/viewer": "roles/storage.objectViewer",
+    }
 
 
 # --- Identities: act-as per account, conditioned IAM admins, no way to widen one's own sign-in ---------
@@ -193,13 +213,17 @@ def test_the_bucket_intents_grant_object_roles_only(tmp_path):
 
 def deployer_grant(stack, role):
     return next(
-        body for body in stack["resource"]["google_project_iam_member"].values()
+        body
+        for body in stack["resource"]["google_project_iam_member"].values()
         if body["//"]["metadata"]["path"].endswith(f"ci-identity/deployer-{role.split('/')[-1]}")
     )
 
 
 def test_act_as_on_the_whole_project_is_caught(app):
-    bad = broken(app.stacks["mlflow-prod-project"], lambda s: deployer_grant(s, "roles/run.admin").update(role="roles/iam.serviceAccountUser"))
+    bad = broken(
+        app.stacks["mlflow-prod-project"],
+        lambda s: deployer_grant(s, "roles/run.admin").update(role="roles/iam.serviceAccountUser"),
+    )
     assert no_project_level_act_as_or_token_creator(bad) == [
         "mlflow-prod-project/ci-identity/deployer-run.admin: grants roles/iam.serviceAccountUser on the whole project; "
         "grant it on the one service account"
@@ -207,7 +231,10 @@ def test_act_as_on_the_whole_project_is_caught(app):
 
 
 def test_a_project_iam_admin_without_its_condition_is_caught(app):
-    bad = broken(app.stacks["mlflow-prod-project"], lambda s: deployer_grant(s, "roles/resourcemanager.projectIamAdmin").pop("condition"))
+    bad = broken(
+        app.stacks["mlflow-prod-project"],
+        lambda s: deployer_grant(s, "roles/resourcemanager.projectIamAdmin").pop("condition"),
+    )
     assert iam_admin_grants_carry_a_condition(bad) == [
         "mlflow-prod-project/ci-identity/deployer-resourcemanager.projectIamAdmin: grants roles/resourcemanager.projectIamAdmin "
         "without a condition limiting what it may grant"
@@ -222,7 +249,9 @@ def widen_condition(role):
     return change
 
 
-@pytest.mark.parametrize("role", ["roles/iam.workloadIdentityPoolAdmin", "roles/iam.serviceAccountAdmin", "roles/owner"])
+@pytest.mark.parametrize(
+    "role", ["roles/iam.workloadIdentityPoolAdmin", "roles/iam.serviceAccountAdmin", "roles/owner"]
+)
 def test_a_deployer_that_may_grant_itself_power_over_its_pool_or_bindings_is_caught(app, role):
     bad = broken(app.stacks["mlflow-prod-project"], widen_condition(role))
     assert no_identity_may_modify_how_it_signs_in(bad) == [
@@ -256,15 +285,25 @@ def test_the_planner_acting_as_the_deployer_is_caught(app):
 
     def planner_signs_as_deployer(stack):
         grants = stack["resource"]["google_service_account_iam_member"]
-        act_as = next(b for b in grants.values() if b["//"]["metadata"]["path"].endswith("server-identity/deployer-acts-as"))
+        act_as = next(
+            b for b in grants.values() if b["//"]["metadata"]["path"].endswith("server-identity/deployer-acts-as")
+        )
         deployer = act_as["member"].replace(".member}", ".name}")
-        planner = next(b["member"] for b in stack["resource"]["google_project_iam_member"].values() if "ci-identity/planner-" in b["//"]["metadata"]["path"])
+        planner = next(
+            b["member"]
+            for b in stack["resource"]["google_project_iam_member"].values()
+            if "ci-identity/planner-" in b["//"]["metadata"]["path"]
+        )
         grants["bad"] = {
             "//": {"metadata": {"path": "mlflow-prod-project/ci-identity/bad"}},
-            "service_account_id": deployer, "role": "roles/iam.serviceAccountTokenCreator", "member": planner,
+            "service_account_id": deployer,
+            "role": "roles/iam.serviceAccountTokenCreator",
+            "member": planner,
         }
 
-    assert no_identity_may_modify_how_it_signs_in(broken(app.stacks["mlflow-prod-project"], planner_signs_as_deployer)) == [
+    assert no_identity_may_modify_how_it_signs_in(
+        broken(app.stacks["mlflow-prod-project"], planner_signs_as_deployer)
+    ) == [
         "mlflow-prod-project/ci-identity/bad: a federated identity may act as another one, skipping that one's sign-in condition"
     ]
 
@@ -272,7 +311,8 @@ def test_the_planner_acting_as_the_deployer_is_caught(app):
 def test_act_as_on_an_account_other_than_the_build_or_server_identity_is_caught(app):
     def move(stack):
         body = next(
-            b for b in stack["resource"]["google_service_account_iam_member"].values()
+            b
+            for b in stack["resource"]["google_service_account_iam_member"].values()
             if b["//"]["metadata"]["path"].endswith("server-identity/deployer-acts-as")
         )
         body["//"]["metadata"]["path"] = "mlflow-prod-project/ci-identity/deployer-acts-as"

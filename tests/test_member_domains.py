@@ -20,7 +20,9 @@ from tests.synth import all_resources
 
 MEMBER_KEYS = ("member", "members", "exempted_members")
 OWN_ACCOUNT_REFERENCE = re.compile(r"^(serviceAccount:)?\$\{google_service_account\.[\w-]+\.(member|email)\}$")
-OWN_POOL_PRINCIPAL = re.compile(r"^principal(Set)?://iam\.googleapis\.com/\$\{google_iam_workload_identity_pool\.[\w-]+\.name\}/")
+OWN_POOL_PRINCIPAL = re.compile(
+    r"^principal(Set)?://iam\.googleapis\.com/\$\{google_iam_workload_identity_pool\.[\w-]+\.name\}/"
+)
 
 
 def members_of(body: dict[str, Any]) -> list[str]:
@@ -96,8 +98,10 @@ def test_another_projects_service_account_or_agent_would_be_caught(mlflow, examp
     bad = copy.deepcopy(mlflow)
     invoker = next(iter(bad["resource"]["google_cloud_run_v2_service_iam_member"].values()))
     invoker["member"] = "serviceAccount:service-999999999999@gcp-sa-iap.iam.gserviceaccount.com"
-    audit = {"//": {"metadata": {"path": "mlflow-example/audit"}},
-             "audit_log_config": [{"log_type": "DATA_READ", "exempted_members": ["user:someone@other.org"]}]}
+    audit = {
+        "//": {"metadata": {"path": "mlflow-example/audit"}},
+        "audit_log_config": [{"log_type": "DATA_READ", "exempted_members": ["user:someone@other.org"]}],
+    }
     bad["resource"]["google_project_iam_audit_config"] = {"audit": audit}
     assert foreign_members(bad, example_config) == [
         "mlflow-example/tracking-service/iap-service-agent: serviceAccount:service-999999999999@gcp-sa-iap.iam.gserviceaccount.com",

@@ -19,9 +19,19 @@ CRASH = re.compile(r"Failed to run check (CKV2?_[A-Z]+_\d+) on [^:]*:(\S+)")
 def scan(stack_dir: Path) -> tuple[dict, list[tuple[str, str]]]:
     """checkov's JSON report, plus (check, resource address) of every check that crashed."""
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "checkov"), "-d", str(stack_dir), "--framework", "terraform_json",
-         "--skip-download", "--quiet", "-o", "json"],
-        capture_output=True, text=True,
+        [
+            str(Path(sys.executable).parent / "checkov"),
+            "-d",
+            str(stack_dir),
+            "--framework",
+            "terraform_json",
+            "--skip-download",
+            "--quiet",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
     )
     report = json.loads(result.stdout)
     crashes = CRASH.findall(result.stderr)
@@ -66,7 +76,9 @@ MAX_SKIPS = 7
 
 
 def test_skips_stay_few():
-    assert len(SKIPS) <= MAX_SKIPS, f"{len(SKIPS)} checkov skips; fix findings instead of accepting more than {MAX_SKIPS}"
+    assert len(SKIPS) <= MAX_SKIPS, (
+        f"{len(SKIPS)} checkov skips; fix findings instead of accepting more than {MAX_SKIPS}"
+    )
 
 
 def test_every_skip_has_a_reason_worth_reading():
@@ -87,6 +99,8 @@ def test_checkov_passes_every_stack_but_the_reasoned_skips(app, scans):
                 used.add((check, path.split("/")[0]))
             else:
                 unexplained.append(f"{name}: {check} {how} on {path}")
-    assert not unexplained, "fix these, or add a skip with a reason to policy/checkov_skips.toml:\n" + "\n".join(unexplained)
+    assert not unexplained, "fix these, or add a skip with a reason to policy/checkov_skips.toml:\n" + "\n".join(
+        unexplained
+    )
     stale = [s for s in SKIPS if (s["check"], s["resource"].split("/")[0]) not in used]
     assert not stale, f"skips that match no finding any more; remove them: {stale}"

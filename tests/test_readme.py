@@ -94,7 +94,10 @@ def deployer_roles_table() -> str:
 def test_the_deployer_roles_the_readme_lists_are_the_ones_ci_grants():
     from constructs.identity.ci_identity import DEPLOYER_IAM_ADMIN_ROLE, DEPLOYER_ROLES
 
-    assert re.findall(r"^\| `(roles/[\w.]+)` \|", deployer_roles_table(), re.M) == [*DEPLOYER_ROLES, DEPLOYER_IAM_ADMIN_ROLE]
+    assert re.findall(r"^\| `(roles/[\w.]+)` \|", deployer_roles_table(), re.M) == [
+        *DEPLOYER_ROLES,
+        DEPLOYER_IAM_ADMIN_ROLE,
+    ]
 
 
 def test_the_readme_names_every_role_the_deployer_may_grant():
@@ -102,7 +105,9 @@ def test_the_readme_names_every_role_the_deployer_may_grant():
 
     [row] = [line for line in deployer_roles_table().splitlines() if "projectIamAdmin" in line]
     assert "modifiedGrantsByRole" in row
-    assert sorted(re.findall(r"`(\w+\.\w+)`(?=[,)]| \()", row)) == sorted(r.removeprefix("roles/") for r in PROJECT_ROLES)
+    assert sorted(re.findall(r"`(\w+\.\w+)`(?=[,)]| \()", row)) == sorted(
+        r.removeprefix("roles/") for r in PROJECT_ROLES
+    )
 
 
 def test_the_runbooks_name_what_the_default_prefix_creates(mlflow, example_config):
@@ -113,19 +118,30 @@ def test_the_runbooks_name_what_the_default_prefix_creates(mlflow, example_confi
     named = {
         "google_sql_database_instance": one(mlflow, "google_sql_database_instance")["name"],
         "google_compute_backend_service": one(mlflow, "google_compute_backend_service")["name"],
-        "google_storage_bucket": resource(mlflow, "google_storage_bucket", "artifacts/bucket")["name"].replace(project, "PROJECT_ID"),
+        "google_storage_bucket": resource(mlflow, "google_storage_bucket", "artifacts/bucket")["name"].replace(
+            project, "PROJECT_ID"
+        ),
     }
     text = runbooks()
     for type_, name in named.items():
-        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), f"{type_} {name!r} is not the name the runbooks use"
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (
+            f"{type_} {name!r} is not the name the runbooks use"
+        )
     # The database's and the user's names are in the restore_adopt_command output (tests/test_runbook.py).
 
 
 def test_tear_down_lifts_exactly_the_protection_the_stack_has(mlflow):
     protected = sorted(
-        type_ for type_, items in mlflow["resource"].items() for body in items.values() if body.get("lifecycle", {}).get("prevent_destroy")
+        type_
+        for type_, items in mlflow["resource"].items()
+        for body in items.values()
+        if body.get("lifecycle", {}).get("prevent_destroy")
     )
     assert protected, "nothing carries prevent_destroy: the tear-down runbook describes protection that is gone"
     text = runbooks()
     for type_ in protected:
-        assert {"google_sql_database_instance": "Cloud SQL", "google_storage_bucket": "artifact bucket", "google_secret_manager_secret": "secret"}[type_] in text
+        assert {
+            "google_sql_database_instance": "Cloud SQL",
+            "google_storage_bucket": "artifact bucket",
+            "google_secret_manager_secret": "secret",
+        }[type_] in text

@@ -112,7 +112,9 @@ def test_the_readme_runbooks_print_what_the_outputs_print(app):
     project = stack["provider"]["google"][0]["project"]
 
     def as_in_readme(name):
-        return resolved(stack, output(stack, name)).replace(project, "PROJECT_ID").replace("mlflow-example", "mlflow-prod")
+        return (
+            resolved(stack, output(stack, name)).replace(project, "PROJECT_ID").replace("mlflow-example", "mlflow-prod")
+        )
 
     assert as_in_readme("ds_record_command") in README
     assert as_in_readme("empty_artifact_bucket_command") in README

@@ -56,7 +56,14 @@ def synth(runtime: str, outdir: Path, path: str, configs: str, **env: str) -> su
         cwd=outdir,
         capture_output=True,
         text=True,
-        env={**os.environ, "PATH": path, "PYTHONPATH": str(REPO), "MLFLOW_CONFIG": configs, "CDK_RUNTIME": runtime, **env},
+        env={
+            **os.environ,
+            "PATH": path,
+            "PYTHONPATH": str(REPO),
+            "MLFLOW_CONFIG": configs,
+            "CDK_RUNTIME": runtime,
+            **env,
+        },
     )
 
 
@@ -132,7 +139,11 @@ print("accepted")
 @pytest.mark.parametrize(
     "path, value, refusal",
     [
-        ("template.template.volumes.0.gcs.mount_option", ["uid=1"], "'mount_option' is not in the cdktn_provider_google binding"),
+        (
+            "template.template.volumes.0.gcs.mount_option",
+            ["uid=1"],
+            "'mount_option' is not in the cdktn_provider_google binding",
+        ),
         ("template.template.volumes.0.gcs.mount_options", [1], "TypeError"),
         ("no_such_argument", "x", "CloudRunV2Job has no argument 'no_such_argument'"),
     ],
@@ -141,7 +152,11 @@ def test_on_cdk_terrain_the_escape_hatch_is_checked_against_the_binding(path, va
     require_cdktn()
     probe = ESCAPE_HATCH_PROBE.format(path=path, value=value)
     run = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, env={**os.environ, "CDK_RUNTIME": "cdktn"}
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CDK_RUNTIME": "cdktn"},
     )
     assert run.returncode != 0 and "accepted" not in run.stdout
     assert refusal in run.stderr, run.stderr[-2000:]
@@ -151,7 +166,11 @@ def test_on_cdk_terrain_the_escape_hatch_accepts_what_the_binding_types():
     require_cdktn()
     probe = ESCAPE_HATCH_PROBE.format(path="template.template.volumes.0.gcs.mount_options", value=["uid=1"])
     run = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, env={**os.environ, "CDK_RUNTIME": "cdktn"}
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CDK_RUNTIME": "cdktn"},
     )
     assert run.stdout.strip() == "accepted", run.stderr[-2000:]
 
@@ -169,7 +188,9 @@ def test_only_the_runtime_module_imports_a_runtime_by_name():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{source.relative_to(REPO)}: {n}" for n in names if n.split(".")[0].startswith(RUNTIME_PACKAGES)]
+            offenders += [
+                f"{source.relative_to(REPO)}: {n}" for n in names if n.split(".")[0].startswith(RUNTIME_PACKAGES)
+            ]
     assert not offenders, offenders
 
 
@@ -178,7 +199,9 @@ def test_every_locked_install_script_is_allowed_so_npm_12_still_installs_node():
     package's preinstall is what puts Node 22 in node_modules, so a gap would break set-up silently."""
     repo = Path(__file__).resolve().parent.parent
     lock = json.loads((repo / "package-lock.json").read_text())
-    scripted = {path.rpartition("node_modules/")[2] for path, pkg in lock["packages"].items() if pkg.get("hasInstallScript")}
+    scripted = {
+        path.rpartition("node_modules/")[2] for path, pkg in lock["packages"].items() if pkg.get("hasInstallScript")
+    }
     assert "node" in scripted
     allowed = json.loads((repo / "package.json").read_text()).get("allowScripts", {})
     assert scripted == {name for name, ok in allowed.items() if ok is True}

@@ -28,8 +28,20 @@ def normalized(stack: dict) -> dict:
     return stack
 
 
-@pytest.mark.parametrize("name", ["bootstrap", "mlflow-example-project", "mlflow-example", "mlflow-prod-project", "mlflow-prod",
-                                  "mlflow-small-project", "mlflow-small", "mlflow-teams-project", "mlflow-teams"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bootstrap",
+        "mlflow-example-project",
+        "mlflow-example",
+        "mlflow-prod-project",
+        "mlflow-prod",
+        "mlflow-small-project",
+        "mlflow-small",
+        "mlflow-teams-project",
+        "mlflow-teams",
+    ],
+)
 def test_stack_matches_its_snapshot(app, name, request):
     current = json.dumps(normalized(app.stacks[name]), indent=2, sort_keys=True) + "\n"
     snapshot = SNAPSHOTS / f"{name}.json"

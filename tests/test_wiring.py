@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from constructs import Construct
 from constructs.cdk.google.project_service import ProjectService
 from constructs.cdk.google.service_account import ServiceAccount
-from constructs import Construct
-
 from stacks.wiring import wait_for
 from tests.synth import dependency_cycle, dependency_graph, synth_construct
 
@@ -55,9 +54,15 @@ def test_the_cycle_finder_finds_a_cycle_through_a_reference_and_a_depends_on():
     meta = {"//": {"metadata": {}}}
     stack = {
         "resource": {
-            "google_cloud_run_v2_service": {"svc": {**meta, "env": "${google_compute_backend_service.be.generated_id}"}},
-            "google_compute_backend_service": {"be": {**meta, "depends_on": ["google_compute_region_network_endpoint_group.neg"]}},
-            "google_compute_region_network_endpoint_group": {"neg": {**meta, "service": "${google_cloud_run_v2_service.svc.name}"}},
+            "google_cloud_run_v2_service": {
+                "svc": {**meta, "env": "${google_compute_backend_service.be.generated_id}"}
+            },
+            "google_compute_backend_service": {
+                "be": {**meta, "depends_on": ["google_compute_region_network_endpoint_group.neg"]}
+            },
+            "google_compute_region_network_endpoint_group": {
+                "neg": {**meta, "service": "${google_cloud_run_v2_service.svc.name}"}
+            },
         }
     }
     assert dependency_cycle(stack) == [

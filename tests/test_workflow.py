@@ -14,8 +14,14 @@ TEXT = WORKFLOW.read_text()
 
 def test_the_workflow_validates_against_githubs_workflow_schema():
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
-        capture_output=True, text=True,
+        [
+            str(Path(sys.executable).parent / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(WORKFLOW),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -24,8 +30,14 @@ def test_the_schema_check_rejects_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yml"
     broken.write_text(TEXT.replace("runs-on: ubuntu-24.04", "runs_on: ubuntu-24.04", 1))
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(broken)],
-        capture_output=True, text=True,
+        [
+            str(Path(sys.executable).parent / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(broken),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
 
@@ -75,7 +87,9 @@ def test_the_deployer_applies_the_mlflow_stack_of_its_environment_only():
     """The project stack holds the pool and the deployer's own roles: a person applies it."""
     apply_job = TEXT.split("\n  apply:\n")[1]
     deploys = [line.strip() for line in apply_job.splitlines() if "cdktf deploy" in line]
-    assert deploys == ['run: npx cdktf deploy "mlflow-${DEPLOY_ENVIRONMENT}" --ignore-missing-stack-dependencies --auto-approve']
+    assert deploys == [
+        'run: npx cdktf deploy "mlflow-${DEPLOY_ENVIRONMENT}" --ignore-missing-stack-dependencies --auto-approve'
+    ]
     assert "DEPLOY_ENVIRONMENT: ${{ vars.DEPLOY_ENVIRONMENT }}" in apply_job
 
 

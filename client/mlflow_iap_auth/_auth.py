@@ -21,8 +21,8 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -112,9 +112,7 @@ class Settings:
         if raw:
             lifetime = int(raw) if raw.isdigit() else 0
             if not 1 <= lifetime <= MAX_TOKEN_LIFETIME:
-                raise IapAuthError(
-                    f"{ENV_TOKEN_LIFETIME}={raw!r} must be whole seconds from 1 to {MAX_TOKEN_LIFETIME}"
-                )
+                raise IapAuthError(f"{ENV_TOKEN_LIFETIME}={raw!r} must be whole seconds from 1 to {MAX_TOKEN_LIFETIME}")
         return cls(service_account, audience, hosts, lifetime)
 
     def sends_token(self, url: str, tracking_uri: str) -> bool:
@@ -170,10 +168,7 @@ class GoogleAuthSigner:
         if self._session is None:
             self._session = google.auth.transport.requests.AuthorizedSession(self._credentials)
         universe = getattr(self._credentials, "universe_domain", None) or "googleapis.com"
-        url = (
-            f"https://iamcredentials.{universe}/v1/projects/-/serviceAccounts/"
-            f"{quote(self.email, safe='@')}:signJwt"
-        )
+        url = f"https://iamcredentials.{universe}/v1/projects/-/serviceAccounts/{quote(self.email, safe='@')}:signJwt"
         body = {"payload": json.dumps(dict(claims), separators=(",", ":"))}
         response = None
         for attempt in range(_SIGN_ATTEMPTS):
@@ -288,9 +283,7 @@ class IapTokenSource:
         self._signers: dict[str | None, Signer] = {}
         self._tokens: dict[tuple[str, str | None, int], tuple[str, int]] = {}
 
-    def token(
-        self, audience: str, service_account: str | None = None, lifetime: int = MAX_TOKEN_LIFETIME
-    ) -> str:
+    def token(self, audience: str, service_account: str | None = None, lifetime: int = MAX_TOKEN_LIFETIME) -> str:
         key = (audience, service_account, lifetime)
         margin = _refresh_margin(lifetime)
         cached = self._tokens.get(key)

@@ -36,8 +36,10 @@ def accounts_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str
         accounts = json.loads(raw)
     except ValueError:
         accounts = None
-    if not isinstance(accounts, dict) or not accounts or not all(
-        isinstance(k, str) and isinstance(v, str) and "@" in v for k, v in accounts.items()
+    if (
+        not isinstance(accounts, dict)
+        or not accounts
+        or not all(isinstance(k, str) and isinstance(v, str) and "@" in v for k, v in accounts.items())
     ):
         raise OwnAccountError(
             f"{ENV_SERVICE_ACCOUNTS} must be the JSON object the `client_service_accounts` output prints "

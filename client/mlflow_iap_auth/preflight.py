@@ -41,10 +41,14 @@ def check(url: str | None = None, environ: Mapping[str, str] | None = None, time
     env = os.environ if environ is None else environ
     target = (url or env.get("MLFLOW_TRACKING_URI", "")).rstrip("/")
     if not target:
-        raise IapAuthError("MLFLOW_TRACKING_URI is not set; export MLFLOW_TRACKING_URI=https://DOMAIN (the mlflow_url output)")
+        raise IapAuthError(
+            "MLFLOW_TRACKING_URI is not set; export MLFLOW_TRACKING_URI=https://DOMAIN (the mlflow_url output)"
+        )
     host = urlsplit(target).hostname or target
     if urlsplit(target).scheme.lower() != "https":
-        raise IapAuthError(f"MLFLOW_TRACKING_URI={target!r} is not https://; IAP serves only https (the mlflow_url output)")
+        raise IapAuthError(
+            f"MLFLOW_TRACKING_URI={target!r} is not https://; IAP serves only https (the mlflow_url output)"
+        )
     if env.get(ENV_TRACKING_AUTH, "").strip() != TRACKING_AUTH_NAME:
         raise IapAuthError(
             f"{ENV_TRACKING_AUTH} is not {TRACKING_AUTH_NAME!r}, so MLflow would send its requests without the IAP "
@@ -66,7 +70,9 @@ def _probe(target: str, host: str, headers: dict[str, str], timeout: float) -> r
 
     def get() -> None:
         try:
-            outcome["response"] = requests.get(target + PROBE_PATH, headers=headers, timeout=timeout, allow_redirects=False)
+            outcome["response"] = requests.get(
+                target + PROBE_PATH, headers=headers, timeout=timeout, allow_redirects=False
+            )
         except requests.RequestException as exc:
             outcome["error"] = exc
 

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from constructs.cdk import Fn, TerraformResourceLifecycle, set_newer_provider_attribute
-from constructs.cdk.google.secret_manager_secret import (
-    SecretManagerSecret,
-    SecretManagerSecretReplication,
-    SecretManagerSecretReplicationUserManaged,
-    SecretManagerSecretReplicationUserManagedReplicas,
-)
-from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
-from constructs.cdk.google.secret_manager_secret_version import SecretManagerSecretVersion
 from constructs import Construct
-
+from constructs.cdk import Fn
+from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from constructs.data.cloudsql_socket import CLOUDSQL_MOUNT
+from constructs.data.write_only_secret import grant_secret_access, regional_secret, write_only_version
 
 
 def iam_backend_store_uri(user: str, database: str, connection_name: str) -> str:
@@ -54,37 +47,19 @@ class BackendStoreSecret(Construct):
 
     def __init__(self, scope: Construct, id: str, props: BackendStoreSecretProps) -> None:
         super().__init__(scope, id)
-        self._secret = SecretManagerSecret(
+        self._secret = regional_secret(
             self,
             "secret",
             project=props.project,
             secret_id=props.secret_id,
-            replication=SecretManagerSecretReplication(
-                user_managed=SecretManagerSecretReplicationUserManaged(
-                    replicas=[SecretManagerSecretReplicationUserManagedReplicas(location=props.region)]
-                )
-            ),
-            lifecycle=TerraformResourceLifecycle(prevent_destroy=props.protect_from_destroy),
+            region=props.region,
+            protect_from_destroy=props.protect_from_destroy,
         )
         uri = (
             f"postgresql+psycopg2://{props.user}:{Fn.urlencode(props.password)}@/{props.database}"
             f"?host={CLOUDSQL_MOUNT}/{props.connection_name}"
         )
-        # Write-only (Terraform >= 1.11): the URI never lands in plan output or state.
-        # A new revision replaces the version (secret_data_wo_version forces it). Create-before-destroy
-        # writes the new version and rolls the service and the job onto it before the old one goes,
-        # and DISABLE (not the provider's default DELETE) only disables the old version: instances of
-        # the old revision still starting from zero meanwhile read it, and it can be re-enabled.
-        self._version = SecretManagerSecretVersion(
-            self,
-            "version",
-            secret=self._secret.id,
-            secret_data_wo=uri,
-            deletion_policy="DISABLE",
-            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
-        )
-        # A string since provider 8.0 (a number in the 6.50 binding).
-        set_newer_provider_attribute(self._version, "secret_data_wo_version", str(props.revision))
+        self._version = write_only_version(self, "version", secret=self._secret, data=uri, revision=props.revision)
 
     @property
     def secret_id(self) -> str:
@@ -96,11 +71,4 @@ class BackendStoreSecret(Construct):
         return self._version.version
 
     def grant_access(self, key: str, member: str) -> SecretManagerSecretIamMember:
-        return SecretManagerSecretIamMember(
-            self,
-            key,
-            project=self._secret.project,
-            secret_id=self._secret.secret_id,
-            role="roles/secretmanager.secretAccessor",
-            member=member,
-        )
+        return grant_secret_access(self, key, self._secret, member)

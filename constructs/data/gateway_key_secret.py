@@ -11,16 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from constructs.cdk import TerraformResourceLifecycle, ephemeral_random_password, set_newer_provider_attribute
-from constructs.cdk.google.secret_manager_secret import (
-    SecretManagerSecret,
-    SecretManagerSecretReplication,
-    SecretManagerSecretReplicationUserManaged,
-    SecretManagerSecretReplicationUserManagedReplicas,
-)
-from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
-from constructs.cdk.google.secret_manager_secret_version import SecretManagerSecretVersion
 from constructs import Construct
+from constructs.cdk import ephemeral_random_password
+from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
+from constructs.data.write_only_secret import grant_secret_access, regional_secret, write_only_version
 
 # 64 letters and digits, ~380 bits: MLflow asks for 32+ high-entropy characters; no symbols, so the
 # value survives any shell or env file it is copied through during a rotation.
@@ -50,31 +44,21 @@ class GatewayKeySecret(Construct):
     def __init__(self, scope: Construct, id: str, props: GatewayKeySecretProps) -> None:
         super().__init__(scope, id)
         self._revision = props.revision
-        self._secret = SecretManagerSecret(
+        self._secret = regional_secret(
             self,
             "secret",
             project=props.project,
             secret_id=props.secret_id,
-            replication=SecretManagerSecretReplication(
-                user_managed=SecretManagerSecretReplicationUserManaged(
-                    replicas=[SecretManagerSecretReplicationUserManagedReplicas(location=props.region)]
-                )
-            ),
-            lifecycle=TerraformResourceLifecycle(prevent_destroy=props.protect_from_destroy),
+            region=props.region,
+            protect_from_destroy=props.protect_from_destroy,
         )
         # Sent only when the version is created or its revision changes; every other plan opens a
-        # new ephemeral value that goes nowhere. DISABLE keeps the old key recoverable (a rotation
-        # needs it to re-wrap the stored keys) and create-before-destroy rolls the service first.
-        self._version = SecretManagerSecretVersion(
-            self,
-            "version",
-            secret=self._secret.id,
-            secret_data_wo=ephemeral_random_password(self, "passphrase", length=PASSPHRASE_LENGTH),
-            deletion_policy="DISABLE",
-            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
+        # new ephemeral value that goes nowhere. DISABLE keeps the old key recoverable: a rotation
+        # needs it to re-wrap the stored keys.
+        passphrase = ephemeral_random_password(self, "passphrase", length=PASSPHRASE_LENGTH)
+        self._version = write_only_version(
+            self, "version", secret=self._secret, data=passphrase, revision=props.revision
         )
-        # A string since provider 8.0 (a number in the 6.50 binding).
-        set_newer_provider_attribute(self._version, "secret_data_wo_version", str(props.revision))
 
     @property
     def secret_id(self) -> str:
@@ -92,11 +76,4 @@ class GatewayKeySecret(Construct):
         return self._revision
 
     def grant_access(self, key: str, member: str) -> SecretManagerSecretIamMember:
-        return SecretManagerSecretIamMember(
-            self,
-            key,
-            project=self._secret.project,
-            secret_id=self._secret.secret_id,
-            role="roles/secretmanager.secretAccessor",
-            member=member,
-        )
+        return grant_secret_access(self, key, self._secret, member)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk import TerraformResourceLifecycle
 from constructs.cdk.google.storage_bucket import (
     StorageBucket,
@@ -17,7 +18,6 @@ from constructs.cdk.google.storage_bucket import (
     StorageBucketVersioning,
 )
 from constructs.cdk.google.storage_bucket_iam_member import StorageBucketIamMember
-from constructs import Construct
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ class PrivateBucketProps:
 
     def __post_init__(self) -> None:
         if not self.name or not self.location:
-            raise ValueError(f"PrivateBucketProps: name {self.name!r} and location {self.location!r} must both be given")
+            raise ValueError(
+                f"PrivateBucketProps: name {self.name!r} and location {self.location!r} must both be given"
+            )
         if self.noncurrent_version_days < 0:
             raise ValueError(
                 f"PrivateBucketProps.noncurrent_version_days: {self.noncurrent_version_days} must be 0 (keep forever) or more"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk import Fn, ITerraformDependable, TerraformResourceLifecycle, Token, set_newer_provider_attribute
 from constructs.cdk.google.sql_database import SqlDatabase as SqlDatabaseResource
 from constructs.cdk.google.sql_database_instance import (
@@ -18,7 +19,6 @@ from constructs.cdk.google.sql_database_instance import (
 )
 from constructs.cdk.google.sql_user import SqlUser
 from constructs.cdk.random.password import Password
-from constructs import Construct
 
 # Logging flags the CIS Google Cloud benchmark (section 6.2) asks of PostgreSQL instances.
 CIS_LOGGING_FLAGS = {
@@ -78,7 +78,9 @@ class SqlDatabaseProps:
                 f"(NAME@PROJECT.iam{SERVICE_ACCOUNT_SUFFIX})"
             )
         if self.password_revision < 1:
-            raise ValueError(f"SqlDatabaseProps.password_revision: {self.password_revision} must be 1 or more; bump it to rotate")
+            raise ValueError(
+                f"SqlDatabaseProps.password_revision: {self.password_revision} must be 1 or more; bump it to rotate"
+            )
         if not 1 <= self.backup_retention_days <= 365:
             raise ValueError(f"SqlDatabaseProps.backup_retention_days: {self.backup_retention_days} must be 1 to 365")
         if self.disk_size_gb < 10:

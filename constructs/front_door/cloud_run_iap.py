@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from constructs.cdk.google.iap_web_cloud_run_service_iam_member import IapWebCloudRunServiceIamMember
 from constructs import Construct
-
+from constructs.cdk.google.iap_web_cloud_run_service_iam_member import IapWebCloudRunServiceIamMember
 from constructs.identity.iam_members import keyed_members, member_key
 
 

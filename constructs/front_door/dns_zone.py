@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk.google.data_google_dns_managed_zone import DataGoogleDnsManagedZone
 from constructs.cdk.google.dns_managed_zone import DnsManagedZone, DnsManagedZoneDnssecConfig
 from constructs.cdk.google.dns_record_set import DnsRecordSet
-from constructs import Construct
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from constructs import Construct
 from constructs.cdk import TerraformResourceLifecycle, Token
-
 from constructs.cdk.google.compute_backend_service import (
     ComputeBackendService,
     ComputeBackendServiceBackend,
@@ -34,8 +34,6 @@ from constructs.cdk.google.iap_settings import (
     IapSettingsAccessSettingsOauthSettings,
 )
 from constructs.cdk.google.iap_web_backend_service_iam_member import IapWebBackendServiceIamMember
-from constructs import Construct
-
 from constructs.identity.iam_members import keyed_members, member_key
 
 
@@ -89,7 +87,9 @@ class FrontDoorProps:
         if bool(self.oauth_client_id) != bool(self.oauth_client_secret):
             raise ValueError("oauth_client_id and oauth_client_secret: set both for a custom OAuth client, or neither")
         if self.oauth_client_secret and not self.oauth_client_secret.startswith("${"):
-            raise ValueError("oauth_client_secret: pass a Terraform reference (an ephemeral variable), never the secret itself")
+            raise ValueError(
+                "oauth_client_secret: pass a Terraform reference (an ephemeral variable), never the secret itself"
+            )
 
 
 class FrontDoor(Construct):
@@ -175,7 +175,9 @@ class FrontDoor(Construct):
     def _https_proxy(self, props: FrontDoorProps) -> ComputeTargetHttpsProxy:
         """HTTPS with the managed certificate and the RESTRICTED TLS 1.2+ policy, routed to the backend."""
         n = props.name
-        https_map = ComputeUrlMap(self, "https-url-map", project=props.project, name=f"{n}-https", default_service=self._backend.id)
+        https_map = ComputeUrlMap(
+            self, "https-url-map", project=props.project, name=f"{n}-https", default_service=self._backend.id
+        )
         # A certificate in use cannot be deleted: a new domain gets a new name and replaces it first.
         self._certificate = ComputeManagedSslCertificate(
             self,

@@ -12,14 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk.google.project_iam_custom_role import ProjectIamCustomRole
 from constructs.cdk.google.project_iam_member import ProjectIamMember
 from constructs.cdk.google.service_account import ServiceAccount
 from constructs.cdk.google.service_account_iam_member import ServiceAccountIamMember
-from constructs import Construct
-
-from constructs.identity.iam_members import keyed_members
 from constructs.data.private_bucket import PrivateBucket, PrivateBucketProps
+from constructs.identity.iam_members import keyed_members
 
 ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
@@ -50,7 +49,9 @@ class BuildIdentityProps:
 
     def __post_init__(self) -> None:
         if not ACCOUNT_ID.match(self.account_id):
-            raise ValueError(f"account_id {self.account_id!r}: a service account id is 6-30 lowercase letters, digits, hyphens")
+            raise ValueError(
+                f"account_id {self.account_id!r}: a service account id is 6-30 lowercase letters, digits, hyphens"
+            )
         if not BUCKET_NAME.match(self.bucket_name):
             raise ValueError(f"bucket_name {self.bucket_name!r}: a bucket name is 3-63 lowercase letters, digits, -_.")
 
@@ -94,9 +95,7 @@ class BuildIdentity(Construct):
                 role="roles/iam.serviceAccountUser",
                 member=member,
             )
-            ProjectIamMember(
-                self, f"submitter-{key}-builds", project=props.project, role=builder.name, member=member
-            )
+            ProjectIamMember(self, f"submitter-{key}-builds", project=props.project, role=builder.name, member=member)
             self._bucket.grant_object_user(f"submitter-{key}-bucket", member)
 
     def _builder_role(self, props: BuildIdentityProps) -> ProjectIamCustomRole:

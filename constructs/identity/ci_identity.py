@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk.google.iam_workload_identity_pool import IamWorkloadIdentityPool
 from constructs.cdk.google.iam_workload_identity_pool_provider import (
     IamWorkloadIdentityPoolProvider,
@@ -14,7 +15,6 @@ from constructs.cdk.google.project_iam_member import ProjectIamMember, ProjectIa
 from constructs.cdk.google.service_account import ServiceAccount
 from constructs.cdk.google.service_account_iam_member import ServiceAccountIamMember
 from constructs.cdk.google.storage_bucket_iam_member import StorageBucketIamMember
-from constructs import Construct
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 # The only ref whose jobs in the approved environment may apply (.github/workflows/terraform.yml).
@@ -49,19 +49,21 @@ DEPLOYER_ROLES = (
 DEPLOYER_IAM_ADMIN_ROLE = "roles/resourcemanager.projectIamAdmin"
 # Roles that administer IAM, act as or sign as an identity (or, editor, everything but IAM): the
 # deployer may grant none of them, and an invariant wants a condition on any project grant of one.
-IAM_ADMIN_ROLES = frozenset({
-    "roles/owner",
-    "roles/editor",
-    "roles/iam.securityAdmin",
-    "roles/iam.serviceAccountAdmin",
-    "roles/iam.serviceAccountKeyAdmin",
-    "roles/iam.serviceAccountUser",
-    "roles/iam.serviceAccountTokenCreator",
-    "roles/iam.workloadIdentityPoolAdmin",
-    "roles/iam.workloadIdentityUser",
-    "roles/iam.roleAdmin",
-    DEPLOYER_IAM_ADMIN_ROLE,
-})
+IAM_ADMIN_ROLES = frozenset(
+    {
+        "roles/owner",
+        "roles/editor",
+        "roles/iam.securityAdmin",
+        "roles/iam.serviceAccountAdmin",
+        "roles/iam.serviceAccountKeyAdmin",
+        "roles/iam.serviceAccountUser",
+        "roles/iam.serviceAccountTokenCreator",
+        "roles/iam.workloadIdentityPoolAdmin",
+        "roles/iam.workloadIdentityUser",
+        "roles/iam.roleAdmin",
+        DEPLOYER_IAM_ADMIN_ROLE,
+    }
+)
 ROLE = re.compile(r"^roles/[a-zA-Z0-9_.]+$")
 
 
@@ -96,15 +98,23 @@ class CiIdentityProps:
             raise ValueError(f"CiIdentityProps.github_repository: {self.github_repository!r} must be OWNER/REPO")
         for name in ("repository_id", "repository_owner_id"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"CiIdentityProps.{name}: {getattr(self, name)!r} must be GitHub's numeric id (gh api repos/OWNER/REPO)")
+                raise ValueError(
+                    f"CiIdentityProps.{name}: {getattr(self, name)!r} must be GitHub's numeric id (gh api repos/OWNER/REPO)"
+                )
         if not self.deploy_environment:
             raise ValueError("CiIdentityProps.deploy_environment: is empty; name the approved GitHub environment")
         if not self.grantable_roles or not all(ROLE.match(r) for r in self.grantable_roles):
-            raise ValueError(f"CiIdentityProps.grantable_roles: {self.grantable_roles!r} must list predefined roles/...")
+            raise ValueError(
+                f"CiIdentityProps.grantable_roles: {self.grantable_roles!r} must list predefined roles/..."
+            )
         if unknown := sorted(set(self.deployer_roles) - set(DEPLOYER_ROLES)):
-            raise ValueError(f"CiIdentityProps.deployer_roles: {', '.join(unknown)} are not among the reviewed DEPLOYER_ROLES")
+            raise ValueError(
+                f"CiIdentityProps.deployer_roles: {', '.join(unknown)} are not among the reviewed DEPLOYER_ROLES"
+            )
         if admin := sorted(set(self.grantable_roles) & IAM_ADMIN_ROLES):
-            raise ValueError(f"CiIdentityProps.grantable_roles: {', '.join(admin)} administer IAM; the deployer may not grant them")
+            raise ValueError(
+                f"CiIdentityProps.grantable_roles: {', '.join(admin)} administer IAM; the deployer may not grant them"
+            )
 
     @property
     def pull_request_subject(self) -> str:
@@ -172,15 +182,15 @@ class CiIdentity(Construct):
             )
         self._grant_planner(props)
         self._grant_deployer(props)
-        self._provider_name = (
-            f"projects/{props.project_number}/locations/global/workloadIdentityPools/{props.pool_id}/providers/github-oidc"
-        )
+        self._provider_name = f"projects/{props.project_number}/locations/global/workloadIdentityPools/{props.pool_id}/providers/github-oidc"
 
     def _grant_planner(self, props: CiIdentityProps) -> None:
         member = self._planner.member
         for role in PLANNER_ROLES:
             ProjectIamMember(self, f"planner-{role.split('/')[-1]}", project=props.project, role=role, member=member)
-        StorageBucketIamMember(self, "planner-state-reader", bucket=props.state_bucket, role="roles/storage.objectViewer", member=member)
+        StorageBucketIamMember(
+            self, "planner-state-reader", bucket=props.state_bucket, role="roles/storage.objectViewer", member=member
+        )
 
     def _grant_deployer(self, props: CiIdentityProps) -> None:
         member = self._deployer.member
@@ -198,7 +208,9 @@ class CiIdentity(Construct):
                 expression=grants_only(props.grantable_roles),
             ),
         )
-        StorageBucketIamMember(self, "deployer-state-writer", bucket=props.state_bucket, role="roles/storage.objectUser", member=member)
+        StorageBucketIamMember(
+            self, "deployer-state-writer", bucket=props.state_bucket, role="roles/storage.objectUser", member=member
+        )
 
     def _account(self, props: CiIdentityProps, role: str, description: str) -> ServiceAccount:
         return ServiceAccount(

@@ -16,10 +16,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk.google.service_account import ServiceAccount
 from constructs.cdk.google.service_account_iam_member import ServiceAccountIamMember
-from constructs import Construct
-
 from constructs.identity.iam_members import keyed_members, service_account_email
 
 # A service account id is at most 30 characters: prefix (<= 15) + "-c-" + 10 hex digits of the member.
@@ -45,7 +44,9 @@ class ClientIdentityProps:
 
     def __post_init__(self) -> None:
         if not self.name_prefix or len(self.name_prefix) > 15:
-            raise ValueError(f"ClientIdentityProps.name_prefix: {self.name_prefix!r} must be 1-15 characters (account ids are <= 30)")
+            raise ValueError(
+                f"ClientIdentityProps.name_prefix: {self.name_prefix!r} must be 1-15 characters (account ids are <= 30)"
+            )
         if not self.impersonators:
             raise ValueError("ClientIdentityProps.impersonators: is empty; list whose scripts get a client account")
         keyed_members("ClientIdentityProps.impersonators", self.impersonators)

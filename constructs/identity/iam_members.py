@@ -32,7 +32,9 @@ def keyed_members(field: str, members: tuple[str, ...]) -> dict[str, str]:
         if not member:
             raise ValueError(f"{field}: an empty member; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL")
         if member.lower() in seen:
-            raise ValueError(f"{field}: {member!r} is listed twice (as {seen[member.lower()]!r}); list each member once")
+            raise ValueError(
+                f"{field}: {member!r} is listed twice (as {seen[member.lower()]!r}); list each member once"
+            )
         seen[member.lower()] = member
     keys = [member_key(m) for m in members]
     return {

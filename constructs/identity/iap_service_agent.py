@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from constructs.cdk import LocalExecProvisioner, terraform_data
 from constructs import Construct
+from constructs.cdk import LocalExecProvisioner, terraform_data
 
 
 def iap_service_agent_member(project_number: str) -> str:

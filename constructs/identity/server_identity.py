@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk.google.service_account import ServiceAccount
 from constructs.cdk.google.service_account_iam_member import ServiceAccountIamMember
-from constructs import Construct
 
 
 @dataclass(frozen=True)

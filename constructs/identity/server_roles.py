@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from constructs.cdk.google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
 from constructs import Construct
-
 from constructs.cdk import TerraformResourceLifecycle, Token
+from constructs.cdk.google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
 
 SQL_CLIENT_ROLE = "roles/cloudsql.client"
 # Logging in to Cloud SQL as the account's IAM database user (cloudsql.instances.login).
@@ -45,7 +44,9 @@ class ServerRolesProps:
         if not self.member.startswith("serviceAccount:"):
             raise ValueError(f"ServerRolesProps.member: {self.member!r} must be serviceAccount:EMAIL")
         if not self.sql_instance_name or Token.is_unresolved(self.sql_instance_name):
-            raise ValueError("ServerRolesProps.sql_instance_name: must be the instance's name, known at synth (the condition names it)")
+            raise ValueError(
+                "ServerRolesProps.sql_instance_name: must be the instance's name, known at synth (the condition names it)"
+            )
 
 
 class ServerRoles(Construct):
@@ -64,7 +65,12 @@ class ServerRoles(Construct):
         keep_access = TerraformResourceLifecycle(create_before_destroy=True)
         self._roles = [
             ProjectIamMember(
-                self, role.split("/")[-1], project=props.project, role=role, member=props.member, condition=condition,
+                self,
+                role.split("/")[-1],
+                project=props.project,
+                role=role,
+                member=props.member,
+                condition=condition,
                 lifecycle=keep_access,
             )
             for role in sql_roles

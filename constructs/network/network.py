@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk import ITerraformDependable
 from constructs.cdk.google.compute_firewall import ComputeFirewall, ComputeFirewallDeny, ComputeFirewallLogConfig
 from constructs.cdk.google.compute_global_address import ComputeGlobalAddress
 from constructs.cdk.google.compute_network import ComputeNetwork
 from constructs.cdk.google.compute_subnetwork import ComputeSubnetwork, ComputeSubnetworkLogConfig
 from constructs.cdk.google.service_networking_connection import ServiceNetworkingConnection
-from constructs import Construct
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,9 @@ class NetworkProps:
             try:
                 ranges[name] = ipaddress.ip_network(value)
             except ValueError:
-                raise ValueError(f"NetworkProps.{name}: {value!r} is not a network in CIDR form, e.g. 10.10.0.0/24") from None
+                raise ValueError(
+                    f"NetworkProps.{name}: {value!r} is not a network in CIDR form, e.g. 10.10.0.0/24"
+                ) from None
             if not ranges[name].is_private or ranges[name].version != 4:
                 raise ValueError(f"NetworkProps.{name}: {value!r} must be a private IPv4 range")
         if ranges["subnet_cidr"].overlaps(ranges["private_services_cidr"]):

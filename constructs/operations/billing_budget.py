@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk import TerraformProvider
 from constructs.cdk.google.billing_budget import (
     BillingBudget as BillingBudgetResource,
@@ -14,7 +15,6 @@ from constructs.cdk.google.billing_budget import (
     BillingBudgetBudgetFilter,
     BillingBudgetThresholdRules,
 )
-from constructs import Construct
 
 BILLING_ACCOUNT = re.compile(r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$")
 # Spend already incurred, as fractions of the amount; plus 100% of the month's forecast.
@@ -36,7 +36,9 @@ class BillingBudgetProps:
 
     def __post_init__(self) -> None:
         if not BILLING_ACCOUNT.match(self.billing_account):
-            raise ValueError(f"BillingBudgetProps.billing_account: {self.billing_account!r} is not XXXXXX-XXXXXX-XXXXXX")
+            raise ValueError(
+                f"BillingBudgetProps.billing_account: {self.billing_account!r} is not XXXXXX-XXXXXX-XXXXXX"
+            )
         if self.monthly_usd < 1:
             raise ValueError(f"BillingBudgetProps.monthly_usd: {self.monthly_usd} must be 1 or more")
         if len(self.notification_channels) > 5:
@@ -64,7 +66,10 @@ class BillingBudget(Construct):
                 specified_amount=BillingBudgetAmountSpecifiedAmount(currency_code="USD", units=str(props.monthly_usd))
             ),
             threshold_rules=[
-                *(BillingBudgetThresholdRules(threshold_percent=f, spend_basis="CURRENT_SPEND") for f in CURRENT_SPEND_THRESHOLDS),
+                *(
+                    BillingBudgetThresholdRules(threshold_percent=f, spend_basis="CURRENT_SPEND")
+                    for f in CURRENT_SPEND_THRESHOLDS
+                ),
                 BillingBudgetThresholdRules(threshold_percent=1.0, spend_basis="FORECASTED_SPEND"),
             ],
             all_updates_rule=BillingBudgetAllUpdatesRule(

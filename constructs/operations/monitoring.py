@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from constructs import Construct
 from constructs.cdk.google.logging_metric import LoggingMetric, LoggingMetricMetricDescriptor
 from constructs.cdk.google.monitoring_alert_policy import (
     MonitoringAlertPolicy,
@@ -32,7 +33,6 @@ from constructs.cdk.google.monitoring_uptime_check_config import (
     MonitoringUptimeCheckConfigHttpCheckAcceptedResponseStatusCodes,
     MonitoringUptimeCheckConfigMonitoredResource,
 )
-from constructs import Construct
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -307,7 +307,7 @@ class Monitoring(Construct):
             filter=(
                 f'logName="projects/{p}/logs/cloudaudit.googleapis.com%2Fsystem_event" '
                 f'AND protoPayload.methodName="cloudsql.instances.automatedBackup" '
-                f'AND {sql} '
+                f"AND {sql} "
                 f'AND (protoPayload.metadata.windowStatus:"FAILED" OR protoPayload.metadata.windowStatus:"OVERDUE")'
             ),
             metric_descriptor=LoggingMetricMetricDescriptor(metric_kind="DELTA", value_type="INT64", unit="1"),
@@ -444,7 +444,10 @@ class Monitoring(Construct):
             "dashboard",
             project=self._props.project,
             dashboard_json=json.dumps(
-                {"displayName": f"{self._props.name}: MLflow tracking server", "mosaicLayout": {"columns": 12, "tiles": tiles}}
+                {
+                    "displayName": f"{self._props.name}: MLflow tracking server",
+                    "mosaicLayout": {"columns": 12, "tiles": tiles},
+                }
             ),
         )
 
@@ -494,7 +497,9 @@ def _tile(index: int, chart: _Chart) -> dict[str, Any]:
     }
     if chart.group_by:
         aggregation["groupByFields"] = list(chart.group_by)
-    query = {"timeSeriesFilter": {"filter": f'metric.type="{chart.metric}" AND {chart.resource}', "aggregation": aggregation}}
+    query = {
+        "timeSeriesFilter": {"filter": f'metric.type="{chart.metric}" AND {chart.resource}', "aggregation": aggregation}
+    }
     xy_chart: dict[str, Any] = {"dataSets": [{"plotType": "LINE", "timeSeriesQuery": query}]}
     if chart.threshold is not None:
         xy_chart["thresholds"] = [{"value": chart.threshold, "label": "alert"}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk.google.artifact_registry_repository import (
     ArtifactRegistryRepository,
     ArtifactRegistryRepositoryCleanupPolicies,
@@ -12,7 +13,6 @@ from constructs.cdk.google.artifact_registry_repository import (
     ArtifactRegistryRepositoryDockerConfig,
 )
 from constructs.cdk.google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
-from constructs import Construct
 
 
 @dataclass(frozen=True)

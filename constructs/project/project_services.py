@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk import TerraformResource
 from constructs.cdk.google.project_service import ProjectService
-from constructs import Construct
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,9 @@ class ProjectServicesProps:
             raise ValueError("ProjectServicesProps.services: is empty; list the APIs the stack uses")
         for service in self.services:
             if self.services.count(service) > 1 or not service.endswith(".googleapis.com"):
-                raise ValueError(f"ProjectServicesProps.services: {service!r} must be a NAME.googleapis.com listed once")
+                raise ValueError(
+                    f"ProjectServicesProps.services: {service!r} must be a NAME.googleapis.com listed once"
+                )
 
 
 class ProjectServices(Construct):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from constructs import Construct
 from constructs.cdk import LocalExecProvisioner, TerraformResource, terraform_data
 from constructs.cdk.google.cloud_run_v2_job import (
     CloudRunV2Job,
@@ -12,8 +13,6 @@ from constructs.cdk.google.cloud_run_v2_job import (
     CloudRunV2JobTemplateTemplateContainers,
     CloudRunV2JobTemplateTemplateContainersResources,
 )
-from constructs import Construct
-
 from constructs.serving.server_container import (
     JOB_STRUCTS,
     RunPlacement,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from constructs.cdk import LocalExecProvisioner, TerraformResource, Token, terraform_data
 from constructs import Construct
+from constructs.cdk import LocalExecProvisioner, TerraformResource, Token, terraform_data
 
 # gcloud's names for the service's ingress settings.
 CLOSED_INGRESS = "internal"

@@ -15,8 +15,8 @@ from typing import Any
 
 from constructs.cdk import set_newer_provider_attribute
 from constructs.cdk.google import cloud_run_v2_job, cloud_run_v2_service
-
 from constructs.data.cloudsql_socket import CLOUDSQL_MOUNT
+
 # The image's non-root user (docker/Dockerfile USER; tests/constructs/serving/test_server_container.py keeps them equal).
 IMAGE_UID = 10001
 IMAGE_GID = 10001
@@ -171,7 +171,11 @@ def gateway_key_env(key: GatewayKeyRef, s: RunStructs) -> list[Any]:
 
 
 def cloudsql_volume(props: ServerContainerProps, s: RunStructs) -> Any:
-    return s("Volumes", name="cloudsql", cloud_sql_instance=s("VolumesCloudSqlInstance", instances=[props.sql_connection_name]))
+    return s(
+        "Volumes",
+        name="cloudsql",
+        cloud_sql_instance=s("VolumesCloudSqlInstance", instances=[props.sql_connection_name]),
+    )
 
 
 def artifact_volume(props: ServerContainerProps, s: RunStructs) -> Any:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from constructs import Construct
 from constructs.cdk import set_newer_provider_attribute
 from constructs.cdk.google.cloud_run_v2_service import (
     CloudRunV2Service,
@@ -21,8 +22,6 @@ from constructs.cdk.google.cloud_run_v2_service import (
     CloudRunV2ServiceTemplateScaling,
 )
 from constructs.cdk.google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
-from constructs import Construct
-
 from constructs.serving.server_container import (
     SERVICE_STRUCTS,
     GatewayKeyRef,

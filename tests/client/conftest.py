@@ -33,8 +33,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -129,9 +129,15 @@ def make_tls(workdir: Path, hosts: list[str]) -> tuple[Path, ssl.SSLContext]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -219,8 +225,16 @@ def _json(body: dict, status: int = 200) -> tuple[int, dict, bytes]:
 
 
 _HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "host", "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
 }
 
 
@@ -242,12 +256,16 @@ class FakeGoogle:
     APPS: ClassVar[dict[str, str]] = {MLFLOW_HOST: AUDIENCE, RUN_APP_HOST: RUN_APP_AUDIENCE}
 
     def __init__(self, workdir: Path):
-        self.ca_path, self.tls_context = make_tls(workdir, [MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST, OTHER_HOST])
+        self.ca_path, self.tls_context = make_tls(
+            workdir, [MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST, OTHER_HOST]
+        )
         self.hosts = {MLFLOW_HOST, RUN_APP_HOST, OAUTH_HOST, IAM_HOST, OTHER_HOST}
         # (host, port) pairs served as another origin than IAP's.
         self.elsewhere = {(OTHER_HOST, "443"), (MLFLOW_HOST, OTHER_PORT)}
         self.service_accounts = {
-            email: ServiceAccount(email, rsa.generate_private_key(public_exponent=65537, key_size=2048), uuid.uuid4().hex)
+            email: ServiceAccount(
+                email, rsa.generate_private_key(public_exponent=65537, key_size=2048), uuid.uuid4().hex
+            )
             for email in (CLIENT_SA, RUNNER_SA, OUTSIDER_SA)
         }
         self.refresh_tokens = {f"refresh-{user}": f"user:{user}" for user in (ALICE, MALLORY)}
@@ -288,7 +306,9 @@ class FakeGoogle:
 
     # Requests arriving through the proxy tunnel, by host.
 
-    def route(self, host: str, method: str, path: str, headers, body: bytes, port: str = "443") -> tuple[int, dict, bytes]:
+    def route(
+        self, host: str, method: str, path: str, headers, body: bytes, port: str = "443"
+    ) -> tuple[int, dict, bytes]:
         if (host, port) in self.elsewhere:
             return self._elsewhere(f"https://{host}:{port}", method, path, headers)
         if host == OAUTH_HOST:
@@ -322,7 +342,7 @@ class FakeGoogle:
 
     def _principal(self, headers) -> str | None:
         auth = headers.get("Authorization", "")
-        return self._access_tokens.get(auth[len("Bearer "):]) if auth.startswith("Bearer ") else None
+        return self._access_tokens.get(auth[len("Bearer ") :]) if auth.startswith("Bearer ") else None
 
     def _sign_jwt(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
         match = re.fullmatch(r"/v1/projects/-/serviceAccounts/([^/:]+):signJwt", path)
@@ -337,7 +357,8 @@ class FakeGoogle:
         if principal not in self.token_creators.get(target, set()):
             self.sign_log.append(SignRecord(principal, target, None, 403))
             return _google_error(
-                403, "PERMISSION_DENIED",
+                403,
+                "PERMISSION_DENIED",
                 "Permission 'iam.serviceAccounts.signJwt' denied on resource (or it may not exist).",
             )
         claims = json.loads(json.loads(body)["payload"])
@@ -349,7 +370,7 @@ class FakeGoogle:
 
     def _iap(self, audience: str, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
         auth = headers.get("Proxy-Authorization") or headers.get("Authorization") or ""
-        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
 
         def deny(status: int, reason: str, identity: str | None = None):
             self.iap_log.append(IapRecord(method, path, status, identity, reason, token))
@@ -492,7 +513,7 @@ class _MetadataHandler(BaseHTTPRequestHandler):
         elif not path.startswith(base) or self.headers.get("Metadata-Flavor") != "Google":
             status, body = 403, b"Missing Metadata-Flavor:Google header."
         else:
-            rest = path[len(base):]
+            rest = path[len(base) :]
             if rest == "project/project-id":
                 body = PROJECT.encode()
             elif rest == "universe/universe-domain":
@@ -500,7 +521,11 @@ class _MetadataHandler(BaseHTTPRequestHandler):
             elif rest in ("instance/service-accounts/default/", f"instance/service-accounts/{RUNNER_SA}/"):
                 kind = "application/json"
                 body = json.dumps(
-                    {"email": RUNNER_SA, "aliases": ["default"], "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+                    {
+                        "email": RUNNER_SA,
+                        "aliases": ["default"],
+                        "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+                    }
                 ).encode()
             elif rest in ("instance/service-accounts/default/token", f"instance/service-accounts/{RUNNER_SA}/token"):
                 kind = "application/json"
@@ -589,12 +614,26 @@ def mlflow_server(tmp_path_factory) -> MlflowServer:
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                "--artifacts-destination", (root / "artifacts").as_uri(),
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                (root / "artifacts").as_uri(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
             ],
-            cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=root,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = MlflowServer(process, port, root, log)
     yield server
@@ -616,15 +655,27 @@ def plugin_venv(tmp_path_factory) -> Path:
     python = venv / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     Path(purelib, "_parent_site_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     install = subprocess.run(
         [
-            str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-            "--disable-pip-version-check", "--no-input", str(source),
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--no-input",
+            str(source),
         ],
-        capture_output=True, text=True, cwd=work,
+        capture_output=True,
+        text=True,
+        cwd=work,
     )
     assert install.returncode == 0, f"pip install ./client failed:\n{install.stdout}\n{install.stderr}"
     return venv
@@ -718,8 +769,12 @@ class ClientWorld:
         """A request to a faked host (default: the load balancer's) from the test process (curl's role),
         through the fake proxy."""
         return requests.request(
-            method, f"{base or self.fake.MLFLOW_URL}{path}", proxies={"https": self.fake.proxy_url},
-            verify=str(self.fake.ca_path), timeout=60, **kwargs,
+            method,
+            f"{base or self.fake.MLFLOW_URL}{path}",
+            proxies={"https": self.fake.proxy_url},
+            verify=str(self.fake.ca_path),
+            timeout=60,
+            **kwargs,
         )
 
 

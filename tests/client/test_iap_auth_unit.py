@@ -9,20 +9,18 @@ import re
 import threading
 import time
 import tomllib
+from pathlib import Path
 
 import google.auth
 import google.auth.exceptions
 import google.oauth2.credentials
 import google.oauth2.service_account
-from pathlib import Path
-
 import pytest
 import requests
 import requests.auth
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from mlflow_iap_auth._auth import (
     MAX_TOKEN_LIFETIME,
@@ -82,7 +80,10 @@ def test_defaults_need_no_configuration():
         ("https://MLflow.Example.com:443/some/prefix", "https://mlflow.example.com/*"),
         ("https://mlflow.example.com:8443", "https://mlflow.example.com:8443/*"),
         # IAP on the Cloud Run service (front_door.mode = "direct_iap"): the run.app URL is the app's URL.
-        ("https://mlflow-server-123456789012.europe-west1.run.app", "https://mlflow-server-123456789012.europe-west1.run.app/*"),
+        (
+            "https://mlflow-server-123456789012.europe-west1.run.app",
+            "https://mlflow-server-123456789012.europe-west1.run.app/*",
+        ),
         ("https://user:pw@mlflow.example.com", "https://mlflow.example.com/*"),
     ],
 )
@@ -326,7 +327,10 @@ def test_the_auth_plugin_adds_the_token_to_the_tracking_servers_requests_only(pl
     tracking = auth(prepared("https://mlflow.example.com/api/2.0/mlflow/runs/create"))
     assert tracking.headers["Proxy-Authorization"] == "Bearer jwt-1"
     assert signer.signed[0]["aud"] == "https://mlflow.example.com/*"
-    for elsewhere in ("https://artifacts.example.com/mlflow-artifacts/artifacts/m.pkl", "https://mlflow.example.com:8443/x"):
+    for elsewhere in (
+        "https://artifacts.example.com/mlflow-artifacts/artifacts/m.pkl",
+        "https://mlflow.example.com:8443/x",
+    ):
         request = auth(prepared(elsewhere))
         assert "Proxy-Authorization" not in request.headers and "Authorization" not in request.headers
     assert len(signer.signed) == 1, "nothing is even signed for another host"
@@ -384,8 +388,12 @@ def test_package_declares_the_entry_point_and_the_command():
 
 @pytest.mark.parametrize(
     "url, sends",
-    [("https://mlflow.example.com/api", True), ("https://other.example.com/api", False), ("https://MLFLOW.example.com:443/x", True),
-     ("https://mlflow.example.com:8443/x", False)],
+    [
+        ("https://mlflow.example.com/api", True),
+        ("https://other.example.com/api", False),
+        ("https://MLFLOW.example.com:443/x", True),
+        ("https://mlflow.example.com:8443/x", False),
+    ],
 )
 def test_an_audience_override_keeps_its_token_to_the_audiences_own_origin(url, sends):
     settings = Settings.from_env({"MLFLOW_IAP_AUDIENCE": "https://mlflow.example.com/*"})

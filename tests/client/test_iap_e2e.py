@@ -109,7 +109,11 @@ def test_the_token_goes_to_the_tracking_server_only_never_to_another_host_or_por
     seen = world.fake.elsewhere_log
     assert {r.origin for r in seen} == {"https://artifacts.example.test:443", "https://mlflow.example.test:8443"}
     assert len(seen) >= 4, "each download listed, then fetched the file"
-    assert [(r.origin, r.path, r.authorization, r.proxy_authorization) for r in seen if r.authorization or r.proxy_authorization] == []
+    assert [
+        (r.origin, r.path, r.authorization, r.proxy_authorization)
+        for r in seen
+        if r.authorization or r.proxy_authorization
+    ] == []
     assert world.fake.refused == []
 
 
@@ -138,7 +142,13 @@ def test_without_mlflow_tracking_auth_no_token_is_sent_and_a_warning_names_the_s
 def test_a_workload_signs_as_its_own_service_account_and_refreshes_expiring_tokens(world):
     world.on_gce()
     result = world.python(
-        str(EXAMPLE), "--experiment", "iap-refresh", "--steps", "4", "--sleep", "2.5",
+        str(EXAMPLE),
+        "--experiment",
+        "iap-refresh",
+        "--steps",
+        "4",
+        "--sleep",
+        "2.5",
         MLFLOW_IAP_TOKEN_LIFETIME="4",
     )
     assert result.returncode == 0, result.stderr
@@ -147,11 +157,15 @@ def test_a_workload_signs_as_its_own_service_account_and_refreshes_expiring_toke
 
     signed = [s for s in world.fake.sign_log if s.status == 200]
     assert len(signed) >= 2, "a new token was signed when the first one neared expiry"
-    assert {(s.principal, s.target) for s in signed} == {(f"serviceAccount:{world.fake.RUNNER_SA}", world.fake.RUNNER_SA)}
+    assert {(s.principal, s.target) for s in signed} == {
+        (f"serviceAccount:{world.fake.RUNNER_SA}", world.fake.RUNNER_SA)
+    }
     assert all(s.claims["exp"] - s.claims["iat"] == 4 for s in signed)
     log = world.fake.iap_log
     assert log[-1].at - log[0].at > 4, "the run outlived a token's lifetime"
-    assert log and all(r.reason is None and r.identity == world.fake.RUNNER_SA for r in log), [r for r in log if r.reason]
+    assert log and all(r.reason is None and r.identity == world.fake.RUNNER_SA for r in log), [
+        r for r in log if r.reason
+    ]
     assert len({r.token for r in log}) >= 2
     assert world.fake.refused == []
 
@@ -160,8 +174,13 @@ def test_with_iap_on_cloud_run_the_tracking_uri_alone_is_enough(world):
     """front_door.mode = "direct_iap": the run.app URL is the tracking URI, its `https://HOST/*` the audience."""
     world.login_as(world.fake.ALICE)
     result = world.python(
-        str(EXAMPLE), "--experiment", "iap-direct", "--steps", "2",
-        MLFLOW_TRACKING_URI=world.fake.RUN_APP_URL, MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA,
+        str(EXAMPLE),
+        "--experiment",
+        "iap-direct",
+        "--steps",
+        "2",
+        MLFLOW_TRACKING_URI=world.fake.RUN_APP_URL,
+        MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA,
     )
     assert result.returncode == 0, result.stderr
     experiment_id, run_id = _ids(result.stdout)
@@ -177,9 +196,12 @@ def test_a_token_for_one_front_door_is_refused_at_the_other(world):
     search = "/api/2.0/mlflow/experiments/search?max_results=1"
 
     def token(aud: str) -> dict:
-        return {"Proxy-Authorization": "Bearer " + fake.sign_as(
-            fake.CLIENT_SA, {"iss": fake.CLIENT_SA, "sub": fake.CLIENT_SA, "aud": aud, "iat": now, "exp": now + 600}
-        )}
+        return {
+            "Proxy-Authorization": "Bearer "
+            + fake.sign_as(
+                fake.CLIENT_SA, {"iss": fake.CLIENT_SA, "sub": fake.CLIENT_SA, "aud": aud, "iat": now, "exp": now + 600}
+            )
+        }
 
     assert world.https("GET", search, base=fake.RUN_APP_URL, headers=token(fake.RUN_APP_AUDIENCE)).status_code == 200
     assert world.https("GET", search, base=fake.RUN_APP_URL, headers=token(fake.AUDIENCE)).status_code == 401
@@ -195,7 +217,9 @@ def test_the_fake_iap_rejects_what_real_iap_rejects(world):
         return {"iss": sa, "sub": sa, "aud": aud, "iat": iat, "exp": exp}
 
     def status(token: str, header: str = "Proxy-Authorization") -> int:
-        return world.https("GET", "/api/2.0/mlflow/experiments/search?max_results=1", headers={header: f"Bearer {token}"}).status_code
+        return world.https(
+            "GET", "/api/2.0/mlflow/experiments/search?max_results=1", headers={header: f"Bearer {token}"}
+        ).status_code
 
     assert status(fake.sign_as(fake.CLIENT_SA, claims())) == 200
     assert status(fake.sign_as(fake.CLIENT_SA, claims()), header="Authorization") == 200
@@ -218,12 +242,16 @@ def test_the_token_command_prints_a_token_for_curl(world):
     )
     assert response.status_code == 200 and "experiments" in response.json()
 
-    header = world.token_cli("--header", "https://mlflow.example.test/", MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA)
+    header = world.token_cli(
+        "--header", "https://mlflow.example.test/", MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA
+    )
     assert header.returncode == 0 and header.stdout.startswith("Proxy-Authorization: Bearer ey")
 
 
 def test_no_credentials_is_one_clear_line(world):
-    line = _assert_one_line_error(world.token_cli(), "no Google credentials found", "gcloud auth application-default login")
+    line = _assert_one_line_error(
+        world.token_cli(), "no Google credentials found", "gcloud auth application-default login"
+    )
 
     # The MLflow call fails with the same line in its error, and nothing is sent without a token.
     result = world.python("-c", "import mlflow; mlflow.search_experiments()", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
@@ -250,7 +278,6 @@ def test_user_credentials_without_a_service_account_say_which_setting_is_missing
     assert world.fake.sign_log == []
 
 
-
 # A loose bound: MLflow's own client retries with back-off for minutes; the check answers in about a second.
 FIRST_RUN_SECONDS = 20
 
@@ -271,8 +298,11 @@ def test_the_first_run_before_dns_resolves_fails_in_seconds_with_one_line(world)
     started = time.monotonic()
     result = world.python(
         # Google's endpoints through the fakes; the tracking host directly, through this machine's resolver.
-        str(EXAMPLE), MLFLOW_TRACKING_URI="https://mlflow-first-run.invalid", NO_PROXY="mlflow-first-run.invalid",
-        no_proxy="mlflow-first-run.invalid", MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA,
+        str(EXAMPLE),
+        MLFLOW_TRACKING_URI="https://mlflow-first-run.invalid",
+        NO_PROXY="mlflow-first-run.invalid",
+        no_proxy="mlflow-first-run.invalid",
+        MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA,
     )
     elapsed = time.monotonic() - started
     _assert_one_line_error(result, "mlflow-first-run.invalid does not resolve (DNS)", "name_servers", "mlflow_url")
@@ -290,7 +320,11 @@ def test_the_first_run_without_mlflow_tracking_auth_says_to_set_it_before_anythi
     """The example's check() stops in one line instead of letting MLflow send tokenless requests."""
     world.login_as(world.fake.ALICE)
     result = world.python(
-        str(EXAMPLE), "--experiment", "iap-unset", MLFLOW_TRACKING_AUTH=None, MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA
+        str(EXAMPLE),
+        "--experiment",
+        "iap-unset",
+        MLFLOW_TRACKING_AUTH=None,
+        MLFLOW_IAP_SERVICE_ACCOUNT=world.fake.CLIENT_SA,
     )
     _assert_one_line_error(result, "MLFLOW_TRACKING_AUTH is not 'iap'", "export MLFLOW_TRACKING_AUTH=iap")
     assert world.fake.sign_log == [] and world.fake.iap_log == [], "nothing signed, nothing sent"

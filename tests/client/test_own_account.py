@@ -81,10 +81,16 @@ def test_a_caller_without_an_account_is_told_what_to_do_on_one_line():
     with pytest.raises(OwnAccountError) as caught:
         own_account(ACCOUNTS, "mallory@example.com")
     message = str(caught.value)
-    assert "no account for user:mallory@example.com" in message and "client_impersonators" in message and "\n" not in message
+    assert (
+        "no account for user:mallory@example.com" in message
+        and "client_impersonators" in message
+        and "\n" not in message
+    )
 
 
-@pytest.mark.parametrize("raw", ["not json", "[]", "{}", '{"user:a@example.com": 3}', '{"user:a@example.com": "no-email"}'])
+@pytest.mark.parametrize(
+    "raw", ["not json", "[]", "{}", '{"user:a@example.com": 3}', '{"user:a@example.com": "no-email"}']
+)
 def test_a_map_that_is_not_the_outputs_is_refused_naming_the_variable(raw):
     with pytest.raises(OwnAccountError, match=ENV_SERVICE_ACCOUNTS):
         accounts_from_env({ENV_SERVICE_ACCOUNTS: raw})

@@ -252,7 +252,11 @@ class CloudRunProxy:
     ) -> None:
         """Answers the request itself (the server never sees it), and closes the connection."""
         body = text.encode()
-        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"text/plain"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         self.exchanges.append(Exchange(method, target, status, version, received, len(body)))
         if conn.our_state is h11.SEND_RESPONSE:
             await self._send(conn, writer, h11.Response(status_code=status, headers=headers))

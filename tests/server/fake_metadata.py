@@ -62,7 +62,11 @@ class FakeMetadataServer:
                     return self._send(200, "text/plain", "googleapis.com")
                 # Once it knows the account's e-mail, google-auth asks for its info under that alias.
                 if path in (f"{ACCOUNTS}/default", f"{ACCOUNTS}/{SERVICE_ACCOUNT}"):
-                    info = {"email": SERVICE_ACCOUNT, "aliases": ["default"], "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+                    info = {
+                        "email": SERVICE_ACCOUNT,
+                        "aliases": ["default"],
+                        "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+                    }
                     return self._send(200, "application/json", json.dumps(info))
                 if path == f"{ACCOUNTS}/default/token":
                     with fake._lock:

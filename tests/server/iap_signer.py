@@ -23,7 +23,9 @@ AUDIENCE = "/projects/123456789012/global/backendServices/4242424242424242424"
 
 
 def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 class IapSigner:
@@ -57,7 +59,9 @@ class IapSigner:
 
     def public_keys(self) -> dict[str, str]:
         return {
-            kid: key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+            kid: key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
             for kid, key in self.keys.items()
         }
 
@@ -86,7 +90,10 @@ class IapSigner:
         iat = int(time.time() if issued is None else issued)
         payload = {"aud": audience, "iss": issuer, "iat": iat, "exp": iat + lifetime, **claims}
         if email is not None:
-            payload |= {"email": email, "sub": f"accounts.google.com:{int(hashlib.sha256(email.encode()).hexdigest()[:15], 16)}"}
+            payload |= {
+                "email": email,
+                "sub": f"accounts.google.com:{int(hashlib.sha256(email.encode()).hexdigest()[:15], 16)}",
+            }
         signer = es256.ES256Signer.from_string(_pem(key or self.keys[kid]), key_id=kid)
         return google.auth.jwt.encode(signer, payload).decode()
 

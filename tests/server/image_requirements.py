@@ -48,7 +48,9 @@ def locked_hashes() -> dict[NormalizedName, tuple[str, list[str]]]:
     """Pipfile.lock's packages (both sections): name -> (version, hashes)."""
     lock = json.loads(PIPFILE_LOCK.read_text())
     entries = {**lock["develop"], **lock["default"]}
-    return {canonicalize_name(name): (e["version"].removeprefix("=="), sorted(e["hashes"])) for name, e in entries.items()}
+    return {
+        canonicalize_name(name): (e["version"].removeprefix("=="), sorted(e["hashes"])) for name, e in entries.items()
+    }
 
 
 def render() -> str:
@@ -66,7 +68,9 @@ def render() -> str:
             raise SystemExit(f"{name} {version} is installed but not in Pipfile.lock: add it to Pipfile and run pipenv lock")
         locked_version, hashes = locked[name]
         if locked_version != version:
-            raise SystemExit(f"{name} {version} is installed but Pipfile.lock has {locked_version}: run pipenv sync --dev")
+            raise SystemExit(
+                f"{name} {version} is installed but Pipfile.lock has {locked_version}: run pipenv sync --dev"
+            )
         lines.append(f"{name}=={version} \\")
         lines.extend(f"    --hash={h} \\" for h in hashes[:-1])
         lines.append(f"    --hash={hashes[-1]}")

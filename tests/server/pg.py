@@ -170,7 +170,16 @@ class PostgresCluster:
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
             subprocess.run(
-                [*self._as_owner(), str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"],
+                [
+                    *self._as_owner(),
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
                 capture_output=True,
             )
         shutil.rmtree(self.base, ignore_errors=True)
@@ -218,7 +227,9 @@ class PostgresCluster:
 
         def count() -> int:
             with conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)
+                )
                 return cur.fetchone()[0]
 
         return count, conn.close

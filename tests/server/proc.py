@@ -88,7 +88,9 @@ class ServerProcess:
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode} before it was healthy:\n{self.log()[-5000:]}")
+                raise RuntimeError(
+                    f"server exited with {self.proc.returncode} before it was healthy:\n{self.log()[-5000:]}"
+                )
             try:
                 if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return time.monotonic() - start

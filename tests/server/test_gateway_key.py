@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from mlflow.exceptions import MlflowException
 from mlflow.utils.crypto import DEFAULT_KEK_PASSPHRASE, KEKManager, _decrypt_secret
+
 from tests.server.conftest import Database, Launcher, migrate
 from tests.server.pg import PostgresCluster
 from tests.server.proc import GATEWAY_KEY, START_SH, VENV_BIN, script_env
@@ -43,7 +43,10 @@ def test_start_refuses_mlflows_default_passphrase_even_with_the_gateway_off(
     migrated_database: Database, tmp_path: Path, gateway: str
 ) -> None:
     line = start_refusal(
-        migrated_database, tmp_path, MLFLOW_CRYPTO_KEK_PASSPHRASE=DEFAULT_KEK_PASSPHRASE, MLFLOW_ENABLE_AI_GATEWAY=gateway
+        migrated_database,
+        tmp_path,
+        MLFLOW_CRYPTO_KEK_PASSPHRASE=DEFAULT_KEK_PASSPHRASE,
+        MLFLOW_ENABLE_AI_GATEWAY=gateway,
     )
     assert line.startswith("start.sh: MLFLOW_CRYPTO_KEK_PASSPHRASE is MLflow's published default passphrase, ")
 
@@ -97,7 +100,9 @@ def test_a_key_stored_through_the_server_opens_with_the_deployments_key_only(
     server = start_server(db, MLFLOW_CRYPTO_KEK_VERSION="2")
     server.wait_healthy()
     response = requests.post(
-        server.url + CREATE, json={"secret_name": "openai-prod", "secret_value": API_KEY, "provider": "openai"}, timeout=30
+        server.url + CREATE,
+        json={"secret_name": "openai-prod", "secret_value": API_KEY, "provider": "openai"},
+        timeout=30,
     )
     assert response.status_code == 200, response.text
     secret_id = response.json()["secret"]["secret_id"]
@@ -154,12 +159,16 @@ def store_under_mlflows_default(postgres: PostgresCluster, db: Database, tmp_pat
         env=script_env(MLFLOW_CRYPTO_KEK_PASSPHRASE=""), capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     secret_id = stored.stdout.split()[-1]
-    assert decrypt(stored_secret(postgres, db, secret_id), secret_id, DEFAULT_KEK_PASSPHRASE, 1) == {"api_key": "sk-legacy"}
+    assert decrypt(stored_secret(postgres, db, secret_id), secret_id, DEFAULT_KEK_PASSPHRASE, 1) == {
+        "api_key": "sk-legacy"
+    }
     return secret_id
 
 
 @pytest.fixture
-def key_under_mlflows_default(postgres: PostgresCluster, migrated_database: Database, tmp_path: Path) -> tuple[Database, str]:
+def key_under_mlflows_default(
+    postgres: PostgresCluster, migrated_database: Database, tmp_path: Path
+) -> tuple[Database, str]:
     """For the tests that must change nothing: the shared migrated database."""
     return migrated_database, store_under_mlflows_default(postgres, migrated_database, tmp_path)
 
@@ -192,12 +201,17 @@ def test_readme_rotation_moves_keys_stored_under_mlflows_default_to_the_deployme
     with pytest.raises(MlflowException, match="Failed to decrypt secret"):
         decrypt(row, secret_id, DEFAULT_KEK_PASSPHRASE, 1)
     again = rotation([sys.executable, str(ROTATE)], db, GATEWAY_KEY)
-    assert again.stdout == "rotate_gateway_key.py: re-wrapped 0 gateway key(s) from KEK version 1 to 2\n", "it can be rerun"
+    assert again.stdout == "rotate_gateway_key.py: re-wrapped 0 gateway key(s) from KEK version 1 to 2\n", (
+        "it can be rerun"
+    )
 
 
 @pytest.mark.parametrize(
     ("new_key", "message"),
-    [("", "the new key on standard input must be 32+ characters"), (DEFAULT_KEK_PASSPHRASE, "the new key on standard input")],
+    [
+        ("", "the new key on standard input must be 32+ characters"),
+        (DEFAULT_KEK_PASSPHRASE, "the new key on standard input"),
+    ],
     ids=["no new key", "mlflow's default"],
 )
 def test_rotation_refuses_a_new_key_that_is_no_better_and_changes_nothing(

@@ -88,7 +88,8 @@ def log_a_run(url: str, name: str) -> str:
 
 def iam_sessions(postgres: PostgresCluster, db: Database) -> list[tuple]:
     return postgres.query(
-        "SELECT pid, backend_start FROM pg_stat_activity WHERE usename = %s AND datname = %s", (IAM_DATABASE_USER, db.name)
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE usename = %s AND datname = %s",
+        (IAM_DATABASE_USER, db.name),
     )
 
 
@@ -96,7 +97,11 @@ def iam_sessions(postgres: PostgresCluster, db: Database) -> list[tuple]:
 
 
 def test_migrate_then_start_log_in_with_access_tokens_and_mlflow_logs_runs(
-    postgres: PostgresCluster, metadata: FakeMetadataServer, iam_env: dict[str, str], iam_database: Database, start_server: Launcher
+    postgres: PostgresCluster,
+    metadata: FakeMetadataServer,
+    iam_env: dict[str, str],
+    iam_database: Database,
+    start_server: Launcher,
 ) -> None:
     token = "ya29.iam-token-for-the-e2e-test"
     metadata.issue(token)
@@ -105,7 +110,9 @@ def test_migrate_then_start_log_in_with_access_tokens_and_mlflow_logs_runs(
     migrated = run(MIGRATE_SH, iam_database, iam_env)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     # The IAM user created MLflow's tables in `public` (the owner's right on PostgreSQL 15+) and owns them.
-    owners = postgres.query("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", dbname=iam_database.name)
+    owners = postgres.query(
+        "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", dbname=iam_database.name
+    )
     assert owners == [(IAM_DATABASE_USER,)]
     assert [r.scopes for r in metadata.token_requests] == [SCOPE]
 
@@ -128,7 +135,11 @@ def test_migrate_then_start_log_in_with_access_tokens_and_mlflow_logs_runs(
 
 
 def test_a_rotated_token_is_used_by_new_connections_while_pooled_ones_keep_serving(
-    postgres: PostgresCluster, metadata: FakeMetadataServer, iam_env: dict[str, str], iam_database: Database, start_server: Launcher
+    postgres: PostgresCluster,
+    metadata: FakeMetadataServer,
+    iam_env: dict[str, str],
+    iam_database: Database,
+    start_server: Launcher,
 ) -> None:
     # The first token is fresh for a few seconds in google-auth's eyes (which refreshes
     # REFRESH_THRESHOLD before the expiry), the second for an hour.
@@ -167,7 +178,11 @@ def test_a_rotated_token_is_used_by_new_connections_while_pooled_ones_keep_servi
 
 
 def test_with_two_workers_every_worker_logs_in_with_a_token(
-    postgres: PostgresCluster, metadata: FakeMetadataServer, iam_env: dict[str, str], iam_database: Database, start_server: Launcher
+    postgres: PostgresCluster,
+    metadata: FakeMetadataServer,
+    iam_env: dict[str, str],
+    iam_database: Database,
+    start_server: Launcher,
 ) -> None:
     """uvicorn's workers are fresh processes: each installs the hook when it imports mlflow_asgi."""
     metadata.issue("ya29.two-workers")
@@ -206,7 +221,11 @@ def refusal(script: Path, db: Database, env: dict[str, str], tmp_path: Path) -> 
 
 
 def test_a_token_the_database_refuses_stops_the_start_with_one_line(
-    postgres: PostgresCluster, metadata: FakeMetadataServer, iam_env: dict[str, str], iam_database: Database, tmp_path: Path
+    postgres: PostgresCluster,
+    metadata: FakeMetadataServer,
+    iam_env: dict[str, str],
+    iam_database: Database,
+    tmp_path: Path,
 ) -> None:
     metadata.issue("ya29.accepted")
     set_token_password(postgres, "ya29.accepted")
@@ -227,7 +246,9 @@ def test_no_metadata_server_stops_the_start_with_one_line(
     metadata.stop()
     env = {**iam_env, "GCE_METADATA_DETECT_RETRIES": "1", "GCE_METADATA_TIMEOUT": "1"}
     line = refusal(START_SH, iam_database, env, tmp_path)
-    assert line.startswith("start.sh: cannot log in to the backend store with IAM: no access token from Application Default Credentials")
+    assert line.startswith(
+        "start.sh: cannot log in to the backend store with IAM: no access token from Application Default Credentials"
+    )
 
 
 def test_start_refuses_a_password_in_the_uri_in_iam_mode(iam_env: dict[str, str], tmp_path: Path) -> None:
@@ -250,7 +271,11 @@ def test_without_the_database_owner_role_the_iam_user_cannot_create_mlflow_schem
     loner = "mlflow-loner@example-project.iam"
     postgres.query(f'CREATE ROLE "{loner}" LOGIN PASSWORD %s', ("ya29.loner",))
     metadata.issue("ya29.loner")
-    db = Database(name=iam_database.name, uri=iam_database.uri.replace(quote(IAM_DATABASE_USER, safe=""), quote(loner, safe="")), tcp_uri="")
+    db = Database(
+        name=iam_database.name,
+        uri=iam_database.uri.replace(quote(IAM_DATABASE_USER, safe=""), quote(loner, safe="")),
+        tcp_uri="",
+    )
     try:
         result = run(MIGRATE_SH, db, iam_env)
     finally:

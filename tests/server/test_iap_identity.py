@@ -99,10 +99,18 @@ def unsigned(signer: IapSigner) -> str:
     ("case", "make", "reason"),
     [
         ("forged", lambda s: s.assertion(ALICE, key=OTHER_KEY), "bad signature"),
-        ("signed by an unpublished key", lambda s: s.assertion(ALICE, kid="stolen", key=OTHER_KEY), "signed with a key that is not IAP's"),
+        (
+            "signed by an unpublished key",
+            lambda s: s.assertion(ALICE, kid="stolen", key=OTHER_KEY),
+            "signed with a key that is not IAP's",
+        ),
         ("expired", lambda s: s.assertion(ALICE, issued=time.time() - 3600), "expired"),
         ("issued in the future", lambda s: s.assertion(ALICE, issued=time.time() + 600), "issued in the future"),
-        ("wrong audience", lambda s: s.assertion(ALICE, audience="/projects/123456789012/global/backendServices/1"), "made for another audience"),
+        (
+            "wrong audience",
+            lambda s: s.assertion(ALICE, audience="/projects/123456789012/global/backendServices/1"),
+            "made for another audience",
+        ),
         ("wrong issuer", lambda s: s.assertion(ALICE, issuer="https://accounts.google.com"), "not issued by IAP"),
         ("no e-mail", lambda s: s.assertion(None), "no e-mail claim"),
         ("not a JWT", lambda s: "not-a-jwt", "not a JWT"),
@@ -122,7 +130,9 @@ def test_an_assertion_that_is_not_iaps_for_this_server_now_is_refused_403(
 def test_a_valid_assertion_gets_through_and_the_keys_are_fetched_once(server: ServerProcess, signer: IapSigner) -> None:
     for n in range(20):
         kid = f"local-iap-{n % 2}"
-        response = requests.get(api(server, "experiments/search?max_results=1"), headers=signer.headers(ALICE, kid=kid), timeout=10)
+        response = requests.get(
+            api(server, "experiments/search?max_results=1"), headers=signer.headers(ALICE, kid=kid), timeout=10
+        )
         assert response.status_code == 200, response.text
     # Once for the whole module so far: the refusals above used the same cached set.
     assert signer.fetches == 1
@@ -146,7 +156,9 @@ def test_a_run_records_the_verified_caller_though_the_client_claimed_another(
     assert stored.data.tags["team"] == "ml"
 
 
-def test_the_fluent_api_run_records_the_caller_not_the_os_user(server: ServerProcess, client: MlflowClient, iap: SignedByIap) -> None:
+def test_the_fluent_api_run_records_the_caller_not_the_os_user(
+    server: ServerProcess, client: MlflowClient, iap: SignedByIap
+) -> None:
     iap.email = ALICE
     mlflow.set_tracking_uri(server.url)
     try:
@@ -165,7 +177,9 @@ def test_the_fluent_api_run_records_the_caller_not_the_os_user(server: ServerPro
     [
         lambda body: json.dumps(body),
         # MLflow also reads camelCase field names and, from old clients, JSON sent as a JSON string.
-        lambda body: json.dumps(json.dumps({**{k: v for k, v in body.items() if k != "user_id"}, "userId": body["user_id"]})),
+        lambda body: json.dumps(
+            json.dumps({**{k: v for k, v in body.items() if k != "user_id"}, "userId": body["user_id"]})
+        ),
     ],
     ids=["user_id", "userId, double-encoded"],
 )
@@ -271,7 +285,9 @@ def test_users_current_answers_with_the_verified_caller(server: ServerProcess, s
         ("GET", "/api/2.0/./mlflow/experiments/search"),
     ],
 )
-def test_a_non_canonical_request_is_refused_400_up_front(server: ServerProcess, signer: IapSigner, method: str, path: str) -> None:
+def test_a_non_canonical_request_is_refused_400_up_front(
+    server: ServerProcess, signer: IapSigner, method: str, path: str
+) -> None:
     """Before verification or routing: the identity rules hold for every spelling (test_identity_attacks.py),
     and a deployed server does not take the others at all."""
     from tests.server.raw_http import TRANSPORTS

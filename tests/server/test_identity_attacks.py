@@ -89,19 +89,35 @@ class Victim:
 
     def make(self) -> Victim:
         api = self.api
-        self.experiment_id = api("POST", "/api/2.0/mlflow/experiments/create", {"name": f"alice-{uuid.uuid4().hex}"})["experiment_id"]
-        run = api("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": self.experiment_id, "tags": [{"key": "mlflow.user", "value": "x"}]})
+        self.experiment_id = api("POST", "/api/2.0/mlflow/experiments/create", {"name": f"alice-{uuid.uuid4().hex}"})[
+            "experiment_id"
+        ]
+        run = api(
+            "POST",
+            "/api/2.0/mlflow/runs/create",
+            {"experiment_id": self.experiment_id, "tags": [{"key": "mlflow.user", "value": "x"}]},
+        )
         self.run_id = run["run"]["info"]["run_id"]
         self.source = f"{run['run']['info']['artifact_uri']}/model"
-        self.model_id = api("POST", "/api/2.0/mlflow/logged-models", {"experiment_id": self.experiment_id})["model"]["info"]["model_id"]
+        self.model_id = api("POST", "/api/2.0/mlflow/logged-models", {"experiment_id": self.experiment_id})["model"][
+            "info"
+        ]["model_id"]
         self.model = f"model-{uuid.uuid4().hex[:8]}"
         api("POST", "/api/2.0/mlflow/registered-models/create", {"name": self.model})
         for _ in range(2):
             api("POST", "/api/2.0/mlflow/model-versions/create", self.version_body(self.model))
-        api("POST", "/api/2.0/mlflow/registered-models/alias", {"name": self.model, "alias": "champion", "version": "1"})
-        api("POST", "/api/2.0/mlflow/model-versions/transition-stage", {"name": self.model, "version": "1", "stage": "Production"})
+        api(
+            "POST", "/api/2.0/mlflow/registered-models/alias", {"name": self.model, "alias": "champion", "version": "1"}
+        )
+        api(
+            "POST",
+            "/api/2.0/mlflow/model-versions/transition-stage",
+            {"name": self.model, "version": "1", "stage": "Production"},
+        )
         self.trace_id = start_trace(api, self.experiment_id, ALICE)["trace"]["trace_info"]["trace_id"]
-        self.dataset_id = api("POST", "/api/3.0/mlflow/datasets/create", {"name": f"ds-{uuid.uuid4().hex[:8]}"})["dataset"]["dataset_id"]
+        self.dataset_id = api("POST", "/api/3.0/mlflow/datasets/create", {"name": f"ds-{uuid.uuid4().hex[:8]}"})[
+            "dataset"
+        ]["dataset_id"]
         return self
 
     def version_body(self, name: str, **more: Any) -> dict[str, Any]:
@@ -114,7 +130,8 @@ class Victim:
         model = api("GET", "/api/2.0/mlflow/logged-models/" + self.model_id)["model"]
         registered = api("GET", "/api/2.0/mlflow/registered-models/get", name=self.model)["registered_model"]
         versions = [
-            api("GET", "/api/2.0/mlflow/model-versions/get", name=self.model, version=v)["model_version"] for v in ("1", "2")
+            api("GET", "/api/2.0/mlflow/model-versions/get", name=self.model, version=v)["model_version"]
+            for v in ("1", "2")
         ]
         trace = api("GET", f"/api/3.0/mlflow/traces/{self.trace_id}")["trace"]["trace_info"]
         dataset = api("GET", f"/api/3.0/mlflow/datasets/{self.dataset_id}")["dataset"]
@@ -244,51 +261,91 @@ PROMPTLAB = {
 
 ATTACKS: dict[str, Attack] = {
     "runs/create claims alice": Attack(
-        "POST", "2.0/mlflow/runs/create",
-        lambda v: {"experiment_id": v.experiment_id, "user_id": ALICE, "tags": [{"key": "mlflow.user", "value": ALICE}]},
-        200, recorded_run,
+        "POST",
+        "2.0/mlflow/runs/create",
+        lambda v: {
+            "experiment_id": v.experiment_id,
+            "user_id": ALICE,
+            "tags": [{"key": "mlflow.user", "value": ALICE}],
+        },
+        200,
+        recorded_run,
     ),
     "runs/create-promptlab-run claims alice": Attack(
-        "POST", "2.0/mlflow/runs/create-promptlab-run",
+        "POST",
+        "2.0/mlflow/runs/create-promptlab-run",
         lambda v: {"experiment_id": v.experiment_id, "user_id": ALICE, **PROMPTLAB},
-        200, recorded_promptlab_run, ajax_only=True,
+        200,
+        recorded_promptlab_run,
+        ajax_only=True,
     ),
     "runs/set-tag mlflow.user": Attack(
-        "POST", "2.0/mlflow/runs/set-tag", lambda v: {"run_id": v.run_id, "key": "mlflow.user", "value": MALLORY}, 403,
+        "POST",
+        "2.0/mlflow/runs/set-tag",
+        lambda v: {"run_id": v.run_id, "key": "mlflow.user", "value": MALLORY},
+        403,
     ),
     "runs/delete-tag mlflow.user": Attack(
-        "POST", "2.0/mlflow/runs/delete-tag", lambda v: {"run_id": v.run_id, "key": "mlflow.user"}, 403,
+        "POST",
+        "2.0/mlflow/runs/delete-tag",
+        lambda v: {"run_id": v.run_id, "key": "mlflow.user"},
+        403,
     ),
     "runs/log-batch mlflow.user": Attack(
-        "POST", "2.0/mlflow/runs/log-batch", lambda v: {"run_id": v.run_id, "tags": [{"key": "mlflow.user", "value": MALLORY}]}, 403,
+        "POST",
+        "2.0/mlflow/runs/log-batch",
+        lambda v: {"run_id": v.run_id, "tags": [{"key": "mlflow.user", "value": MALLORY}]},
+        403,
     ),
     "logged-models create claims alice": Attack(
-        "POST", "2.0/mlflow/logged-models",
-        lambda v: {"experiment_id": v.experiment_id, "tags": [{"key": "mlflow.user", "value": ALICE}]}, 200, recorded_logged_model,
+        "POST",
+        "2.0/mlflow/logged-models",
+        lambda v: {"experiment_id": v.experiment_id, "tags": [{"key": "mlflow.user", "value": ALICE}]},
+        200,
+        recorded_logged_model,
     ),
     "logged-models PATCH tags mlflow.user": Attack(
-        "PATCH", "2.0/mlflow/logged-models/{model_id}/tags", lambda v: {"tags": [{"key": "mlflow.user", "value": MALLORY}]}, 403,
+        "PATCH",
+        "2.0/mlflow/logged-models/{model_id}/tags",
+        lambda v: {"tags": [{"key": "mlflow.user", "value": MALLORY}]},
+        403,
     ),
     "logged-models DELETE tag mlflow.user": Attack(
-        "DELETE", "2.0/mlflow/logged-models/{model_id}/tags/mlflow.user", lambda v: {}, 403,
+        "DELETE",
+        "2.0/mlflow/logged-models/{model_id}/tags/mlflow.user",
+        lambda v: {},
+        403,
     ),
     "datasets/create claims alice": Attack(
-        "POST", "3.0/mlflow/datasets/create",
-        lambda v: {"name": _unique("ds"), "created_by": ALICE, "tags": json.dumps({"mlflow.user": ALICE})}, 200, recorded_dataset,
+        "POST",
+        "3.0/mlflow/datasets/create",
+        lambda v: {"name": _unique("ds"), "created_by": ALICE, "tags": json.dumps({"mlflow.user": ALICE})},
+        200,
+        recorded_dataset,
     ),
     "datasets PATCH tags mlflow.user": Attack(
-        "PATCH", "3.0/mlflow/datasets/{dataset_id}/tags", lambda v: {"tags": json.dumps({"mlflow.user": MALLORY})}, 403,
+        "PATCH",
+        "3.0/mlflow/datasets/{dataset_id}/tags",
+        lambda v: {"tags": json.dumps({"mlflow.user": MALLORY})},
+        403,
     ),
     "datasets records claim alice": Attack(
-        "POST", "3.0/mlflow/datasets/{dataset_id}/records",
+        "POST",
+        "3.0/mlflow/datasets/{dataset_id}/records",
         lambda v: {"records": json.dumps([{"inputs": {"q": _unique("q")}, "tags": {"mlflow.user": ALICE}}])},
-        200, lambda v, answer: recorded_dataset_update(v),
+        200,
+        lambda v, answer: recorded_dataset_update(v),
     ),
     "traces start claims alice": Attack(
-        "POST", "3.0/mlflow/traces", lambda v: trace_body(v.experiment_id, ALICE), 200, recorded_trace,
+        "POST",
+        "3.0/mlflow/traces",
+        lambda v: trace_body(v.experiment_id, ALICE),
+        200,
+        recorded_trace,
     ),
     "assessments create as alice": Attack(
-        "POST", "3.0/mlflow/traces/{trace_id}/assessments",
+        "POST",
+        "3.0/mlflow/traces/{trace_id}/assessments",
         lambda v: {
             "assessment": {
                 "trace_id": v.trace_id,
@@ -297,33 +354,57 @@ ATTACKS: dict[str, Attack] = {
                 "feedback": {"value": True},
             }
         },
-        200, recorded_assessment,
+        200,
+        recorded_assessment,
     ),
     "gateway secret created_by alice": Attack(
-        "POST", "3.0/mlflow/gateway/secrets/create",
-        lambda v: {"secret_name": _unique("key"), "secret_value": {"api_key": "sk-test"}, "provider": "openai", "created_by": ALICE},
-        200, recorded_secret,
+        "POST",
+        "3.0/mlflow/gateway/secrets/create",
+        lambda v: {
+            "secret_name": _unique("key"),
+            "secret_value": {"api_key": "sk-test"},
+            "provider": "openai",
+            "created_by": ALICE,
+        },
+        200,
+        recorded_secret,
     ),
     "model-versions/create claims alice": Attack(
-        "POST", "2.0/mlflow/model-versions/create",
-        lambda v: v.version_body(v.model, tags=[{"key": "mlflow.user", "value": ALICE}]), 200, recorded_version,
+        "POST",
+        "2.0/mlflow/model-versions/create",
+        lambda v: v.version_body(v.model, tags=[{"key": "mlflow.user", "value": ALICE}]),
+        200,
+        recorded_version,
     ),
     "model-versions/set-tag stage changed_by": Attack(
-        "POST", "2.0/mlflow/model-versions/set-tag",
-        lambda v: {"name": v.model, "version": "1", "key": "mlflow.stage.changed_by", "value": MALLORY}, 403,
+        "POST",
+        "2.0/mlflow/model-versions/set-tag",
+        lambda v: {"name": v.model, "version": "1", "key": "mlflow.stage.changed_by", "value": MALLORY},
+        403,
     ),
     "model-versions/delete-tag mlflow.user": Attack(
-        "DELETE", "2.0/mlflow/model-versions/delete-tag", lambda v: {"name": v.model, "version": "1", "key": "mlflow.user"}, 403,
+        "DELETE",
+        "2.0/mlflow/model-versions/delete-tag",
+        lambda v: {"name": v.model, "version": "1", "key": "mlflow.user"},
+        403,
     ),
     "registered-models/set-tag alias changed_by": Attack(
-        "POST", "2.0/mlflow/registered-models/set-tag",
-        lambda v: {"name": v.model, "key": "mlflow.alias.champion.changed_by", "value": MALLORY}, 403,
+        "POST",
+        "2.0/mlflow/registered-models/set-tag",
+        lambda v: {"name": v.model, "key": "mlflow.alias.champion.changed_by", "value": MALLORY},
+        403,
     ),
     "registered-models/delete-tag alias changed_by": Attack(
-        "DELETE", "2.0/mlflow/registered-models/delete-tag", lambda v: {"name": v.model, "key": "mlflow.alias.champion.changed_by"}, 403,
+        "DELETE",
+        "2.0/mlflow/registered-models/delete-tag",
+        lambda v: {"name": v.model, "key": "mlflow.alias.champion.changed_by"},
+        403,
     ),
     "registered-models/alias over 226 characters": Attack(
-        "POST", "2.0/mlflow/registered-models/alias", lambda v: {"name": v.model, "alias": "a" * 227, "version": "2"}, 400,
+        "POST",
+        "2.0/mlflow/registered-models/alias",
+        lambda v: {"name": v.model, "alias": "a" * 227, "version": "2"},
+        400,
     ),
 }
 
@@ -337,8 +418,14 @@ def _path(attack: Attack, victim: Victim, prefix: str) -> str:
 @pytest.mark.parametrize("method_spelling", list(METHOD_SPELLINGS))
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_an_attack_in_any_spelling_answers_as_the_rules_say(
-    server: ServerProcess, signer: IapSigner, victim: Victim, untouched: dict[str, Any],
-    name: str, method_spelling: str, path_spelling: str, transport: str,
+    server: ServerProcess,
+    signer: IapSigner,
+    victim: Victim,
+    untouched: dict[str, Any],
+    name: str,
+    method_spelling: str,
+    path_spelling: str,
+    transport: str,
 ) -> None:
     attack = ATTACKS[name]
     prefix = PATH_SPELLINGS[path_spelling]
@@ -373,23 +460,34 @@ def test_an_alias_moved_by_mallory_records_mallory(server: ServerProcess, signer
         for spelling in METHOD_SPELLINGS.values():
             body = json.dumps({"name": name, "alias": "best", "version": "1"}).encode()
             headers = {**signer.headers(MALLORY), "Content-Type": "application/json"}
-            answer = TRANSPORTS[transport](server.port, spelling("POST"), "//api/2.0/mlflow/registered-models/alias", headers, body)
+            answer = TRANSPORTS[transport](
+                server.port, spelling("POST"), "//api/2.0/mlflow/registered-models/alias", headers, body
+            )
             assert answer.status == 200, answer.body
     tags = _tags(mallory("GET", "/api/2.0/mlflow/registered-models/get", name=name)["registered_model"]["tags"])
     assert tags["mlflow.alias.best.changed_by"] == MALLORY
 
 
-def test_archive_existing_versions_records_who_archived_each(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
+def test_archive_existing_versions_records_who_archived_each(
+    server: ServerProcess, signer: IapSigner, victim: Victim
+) -> None:
     name = _unique("archived")
     victim.api("POST", "/api/2.0/mlflow/registered-models/create", {"name": name})
     for _ in range(3):
         victim.api("POST", "/api/2.0/mlflow/model-versions/create", victim.version_body(name))
     for version in ("1", "2"):
-        victim.api("POST", "/api/2.0/mlflow/model-versions/transition-stage", {"name": name, "version": version, "stage": "Production"})
+        victim.api(
+            "POST",
+            "/api/2.0/mlflow/model-versions/transition-stage",
+            {"name": name, "version": version, "stage": "Production"},
+        )
     body = {"name": name, "version": "3", "stage": "Production", "archive_existing_versions": True}
     answer = TRANSPORTS["h2c"](
-        server.port, "post", "///ajax-api/2.0/mlflow/model-versions/transition-stage",
-        {**signer.headers(MALLORY), "Content-Type": "application/json"}, json.dumps(body).encode(),
+        server.port,
+        "post",
+        "///ajax-api/2.0/mlflow/model-versions/transition-stage",
+        {**signer.headers(MALLORY), "Content-Type": "application/json"},
+        json.dumps(body).encode(),
     )
     assert answer.status == 200, answer.body
     for version, stage in [("1", "Archived"), ("2", "Archived"), ("3", "Production")]:
@@ -401,13 +499,21 @@ def test_archive_existing_versions_records_who_archived_each(server: ServerProce
 
 
 @pytest.mark.parametrize("transport", list(TRANSPORTS))
-def test_two_assertions_are_refused_like_a_bad_one(server: ServerProcess, signer: IapSigner, victim: Victim, transport: str) -> None:
+def test_two_assertions_are_refused_like_a_bad_one(
+    server: ServerProcess, signer: IapSigner, victim: Victim, transport: str
+) -> None:
     body = json.dumps({"run_id": victim.run_id, "key": "note", "value": "two"}).encode()
     for first, second in [(MALLORY, ALICE), (ALICE, ALICE)]:
-        headers = [("x-goog-iap-jwt-assertion", signer.assertion(first)), ("x-goog-iap-jwt-assertion", signer.assertion(second))]
+        headers = [
+            ("x-goog-iap-jwt-assertion", signer.assertion(first)),
+            ("x-goog-iap-jwt-assertion", signer.assertion(second)),
+        ]
         answer = _send_with_repeated_headers(transport, server.port, headers, body)
         assert answer.status == 403, answer.body
-        assert answer.json() == {"error_code": "PERMISSION_DENIED", "message": "IAP assertion refused: 2 assertions, IAP sends one"}
+        assert answer.json() == {
+            "error_code": "PERMISSION_DENIED",
+            "message": "IAP assertion refused: 2 assertions, IAP sends one",
+        }
     assert "note" not in victim.state()["run"][1]
 
 
@@ -429,7 +535,9 @@ def _send_with_repeated_headers(transport: str, port: int, headers: list[tuple[s
 
 
 @pytest.mark.parametrize("transport", ["http1", "h2c"])
-def test_a_body_over_the_cap_is_refused_with_one_json_line_on_any_route(server: ServerProcess, signer: IapSigner, transport: str) -> None:
+def test_a_body_over_the_cap_is_refused_with_one_json_line_on_any_route(
+    server: ServerProcess, signer: IapSigner, transport: str
+) -> None:
     import httpx
 
     big = b'{"experiment_ids": ["0"], "filter": "' + b" " * (17 * 2**20) + b'"}'
@@ -450,7 +558,9 @@ def test_a_body_over_the_cap_is_refused_with_one_json_line_on_any_route(server: 
 
 
 @pytest.mark.parametrize("encoding", ["protobuf", "protobuf gzip", "json", "json deflate"])
-def test_otlp_spans_record_the_caller_as_the_traces_user(server: ServerProcess, signer: IapSigner, victim: Victim, encoding: str) -> None:
+def test_otlp_spans_record_the_caller_as_the_traces_user(
+    server: ServerProcess, signer: IapSigner, victim: Victim, encoding: str
+) -> None:
     """MLflow makes a span's `user.id` attribute its trace's mlflow.trace.user; the body keeps its format."""
     import gzip
     import os
@@ -469,8 +579,11 @@ def test_otlp_spans_record_the_caller_as_the_traces_user(server: ServerProcess, 
         body, content_type = request.SerializeToString(), "application/x-protobuf"
     else:
         span_json = {
-            "traceId": trace_id.hex(), "spanId": span_id.hex(), "name": "root",
-            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
+            "traceId": trace_id.hex(),
+            "spanId": span_id.hex(),
+            "name": "root",
+            "startTimeUnixNano": "1700000000000000000",
+            "endTimeUnixNano": "1700000001000000000",
             "attributes": [{"key": "user.id", "value": {"stringValue": ALICE}}],
         }
         # The key spelled with a JSON escape: still "user.id" once parsed, as MLflow parses it.
@@ -488,12 +601,16 @@ def test_otlp_spans_record_the_caller_as_the_traces_user(server: ServerProcess, 
     assert metadata["mlflow.trace.user"] == MALLORY
 
 
-def test_an_otlp_body_that_inflates_past_the_limit_is_refused(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
+def test_an_otlp_body_that_inflates_past_the_limit_is_refused(
+    server: ServerProcess, signer: IapSigner, victim: Victim
+) -> None:
     import gzip
 
     bomb = gzip.compress(b"user.id" + b"\0" * (80 * 2**20))
     headers = {
-        **signer.headers(MALLORY), "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip",
+        **signer.headers(MALLORY),
+        "Content-Type": "application/x-protobuf",
+        "Content-Encoding": "gzip",
         "X-Mlflow-Experiment-Id": victim.experiment_id,
     }
     response = requests.post(f"{server.url}/v1/traces", data=bomb, headers=headers, timeout=60)
@@ -508,8 +625,12 @@ def _otlp_span_json(trace_id: bytes, attributes: list[dict[str, Any]]) -> dict[s
     import os
 
     span = {
-        "traceId": trace_id.hex(), "spanId": os.urandom(8).hex(), "name": "root",
-        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000", "attributes": attributes,
+        "traceId": trace_id.hex(),
+        "spanId": os.urandom(8).hex(),
+        "name": "root",
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000001000000000",
+        "attributes": attributes,
     }
     return {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
 
@@ -570,7 +691,9 @@ def test_otlp_format_headers_sent_twice_are_refused(
     answer = _send_otlp(transport, server.port, headers, body)
     assert answer.status == 400, answer.body
     assert answer.json() == {"error_code": "INVALID_PARAMETER_VALUE", "message": f"2 {twice} headers; send one"}
-    response = requests.get(f"{server.url}/api/3.0/mlflow/traces/tr-{trace_id.hex()}", headers=signer.headers(ALICE), timeout=30)
+    response = requests.get(
+        f"{server.url}/api/3.0/mlflow/traces/tr-{trace_id.hex()}", headers=signer.headers(ALICE), timeout=30
+    )
     assert response.status_code == 404, response.text[:300]
 
 
@@ -591,10 +714,20 @@ def test_an_otlp_span_cannot_set_a_server_tag_on_anyones_trace(
 
         as_proto = _otlp_span_json(trace_id, attributes)
         span = as_proto["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
-        span["traceId"], span["spanId"] = base64.b64encode(trace_id).decode(), base64.b64encode(bytes.fromhex(span["spanId"])).decode()
-        body, content_type = ParseDict(as_proto, ExportTraceServiceRequest()).SerializeToString(), "application/x-protobuf"
+        span["traceId"], span["spanId"] = (
+            base64.b64encode(trace_id).decode(),
+            base64.b64encode(bytes.fromhex(span["spanId"])).decode(),
+        )
+        body, content_type = (
+            ParseDict(as_proto, ExportTraceServiceRequest()).SerializeToString(),
+            "application/x-protobuf",
+        )
     before = victim.api("GET", f"/api/3.0/mlflow/traces/{victim.trace_id}")["trace"]["trace_info"].get("tags", {})
-    headers = [*signer.headers(MALLORY).items(), ("X-Mlflow-Experiment-Id", victim.experiment_id), ("Content-Type", content_type)]
+    headers = [
+        *signer.headers(MALLORY).items(),
+        ("X-Mlflow-Experiment-Id", victim.experiment_id),
+        ("Content-Type", content_type),
+    ]
     answer = _send_otlp("h2c", server.port, headers, body)
     assert answer.status == 403, answer.body
     assert f"would set tag {tag}, which the server records" in answer.json()["message"]
@@ -617,23 +750,30 @@ def _route_rules() -> Any:
 
 
 @pytest.mark.parametrize("transport", list(TRANSPORTS))
-def test_a_body_of_many_small_json_values_is_refused_on_any_route(server: ServerProcess, signer: IapSigner, transport: str) -> None:
+def test_a_body_of_many_small_json_values_is_refused_on_any_route(
+    server: ServerProcess, signer: IapSigner, transport: str
+) -> None:
     """15 MiB of `[{},{},...]` (under the byte cap) grew the server by 420 MiB when parsed: two at once
     were past the container's 1 GiB. Refused before any parser sees it, on Flask and FastAPI routes."""
     import httpx
 
     limit = _route_rules().MAX_JSON_VALUES
 
-    dense = b'{"experiment_ids": [' + b"{}," * (5 * 2**20) + b'{}]}'
+    dense = b'{"experiment_ids": [' + b"{}," * (5 * 2**20) + b"{}]}"
     headers = {**signer.headers(ALICE), "Content-Type": "application/json"}
     with httpx.Client(http1=transport == "http1", http2=transport == "h2c", timeout=60) as client:
-        for path in ["/api/2.0/mlflow/runs/search", "/ajax-api/2.0/mlflow/runs/set-tag", "/v1/traces", "/ajax-api/3.0/jobs/search"]:
+        for path in [
+            "/api/2.0/mlflow/runs/search",
+            "/ajax-api/2.0/mlflow/runs/set-tag",
+            "/v1/traces",
+            "/ajax-api/3.0/jobs/search",
+        ]:
             otlp = {"X-Mlflow-Experiment-Id": "0"} if path == "/v1/traces" else {}
             response = client.post(f"{server.url}{path}", content=dense, headers={**headers, **otlp})
             assert response.status_code == 413, (path, response.text[:300])
             assert response.json()["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
             assert f"over {limit}" in response.json()["message"]
-        at_limit = b'{"experiment_ids": ["0"], "x": [' + b"{}," * (limit // 2 - 8) + b'{}]}'
+        at_limit = b'{"experiment_ids": ["0"], "x": [' + b"{}," * (limit // 2 - 8) + b"{}]}"
         response = client.post(f"{server.url}/api/2.0/mlflow/runs/search", content=at_limit, headers=headers)
         assert response.status_code == 200, response.text[:300]
 
@@ -647,14 +787,16 @@ def test_a_graphql_query_is_bounded_by_its_own_cap(server: ServerProcess, signer
     response = requests.post(f"{server.url}/graphql", data=huge, headers=headers, timeout=60)
     assert response.status_code == 413, response.text[:300]
     assert response.json()["message"] == f"request body over {cap} bytes for this route"
-    query = {"query": "query { mlflowGetExperiment(input: {experimentId: \"0\"}) { experiment { name } } }"}
+    query = {"query": 'query { mlflowGetExperiment(input: {experimentId: "0"}) { experiment { name } } }'}
     response = requests.post(f"{server.url}/graphql", json=query, headers=signer.headers(ALICE), timeout=60)
     assert response.status_code == 200, response.text[:300]
     assert response.json()["data"]["mlflowGetExperiment"]["experiment"]["name"] == "Default"
 
 
 @pytest.mark.parametrize("shape", ["attributes", "one array attribute"])
-def test_an_otlp_protobuf_body_of_many_small_values_is_refused(server: ServerProcess, signer: IapSigner, shape: str) -> None:
+def test_an_otlp_protobuf_body_of_many_small_values_is_refused(
+    server: ServerProcess, signer: IapSigner, shape: str
+) -> None:
     """15.7 MiB of one-byte span attributes (protobuf, no `{[,` to count) grew the server by 413 MiB."""
     import os
 
@@ -690,13 +832,24 @@ def test_a_review_queues_owner_cannot_be_reassigned_by_new_owner(
     creator of a queue of hers."""
     mallory = Api(server, signer, MALLORY)
     queues = {
-        ALICE: victim.api("POST", "/api/3.0/mlflow/review-queues/create", {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM"}),
-        MALLORY: mallory("POST", "/api/3.0/mlflow/review-queues/create", {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM"}),
+        ALICE: victim.api(
+            "POST",
+            "/api/3.0/mlflow/review-queues/create",
+            {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM"},
+        ),
+        MALLORY: mallory(
+            "POST",
+            "/api/3.0/mlflow/review-queues/create",
+            {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM"},
+        ),
     }
     headers = {**signer.headers(MALLORY), "Content-Type": "application/json"}
     for owner, new_owner in [(ALICE, MALLORY), (MALLORY, ALICE)]:
         queue_id = queues[owner]["review_queue"]["queue_id"]
-        for method, path in [("POST", "/api/3.0/mlflow/review-queues/update"), ("post", "//ajax-api/3.0/mlflow/review-queues/update")]:
+        for method, path in [
+            ("POST", "/api/3.0/mlflow/review-queues/update"),
+            ("post", "//ajax-api/3.0/mlflow/review-queues/update"),
+        ]:
             body = json.dumps({"queue_id": queue_id, "new_owner": new_owner}).encode()
             answer = TRANSPORTS[transport](server.port, method, path, headers, body)
             assert answer.status == 403, answer.body
@@ -705,13 +858,22 @@ def test_a_review_queues_owner_cannot_be_reassigned_by_new_owner(
         assert stored["created_by"] == owner
 
 
-def test_a_review_item_is_completed_by_the_caller_whatever_completed_by_says(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
+def test_a_review_item_is_completed_by_the_caller_whatever_completed_by_says(
+    server: ServerProcess, signer: IapSigner, victim: Victim
+) -> None:
     queue = victim.api(
-        "POST", "/api/3.0/mlflow/review-queues/create",
+        "POST",
+        "/api/3.0/mlflow/review-queues/create",
         {"experiment_id": victim.experiment_id, "name": _unique("q"), "queue_type": "CUSTOM", "users": [MALLORY]},
     )["review_queue"]
-    victim.api("POST", "/api/3.0/mlflow/review-queues/items/add", {"queue_id": queue["queue_id"], "item_type": "TRACE", "item_ids": [victim.trace_id]})
-    body = json.dumps({"queue_id": queue["queue_id"], "item_id": victim.trace_id, "status": "COMPLETE", "completed_by": ALICE}).encode()
+    victim.api(
+        "POST",
+        "/api/3.0/mlflow/review-queues/items/add",
+        {"queue_id": queue["queue_id"], "item_type": "TRACE", "item_ids": [victim.trace_id]},
+    )
+    body = json.dumps(
+        {"queue_id": queue["queue_id"], "item_id": victim.trace_id, "status": "COMPLETE", "completed_by": ALICE}
+    ).encode()
     headers = {**signer.headers(MALLORY), "Content-Type": "application/json"}
     answer = TRANSPORTS["h2c"](server.port, "post", "//api/3.0/mlflow/review-queues/items/set-status", headers, body)
     assert answer.status == 200, answer.body
@@ -738,20 +900,31 @@ def test_re_sending_alices_trace_keeps_alice_as_its_user(
     assert metadata["mlflow.trace.user"] == ALICE
     assert "mlflow.trace.user.client_claimed" not in metadata
     mallorys = trace_body(victim.experiment_id, ALICE)
-    answer = TRANSPORTS[transport](server.port, "POST", "/api/3.0/mlflow/traces", headers, json.dumps(mallorys).encode())
+    answer = TRANSPORTS[transport](
+        server.port, "POST", "/api/3.0/mlflow/traces", headers, json.dumps(mallorys).encode()
+    )
     recorded_trace(victim, answer)  # a new trace is still the caller's
 
 
-def test_ending_alices_v2_trace_keeps_alice_as_its_user(server: ServerProcess, signer: IapSigner, victim: Victim) -> None:
-    started = victim.api("POST", "/api/2.0/mlflow/traces", {"experiment_id": victim.experiment_id, "timestamp_ms": 1_700_000_000_000})
+def test_ending_alices_v2_trace_keeps_alice_as_its_user(
+    server: ServerProcess, signer: IapSigner, victim: Victim
+) -> None:
+    started = victim.api(
+        "POST", "/api/2.0/mlflow/traces", {"experiment_id": victim.experiment_id, "timestamp_ms": 1_700_000_000_000}
+    )
     request_id = started["trace_info"]["request_id"]
     end = {
-        "request_id": request_id, "timestamp_ms": 1_700_000_001_000, "status": "OK",
+        "request_id": request_id,
+        "timestamp_ms": 1_700_000_001_000,
+        "status": "OK",
         "request_metadata": [{"key": "mlflow.trace.user", "value": MALLORY}],
     }
     answer = TRANSPORTS["h2c"](
-        server.port, "patch", f"//api/2.0/mlflow/traces/{request_id}",
-        {**signer.headers(MALLORY), "Content-Type": "application/json"}, json.dumps(end).encode(),
+        server.port,
+        "patch",
+        f"//api/2.0/mlflow/traces/{request_id}",
+        {**signer.headers(MALLORY), "Content-Type": "application/json"},
+        json.dumps(end).encode(),
     )
     assert answer.status == 200, answer.body
     metadata = victim.api("GET", f"/api/3.0/mlflow/traces/{request_id}")["trace"]["trace_info"]["trace_metadata"]

@@ -55,7 +55,9 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(module_launcher: Launcher, new_migrated_database: Callable[[], Database], artifact_dir: Path) -> ServerProcess:
+def server(
+    module_launcher: Launcher, new_migrated_database: Callable[[], Database], artifact_dir: Path
+) -> ServerProcess:
     db = new_migrated_database()
     server = module_launcher(db, MLFLOW_ARTIFACTS_DESTINATION=str(artifact_dir), MLFLOW_ALLOWED_HOSTS=SERVER_DOMAIN)
     server.wait_healthy()

@@ -15,8 +15,12 @@ from tests.server.proc import MIGRATE_SH, script_env
 
 def command_lines_while_running(db: Database) -> tuple[int, set[str]]:
     """Exit status of migrate.sh, and every command line its process tree showed while it ran."""
-    proc = subprocess.Popen([str(MIGRATE_SH)], env=script_env(MLFLOW_BACKEND_STORE_URI=db.uri),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(MIGRATE_SH)],
+        env=script_env(MLFLOW_BACKEND_STORE_URI=db.uri),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     seen: set[str] = set()
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -37,5 +41,7 @@ def test_migrate_creates_the_schema_and_keeps_the_password_off_every_command_lin
     assert any("mlflow.cli" in line for line in command_lines), command_lines
     for secret in (APP_PASSWORD, url_password(APP_PASSWORD)):
         assert not [line for line in command_lines if secret in line]
-    tables = postgres.query("select count(*) from information_schema.tables where table_name = 'experiments'", dbname=db.name)
+    tables = postgres.query(
+        "select count(*) from information_schema.tables where table_name = 'experiments'", dbname=db.name
+    )
     assert tables == [(1,)]

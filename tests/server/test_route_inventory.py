@@ -43,7 +43,9 @@ def _author_like(descriptor: Any, names: frozenset[str], seen: tuple[str, ...] =
         if f.name in names:
             found.add(f.name)
         if f.message_type is not None and not f.message_type.GetOptions().map_entry:
-            found |= {f"{f.name}.{inner}" for inner in _author_like(f.message_type, names, (*seen, descriptor.full_name))}
+            found |= {
+                f"{f.name}.{inner}" for inner in _author_like(f.message_type, names, (*seen, descriptor.full_name))
+            }
     return found
 
 
@@ -51,7 +53,9 @@ def test_every_route_mlflow_serves_is_reviewed(rules: Any, apps: tuple[Any, Any]
     assert rules.unreviewed(*apps) == []
 
 
-def test_every_route_whose_request_could_name_a_person_has_a_treatment_or_a_reason(rules: Any, apps: tuple[Any, Any]) -> None:
+def test_every_route_whose_request_could_name_a_person_has_a_treatment_or_a_reason(
+    rules: Any, apps: tuple[Any, Any]
+) -> None:
     unexplained = {}
     for _, _, endpoint in rules.flask_routes(apps[1]):
         message = rules.request_message(endpoint)
@@ -68,14 +72,18 @@ def test_the_reviewed_lists_name_only_routes_mlflow_serves(rules: Any, apps: tup
     """A stale entry would hide that an upgrade renamed a route (and its new name is refused)."""
     flask = {endpoint for _, _, endpoint in rules.flask_routes(apps[1])}
     fastapi = {name for _, _, name in rules.fastapi_routes(apps[0])}
-    listed_flask = set(rules.FLASK) | rules.REVIEWED_FLASK_READS_AND_PLAIN_WRITES | set(rules.AUTHOR_LIKE_BUT_NOT_AN_AUTHOR)
+    listed_flask = (
+        set(rules.FLASK) | rules.REVIEWED_FLASK_READS_AND_PLAIN_WRITES | set(rules.AUTHOR_LIKE_BUT_NOT_AN_AUTHOR)
+    )
     assert listed_flask - flask == set()
     assert (set(rules.FASTAPI) | rules.REVIEWED_FASTAPI) - fastapi == set()
     assert set(rules.FLASK) & rules.REVIEWED_FLASK_READS_AND_PLAIN_WRITES == set()
 
 
 def test_every_flask_treatment_that_rewrites_has_the_request_message_mlflow_parses(rules: Any) -> None:
-    needs_message = [e for e, t in rules.FLASK.items() if (t.rewrite or t.before or t.after) and rules.request_message(e) is None]
+    needs_message = [
+        e for e, t in rules.FLASK.items() if (t.rewrite or t.before or t.after) and rules.request_message(e) is None
+    ]
     assert needs_message == []
 
 

@@ -68,8 +68,12 @@ def test_each_worker_keeps_to_two_pools_of_pool_size_plus_max_overflow_connectio
     assert count() == 0
 
     api = f"{server.url}/api/2.0/mlflow"
-    experiment_id = requests.post(f"{api}/experiments/create", json={"name": "load"}, timeout=10).json()["experiment_id"]
-    run_id = requests.post(f"{api}/runs/create", json={"experiment_id": experiment_id}, timeout=10).json()["run"]["info"]["run_id"]
+    experiment_id = requests.post(f"{api}/experiments/create", json={"name": "load"}, timeout=10).json()[
+        "experiment_id"
+    ]
+    run_id = requests.post(f"{api}/runs/create", json={"experiment_id": experiment_id}, timeout=10).json()["run"][
+        "info"
+    ]["run_id"]
     requests.post(f"{api}/registered-models/create", json={"name": "m"}, timeout=10).raise_for_status()
 
     def tracking_and_registry(session: requests.Session, i: int) -> requests.Response:

@@ -43,14 +43,18 @@ def test_start_refuses_without_a_backend_store_uri() -> None:
     assert refusal(START_SH, MLFLOW_BACKEND_STORE_URI="").startswith("start.sh: MLFLOW_BACKEND_STORE_URI is not set")
 
 
-@pytest.mark.parametrize("uri", ["postgresql://u:p@/db?host=/cloudsql/x", "postgres://u:p@h/db", "postgresql+psycopg://u:p@h/db"])
+@pytest.mark.parametrize(
+    "uri", ["postgresql://u:p@/db?host=/cloudsql/x", "postgres://u:p@h/db", "postgresql+psycopg://u:p@h/db"]
+)
 def test_start_and_migrate_refuse_a_postgres_uri_for_another_driver(uri: str) -> None:
     # SQLAlchemy 2 reads a bare postgresql:// as psycopg 3; only psycopg2 is installed.
     line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=uri)
     assert line.startswith("start.sh: MLFLOW_BACKEND_STORE_URI must start with postgresql+psycopg2://")
     assert "u:p@" not in line
     if not uri.startswith("postgresql+"):
-        assert refusal(MIGRATE_SH, MLFLOW_BACKEND_STORE_URI=uri).startswith("migrate.sh: MLFLOW_BACKEND_STORE_URI must start")
+        assert refusal(MIGRATE_SH, MLFLOW_BACKEND_STORE_URI=uri).startswith(
+            "migrate.sh: MLFLOW_BACKEND_STORE_URI must start"
+        )
 
 
 def test_migrate_refuses_without_a_backend_store_uri() -> None:
@@ -65,7 +69,10 @@ def test_migrate_refuses_without_a_backend_store_uri() -> None:
     ],
 )
 def test_start_refuses_a_pool_setting_of_0_that_mlflow_would_ignore(name: str, why: str) -> None:
-    assert refusal(START_SH, MLFLOW_BACKEND_STORE_URI=A_URI, **{name: "0"}) == f"start.sh: {name} must be at least 1 ({why}), got 0"
+    assert (
+        refusal(START_SH, MLFLOW_BACKEND_STORE_URI=A_URI, **{name: "0"})
+        == f"start.sh: {name} must be at least 1 ({why}), got 0"
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,8 +82,16 @@ def test_start_refuses_a_pool_setting_of_0_that_mlflow_would_ignore(name: str, w
         ("PORT", "65536", "PORT must be from 1 to 65535, got 65536"),
         ("MLFLOW_WORKERS", "0", "MLFLOW_WORKERS must be at least 1, got 0"),
         ("MLFLOW_WORKERS", "-2", "MLFLOW_WORKERS must be a whole number, got '-2'"),
-        ("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "-1", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW must be a whole number, got '-1'"),
-        ("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "2.5", "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE must be a whole number, got '2.5'"),
+        (
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW",
+            "-1",
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW must be a whole number, got '-1'",
+        ),
+        (
+            "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE",
+            "2.5",
+            "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE must be a whole number, got '2.5'",
+        ),
     ],
 )
 def test_start_refuses_numbers_out_of_range(name: str, value: str, message: str) -> None:
@@ -114,12 +129,16 @@ def test_start_never_upgrades_an_older_schema(
 
     line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=db.uri, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path))
 
-    assert line.startswith("start.sh: the backend store database is at revision an0lder0rev, this MLflow needs revision ")
+    assert line.startswith(
+        "start.sh: the backend store database is at revision an0lder0rev, this MLflow needs revision "
+    )
     assert postgres.query("SELECT version_num FROM alembic_version", dbname=db.name) == [("an0lder0rev",)]
     assert postgres.tables(db.name) == tables
 
 
-def test_migrate_creates_the_schema_and_is_idempotent(postgres: PostgresCluster, new_database: Callable[[], Database]) -> None:
+def test_migrate_creates_the_schema_and_is_idempotent(
+    postgres: PostgresCluster, new_database: Callable[[], Database]
+) -> None:
     db = new_database()
     migrate(db)
     tables = postgres.tables(db.name)
@@ -162,7 +181,9 @@ def test_start_refuses_an_artifact_directory_its_user_cannot_write(shared_dir: P
     read_only.mkdir(mode=0o555)
     read_only.chmod(0o555)
     start_sh = image_copy(shared_dir) / START_SH.name
-    line = refusal(start_sh, as_user=NOBODY, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(read_only))
+    line = refusal(
+        start_sh, as_user=NOBODY, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(read_only)
+    )
     assert line == (
         f"start.sh: cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION={read_only} as uid {NOBODY}; "
         f"mount it read-write for this user (Cloud Run GCS volume: read_only false, mount options uid={NOBODY},gid={NOBODY}) "
@@ -174,8 +195,12 @@ def test_start_refuses_an_artifact_directory_its_user_cannot_write(shared_dir: P
 def test_start_refuses_an_artifact_path_that_cannot_be_a_directory(tmp_path: Path) -> None:
     """Even root cannot make a directory under a file."""
     (tmp_path / "a-file").write_text("")
-    line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "a-file" / "gcs"))
-    assert line.startswith(f"start.sh: cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION={tmp_path}/a-file/gcs as uid ")
+    line = refusal(
+        START_SH, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "a-file" / "gcs")
+    )
+    assert line.startswith(
+        f"start.sh: cannot create and delete a file in MLFLOW_ARTIFACTS_DESTINATION={tmp_path}/a-file/gcs as uid "
+    )
 
 
 def test_a_writable_artifact_directory_passes_the_check_and_keeps_no_probe_file(
@@ -197,7 +222,9 @@ AUDIENCE = "/projects/123456789012/global/backendServices/4242424242424242424"
 
 def test_start_refuses_to_serve_unverified_unless_verification_is_switched_off(tmp_path: Path) -> None:
     """Neither an audience nor the off switch: a server that would accept anyone's word is not started."""
-    line = refusal(START_SH, MLFLOW_IAP_VERIFICATION="", MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path))
+    line = refusal(
+        START_SH, MLFLOW_IAP_VERIFICATION="", MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path)
+    )
     assert line.startswith("start.sh: MLFLOW_IAP_AUDIENCE is not set: give the audience of IAP's signed header ")
     assert line.endswith("or set MLFLOW_IAP_VERIFICATION=off for a server nobody reaches through IAP")
 
@@ -216,7 +243,9 @@ def test_start_refuses_to_serve_unverified_unless_verification_is_switched_off(t
     ],
     ids=["off with an audience", "neither on nor off", "not an IAP audience", "keys from elsewhere"],
 )  # fmt: skip
-def test_start_refuses_iap_settings_that_contradict_or_cannot_be_iaps(tmp_path: Path, env: dict[str, str], message: str) -> None:
+def test_start_refuses_iap_settings_that_contradict_or_cannot_be_iaps(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
     line = refusal(START_SH, MLFLOW_BACKEND_STORE_URI=A_URI, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path), **env)
     assert line == f"start.sh: {message}"
 

@@ -133,7 +133,9 @@ def test_only_the_configured_origin_may_send_state_changing_requests(server: Ser
     allowed = requests.post(search, json={"max_results": 1}, headers={**headers, "Origin": ORIGIN}, timeout=10)
     assert allowed.status_code == 200
     assert allowed.headers.get("access-control-allow-origin") == ORIGIN
-    other = requests.post(search, json={"max_results": 1}, headers={**headers, "Origin": "https://evil.example.net"}, timeout=10)
+    other = requests.post(
+        search, json={"max_results": 1}, headers={**headers, "Origin": "https://evil.example.net"}, timeout=10
+    )
     assert other.status_code == 403
 
 
@@ -152,7 +154,9 @@ def test_tracking_artifacts_and_registry_round_trip(client: MlflowClient, artifa
         mlflow.set_tags({"team": "ml", "stage": "e2e"})
         for step in range(10):
             mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
-        client.log_batch(run_id, metrics=[Metric("acc", 0.9, 0, 0)], params=[Param("opt", "adam")], tags=[RunTag("git", "abc")])
+        client.log_batch(
+            run_id, metrics=[Metric("acc", 0.9, 0, 0)], params=[Param("opt", "adam")], tags=[RunTag("git", "abc")]
+        )
 
         blob = tmp_path / "blob.bin"
         blob.write_bytes(os.urandom(1 << 20))
@@ -180,9 +184,13 @@ def test_tracking_artifacts_and_registry_round_trip(client: MlflowClient, artifa
     assert [r.info.run_id for r in found] == [run_id]
 
     # Artifacts come back byte for byte...
-    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data/blob.bin", dst_path=str(tmp_path / "dl")))
+    downloaded = Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data/blob.bin", dst_path=str(tmp_path / "dl"))
+    )
     assert sha256(downloaded) == sha256(blob)
-    downloaded_dir = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="weights", dst_path=str(tmp_path / "dl")))
+    downloaded_dir = Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="weights", dst_path=str(tmp_path / "dl"))
+    )
     assert tree_digests(downloaded_dir) == tree_digests(model_files)
     assert {a.path for a in client.list_artifacts(run_id)} >= {"data", "weights"}
 
@@ -232,7 +240,11 @@ def test_the_password_is_in_no_process_argument_and_no_log_line(server: ServerPr
 
 
 def test_starting_and_serving_left_the_schema_as_migrated(
-    server: ServerProcess, client: MlflowClient, postgres: PostgresCluster, migrated_database: Database, schema_before: tuple
+    server: ServerProcess,
+    client: MlflowClient,
+    postgres: PostgresCluster,
+    migrated_database: Database,
+    schema_before: tuple,
 ) -> None:
     client.search_experiments()
     db = migrated_database.name

@@ -25,7 +25,9 @@ def revision(postgres: PostgresCluster, db: Database) -> str:
 def client_script(python: Path, mode: str, server: ServerProcess, out: Path) -> dict:
     env = script_env(MLFLOW_TRACKING_URI=server.url, MLFLOW_DISABLE_TELEMETRY="true")
     env["PATH"] = f"{python.parent}:{env['PATH']}"
-    result = subprocess.run([str(python), str(UPGRADE_DATA), mode, str(out)], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(python), str(UPGRADE_DATA), mode, str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"{python} {UPGRADE_DATA.name} {mode} failed:\n{result.stdout}{result.stderr}"
     return json.loads(out.read_text())
 

@@ -126,12 +126,17 @@ def snapshot() -> dict:
         "experiments": experiments,
         "traces": traces,
         "model": {
-            "name": model.name, "description": model.description, "tags": model.tags, "aliases": model.aliases,
+            "name": model.name,
+            "description": model.description,
+            "tags": model.tags,
+            "aliases": model.aliases,
             "creation_timestamp": model.creation_timestamp,
             "champion": client.get_model_version_by_alias(MODEL, "champion").version,
             "versions": [
-                {k: getattr(v, k) for k in ("version", "source", "run_id", "status", "description", "tags",
-                                            "creation_timestamp")}
+                {
+                    k: getattr(v, k)
+                    for k in ("version", "source", "run_id", "status", "description", "tags", "creation_timestamp")
+                }
                 for v in versions
             ],
         },

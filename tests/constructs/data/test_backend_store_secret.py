@@ -34,14 +34,22 @@ def test_the_secret_stays_in_the_region_and_is_protected(mlflow_prod):
 def test_only_the_server_account_may_read_it(mlflow_prod):
     assert_matches(
         resource(mlflow_prod, "google_secret_manager_secret_iam_member", "backend-store-uri/server-reads-uri"),
-        {"role": "roles/secretmanager.secretAccessor", "member": "serviceAccount:mlflow-server@example-mlflow-prod.iam.gserviceaccount.com"},
+        {
+            "role": "roles/secretmanager.secretAccessor",
+            "member": "serviceAccount:mlflow-server@example-mlflow-prod.iam.gserviceaccount.com",
+        },
     )
-    assert not [m for m in mlflow_prod["resource"]["google_project_iam_member"].values() if "secretmanager" in m["role"]]
+    assert not [
+        m for m in mlflow_prod["resource"]["google_project_iam_member"].values() if "secretmanager" in m["role"]
+    ]
 
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"revision": 0}, "BackendStoreSecretProps.revision: 0"), ({"secret_id": ""}, "BackendStoreSecretProps.secret_id: is empty")],
+    [
+        ({"revision": 0}, "BackendStoreSecretProps.revision: 0"),
+        ({"secret_id": ""}, "BackendStoreSecretProps.secret_id: is empty"),
+    ],
 )
 def test_the_secret_refuses_props_that_make_no_sense(change, message):
     props = dict(project="p", region="r", secret_id="s", user="u", password="pw", database="d", connection_name="p:r:i")
@@ -64,7 +72,11 @@ IAM_URI = (
 
 
 def test_with_iam_login_the_login_has_no_secret_so_the_gateway_key_is_the_only_one(mlflow):
-    for type_ in ("google_secret_manager_secret", "google_secret_manager_secret_version", "google_secret_manager_secret_iam_member"):
+    for type_ in (
+        "google_secret_manager_secret",
+        "google_secret_manager_secret_version",
+        "google_secret_manager_secret_iam_member",
+    ):
         assert all(path.startswith("gateway-key/") for path in resources(mlflow, type_)), type_
 
 

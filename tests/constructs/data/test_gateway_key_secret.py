@@ -83,7 +83,10 @@ def test_a_rotation_writes_a_new_version_before_it_disables_the_old_and_moves_ml
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"revision": 0}, "GatewayKeySecretProps.revision: 0"), ({"secret_id": ""}, "GatewayKeySecretProps.secret_id: is empty")],
+    [
+        ({"revision": 0}, "GatewayKeySecretProps.revision: 0"),
+        ({"secret_id": ""}, "GatewayKeySecretProps.secret_id: is empty"),
+    ],
 )
 def test_the_secret_refuses_props_that_make_no_sense(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -92,8 +95,11 @@ def test_the_secret_refuses_props_that_make_no_sense(change, message):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(("", "1", 1), "GatewayKeyRef: give secret_id and secret_version"), (("s", "", 1), "GatewayKeyRef: give secret_id"),
-     (("s", "1", 0), "GatewayKeyRef.kek_version: 0")],
+    [
+        (("", "1", 1), "GatewayKeyRef: give secret_id and secret_version"),
+        (("s", "", 1), "GatewayKeyRef: give secret_id"),
+        (("s", "1", 0), "GatewayKeyRef.kek_version: 0"),
+    ],
 )
 def test_the_service_refuses_a_key_reference_without_a_secret(args, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -29,8 +29,12 @@ def test_bucket_is_private_versioned_and_kept(app, stack, path):
 
 
 def test_every_bucket_of_the_app_is_listed_above(app):
-    found = {(name, path) for name, stack in app.stacks.items() if name in ("bootstrap", "mlflow-example-project", "mlflow-example")
-             for path in resources(stack, "google_storage_bucket")}
+    found = {
+        (name, path)
+        for name, stack in app.stacks.items()
+        if name in ("bootstrap", "mlflow-example-project", "mlflow-example")
+        for path in resources(stack, "google_storage_bucket")
+    }
     assert found == set(BUCKETS)
 
 
@@ -50,8 +54,14 @@ def test_no_bucket_has_a_usage_log_sink(app):
 
 
 def test_the_artifact_bucket_lives_in_the_region_and_the_state_bucket_in_config(app):
-    assert resource(app.stacks["mlflow-example"], "google_storage_bucket", "artifacts/bucket")["location"] == "europe-west1"
-    assert resource(app.stacks["bootstrap"], "google_storage_bucket", "state/bucket")["name"] == "example-mlflow-project-tfstate"
+    assert (
+        resource(app.stacks["mlflow-example"], "google_storage_bucket", "artifacts/bucket")["location"]
+        == "europe-west1"
+    )
+    assert (
+        resource(app.stacks["bootstrap"], "google_storage_bucket", "state/bucket")["name"]
+        == "example-mlflow-project-tfstate"
+    )
 
 
 @pytest.mark.parametrize(
@@ -59,7 +69,10 @@ def test_the_artifact_bucket_lives_in_the_region_and_the_state_bucket_in_config(
     [
         ({"name": ""}, "PrivateBucketProps: name '' and location 'EU' must both be given"),
         ({"noncurrent_version_days": -1}, "PrivateBucketProps.noncurrent_version_days: -1"),
-        ({"force_destroy": True}, "PrivateBucketProps.force_destroy: a bucket protected from destroy cannot be force-destroyed"),
+        (
+            {"force_destroy": True},
+            "PrivateBucketProps.force_destroy: a bucket protected from destroy cannot be force-destroyed",
+        ),
     ],
 )
 def test_a_bucket_refuses_props_that_make_no_sense(change, message):

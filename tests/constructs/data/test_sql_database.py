@@ -47,7 +47,10 @@ def test_deletion_is_refused_by_terraform_and_by_the_api(mlflow):
 def test_size_version_and_edition_come_from_config(mlflow, mlflow_prod):
     assert_matches(
         one(mlflow, "google_sql_database_instance"),
-        {"database_version": "POSTGRES_18", "settings": {"tier": "db-f1-micro", "disk_size": 10, "disk_type": "PD_SSD", "edition": "ENTERPRISE"}},
+        {
+            "database_version": "POSTGRES_18",
+            "settings": {"tier": "db-f1-micro", "disk_size": 10, "disk_type": "PD_SSD", "edition": "ENTERPRISE"},
+        },
     )
     assert one(mlflow_prod, "google_sql_database_instance")["settings"]["tier"] == "db-custom-2-7680"
 
@@ -124,7 +127,12 @@ def test_bumping_the_password_revision_rotates_password_user_and_secret(mlflow_p
     """The prod-like environment has `password_revision = 2`: all three must follow it."""
     assert one(mlflow_prod, "random_password")["keepers"] == {"revision": "2"}
     assert one(mlflow_prod, "google_sql_user")["password_wo_version"] == 2
-    assert resource(mlflow_prod, "google_secret_manager_secret_version", "backend-store-uri/version")["secret_data_wo_version"] == "2"
+    assert (
+        resource(mlflow_prod, "google_secret_manager_secret_version", "backend-store-uri/version")[
+            "secret_data_wo_version"
+        ]
+        == "2"
+    )
 
 
 def test_no_literal_password_or_sensitive_output_anywhere(app):
@@ -142,12 +150,23 @@ def test_no_literal_password_or_sensitive_output_anywhere(app):
         ({"backup_retention_days": 0}, "SqlDatabaseProps.backup_retention_days: 0"),
         ({"disk_size_gb": 5}, "SqlDatabaseProps.disk_size_gb: 5"),
         ({"instance_name": ""}, "SqlDatabaseProps: instance_name ''"),
-        ({"iam_service_account_email": "ml@example.com"}, "SqlDatabaseProps.iam_service_account_email: 'ml@example.com' is not a service account's e-mail"),
+        (
+            {"iam_service_account_email": "ml@example.com"},
+            "SqlDatabaseProps.iam_service_account_email: 'ml@example.com' is not a service account's e-mail",
+        ),
     ],
 )
 def test_a_database_refuses_props_that_make_no_sense(change, message):
-    props = dict(project="p", region="europe-west1", instance_name="db", database_version="POSTGRES_18", tier="db-f1-micro",
-                 disk_size_gb=10, network_id="n", private_services_access=None)
+    props = dict(
+        project="p",
+        region="europe-west1",
+        instance_name="db",
+        database_version="POSTGRES_18",
+        tier="db-f1-micro",
+        disk_size_gb=10,
+        network_id="n",
+        private_services_access=None,
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
         SqlDatabaseProps(**{**props, **change})
 
@@ -168,7 +187,9 @@ def test_with_iam_login_no_resource_has_a_password_or_secret_argument(mlflow):
 
     service = mlflow["resource"]["google_cloud_run_v2_service"]
     [(service_name, body)] = service.items()
-    [key_env] = [i for i, e in enumerate(body["template"]["containers"][0]["env"]) if e["name"] == "MLFLOW_CRYPTO_KEK_PASSPHRASE"]
+    [key_env] = [
+        i for i, e in enumerate(body["template"]["containers"][0]["env"]) if e["name"] == "MLFLOW_CRYPTO_KEK_PASSPHRASE"
+    ]
     secret_types = [t for t in mlflow["resource"] if t.startswith("google_secret_manager_secret")]
     assert all(name.startswith("gateway-key_") for t in secret_types for name in mlflow["resource"][t])
     gateway_key = (

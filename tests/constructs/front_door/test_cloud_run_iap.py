@@ -3,7 +3,7 @@
 import pytest
 
 from constructs.front_door.cloud_run_iap import CloudRunIapProps
-from stacks.config import ConfigError, EXAMPLE_CONFIG, parse_config
+from stacks.config import EXAMPLE_CONFIG, ConfigError, parse_config
 from tests.conftest import DIRECT_IAP_CONFIG, edited
 from tests.synth import ABSENT, assert_matches, env_of, one, resource, resources
 
@@ -39,8 +39,13 @@ def test_there_is_no_load_balancer_certificate_tls_policy_static_ip_or_dns(mlflo
     present = [t for t in LOAD_BALANCER_TYPES if resources(mlflow_direct_iap, t)]
     assert not present, f"direct_iap must not create {present}"
     # The only global address is the private services range of the network, not a load balancer IP.
-    assert [a["purpose"] for a in resources(mlflow_direct_iap, "google_compute_global_address").values()] == ["VPC_PEERING"]
-    assert "static_ip" not in mlflow_direct_iap["output"] and "certificate_status_command" not in mlflow_direct_iap["output"]
+    assert [a["purpose"] for a in resources(mlflow_direct_iap, "google_compute_global_address").values()] == [
+        "VPC_PEERING"
+    ]
+    assert (
+        "static_ip" not in mlflow_direct_iap["output"]
+        and "certificate_status_command" not in mlflow_direct_iap["output"]
+    )
 
 
 def test_the_iap_service_agent_is_the_only_invoker(mlflow_direct_iap):
@@ -87,9 +92,9 @@ def test_the_server_verifies_what_iap_signs_in_front_of_the_service_itself(mlflo
     assert env_of(service(mlflow_direct_iap)["template"]["containers"][0])["MLFLOW_IAP_AUDIENCE"] == (
         "/projects/123456789012/locations/europe-west1/services/mlflow-server"
     )
-    assert env_of(one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0])["MLFLOW_IAP_AUDIENCE"].startswith(
-        "/projects/123456789012/global/backendServices/"
-    )
+    assert env_of(one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0])[
+        "MLFLOW_IAP_AUDIENCE"
+    ].startswith("/projects/123456789012/global/backendServices/")
 
 
 def direct(*edits):
@@ -111,7 +116,7 @@ def direct(*edits):
         ),
         (
             [('mode = "direct_iap"', 'mode = "serverless"')],
-            "front_door.mode: 'serverless' is not a mode — use \"load_balancer\" (default) or \"direct_iap\"",
+            'front_door.mode: \'serverless\' is not a mode — use "load_balancer" (default) or "direct_iap"',
         ),
     ],
     ids=["custom-domain", "dns-zone", "unknown-mode"],
@@ -123,10 +128,15 @@ def test_bad_combinations_are_refused_with_one_line_naming_the_field(edits, mess
 
 
 def test_a_custom_oauth_client_or_programmatic_clients_are_refused_in_direct_iap():
-    text = direct(
-        ('iap_members = ["group:ml-platform@example.com"]',
-         'iap_members = ["group:ml-platform@example.com"]\niap_programmatic_clients = ["1-a.apps.googleusercontent.com"]'),
-    ) + '\n[iap_oauth_client]\nclient_id = "1-b.apps.googleusercontent.com"\n'
+    text = (
+        direct(
+            (
+                'iap_members = ["group:ml-platform@example.com"]',
+                'iap_members = ["group:ml-platform@example.com"]\niap_programmatic_clients = ["1-a.apps.googleusercontent.com"]',
+            ),
+        )
+        + '\n[iap_oauth_client]\nclient_id = "1-b.apps.googleusercontent.com"\n'
+    )
     with pytest.raises(ConfigError) as error:
         parse_config(text, "direct-iap.toml")
     assert str(error.value).startswith("direct-iap.toml: iap_programmatic_clients: ")

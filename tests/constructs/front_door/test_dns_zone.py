@@ -11,7 +11,12 @@ from tests.synth import assert_matches, one
 def test_a_new_zone_is_public_dnssec_signed_and_kept(mlflow):
     assert_matches(
         one(mlflow, "google_dns_managed_zone"),
-        {"dns_name": "mlflow.example.com.", "visibility": "public", "dnssec_config": {"state": "on"}, "force_destroy": False},
+        {
+            "dns_name": "mlflow.example.com.",
+            "visibility": "public",
+            "dnssec_config": {"state": "on"},
+            "force_destroy": False,
+        },
     )
 
 
@@ -33,15 +38,23 @@ def test_name_servers_are_an_output_when_the_zone_is_created_here(mlflow):
 
 def test_an_existing_zone_is_read_not_created(mlflow_prod):
     assert "google_dns_managed_zone" not in mlflow_prod["resource"]
-    assert one(mlflow_prod, "google_dns_record_set")["managed_zone"] == "${data.google_dns_managed_zone.dns_zone_2E2729FB.name}"
+    assert (
+        one(mlflow_prod, "google_dns_record_set")["managed_zone"]
+        == "${data.google_dns_managed_zone.dns_zone_2E2729FB.name}"
+    )
     assert mlflow_prod["data"]["google_dns_managed_zone"]["dns_zone_2E2729FB"]["name"] == "example-com"
     assert "name_servers" not in mlflow_prod["output"]
 
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"domain": "mlflow.example.com."}, "DnsZoneProps.domain: 'mlflow.example.com.'"), ({"zone_name": ""}, "DnsZoneProps.zone_name: is empty")],
+    [
+        ({"domain": "mlflow.example.com."}, "DnsZoneProps.domain: 'mlflow.example.com.'"),
+        ({"zone_name": ""}, "DnsZoneProps.zone_name: is empty"),
+    ],
 )
 def test_a_dns_zone_refuses_props_that_make_no_sense(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        DnsZoneProps(**{**dict(project="p", zone_name="z", domain="mlflow.example.com", ip_address="1.2.3.4"), **change})
+        DnsZoneProps(
+            **{**dict(project="p", zone_name="z", domain="mlflow.example.com", ip_address="1.2.3.4"), **change}
+        )

@@ -55,7 +55,9 @@ def test_port_443_serves_and_port_80_only_redirects_to_https(mlflow):
     assert_matches(http, {"port_range": "80", "ip_address": address, "load_balancing_scheme": "EXTERNAL_MANAGED"})
     redirect = resource(mlflow, "google_compute_url_map", "front-door/http-redirect")
     assert redirect["default_url_redirect"] == {
-        "https_redirect": True, "strip_query": False, "redirect_response_code": "MOVED_PERMANENTLY_DEFAULT",
+        "https_redirect": True,
+        "strip_query": False,
+        "redirect_response_code": "MOVED_PERMANENTLY_DEFAULT",
     }
     assert "default_service" not in redirect
 
@@ -70,8 +72,11 @@ def test_a_static_global_ip_is_reserved(mlflow):
 def test_members_are_granted_iap_access_on_this_backend_service_only(mlflow, mlflow_prod):
     grants = resources(mlflow, "google_iap_web_backend_service_iam_member")
     assert [(g["role"], g["member"], g["web_backend_service"]) for g in grants.values()] == [
-        ("roles/iap.httpsResourceAccessor", "group:ml-platform@example.com",
-         "${google_compute_backend_service.front-door_backend_ED3308D3.name}")
+        (
+            "roles/iap.httpsResourceAccessor",
+            "group:ml-platform@example.com",
+            "${google_compute_backend_service.front-door_backend_ED3308D3.name}",
+        )
     ]
     for stack in (mlflow, mlflow_prod):
         project_roles = [m["role"] for m in resources(stack, "google_project_iam_member").values()]
@@ -94,18 +99,27 @@ def test_iap_settings_allowlist_oauth_clients_only_when_configured(mlflow, mlflo
 def test_the_iap_service_agent_is_created_before_it_is_granted(app):
     agent = resource(app.stacks["mlflow-example-project"], "terraform_data", "iap-service-agent/identity")
     assert agent["provisioner"] == [
-        {"local-exec": {"command": "gcloud beta services identity create --service=iap.googleapis.com --project=example-mlflow-project"}}
+        {
+            "local-exec": {
+                "command": "gcloud beta services identity create --service=iap.googleapis.com --project=example-mlflow-project"
+            }
+        }
     ]
     assert app.manifest["stacks"]["mlflow-example"]["dependencies"] == ["mlflow-example-project"]
 
 
 def test_outputs_give_the_url_and_the_ip(mlflow):
     assert mlflow["output"]["mlflow_url"]["value"] == "https://mlflow.example.com"
-    assert mlflow["output"]["static_ip"]["value"] == "${google_compute_global_address.front-door_address_DFE2E206.address}"
+    assert (
+        mlflow["output"]["static_ip"]["value"] == "${google_compute_global_address.front-door_address_DFE2E206.address}"
+    )
 
 
 def test_a_new_domain_gets_a_new_certificate_before_the_old_one_goes(mlflow, mlflow_prod):
-    example, prod = one(mlflow, "google_compute_managed_ssl_certificate"), one(mlflow_prod, "google_compute_managed_ssl_certificate")
+    example, prod = (
+        one(mlflow, "google_compute_managed_ssl_certificate"),
+        one(mlflow_prod, "google_compute_managed_ssl_certificate"),
+    )
     assert example["lifecycle"] == {"create_before_destroy": True}
     assert example["name"].startswith("mlflow-cert-") and example["name"] != prod["name"]
 
@@ -116,8 +130,15 @@ MEMBERS = ("group:ml-platform@example.com", "user:ada@example.com", "serviceAcco
 def front_door(members, **extra):
     from constructs.front_door.front_door import FrontDoor, FrontDoorProps
 
-    props = dict(project="p", project_number="1", region="europe-west1", name="mlflow", domain="mlflow.example.com",
-                 cloud_run_service="svc", iap_members=members)
+    props = dict(
+        project="p",
+        project_number="1",
+        region="europe-west1",
+        name="mlflow",
+        domain="mlflow.example.com",
+        cloud_run_service="svc",
+        iap_members=members,
+    )
     return lambda stack: FrontDoor(stack, "front-door", FrontDoorProps(**{**props, **extra}))
 
 
@@ -140,8 +161,12 @@ def test_grants_are_keyed_by_a_readable_form_of_the_member(mlflow):
 
 
 def test_an_account_of_the_deployment_is_keyed_by_the_callers_key_not_its_position(tmp_path):
-    alone = accessor_addresses(tmp_path, "alone", MEMBERS[:1], iap_accounts={"client-identity": "serviceAccount:c@p.iam.gserviceaccount.com"})
-    more = accessor_addresses(tmp_path, "more", MEMBERS, iap_accounts={"client-identity": "serviceAccount:c@p.iam.gserviceaccount.com"})
+    alone = accessor_addresses(
+        tmp_path, "alone", MEMBERS[:1], iap_accounts={"client-identity": "serviceAccount:c@p.iam.gserviceaccount.com"}
+    )
+    more = accessor_addresses(
+        tmp_path, "more", MEMBERS, iap_accounts={"client-identity": "serviceAccount:c@p.iam.gserviceaccount.com"}
+    )
     assert alone["serviceAccount:c@p.iam.gserviceaccount.com"] == more["serviceAccount:c@p.iam.gserviceaccount.com"]
 
 
@@ -154,11 +179,18 @@ def test_members_whose_readable_keys_collide_still_get_distinct_stable_addresses
     "members, extra, message",
     [
         ((), {}, "FrontDoorProps.iap_members: is empty"),
-        (MEMBERS, {"cloud_run_service": "${google_cloud_run_v2_service.s.name}"},
-         "FrontDoorProps.cloud_run_service: '${google_cloud_run_v2_service.s.name}' must be the service's name as a plain string"),
+        (
+            MEMBERS,
+            {"cloud_run_service": "${google_cloud_run_v2_service.s.name}"},
+            "FrontDoorProps.cloud_run_service: '${google_cloud_run_v2_service.s.name}' must be the service's name as a plain string",
+        ),
         (("user:a@example.com", "user:A@example.com"), {}, "'user:A@example.com' is listed twice"),
         (MEMBERS, {"name": ""}, "FrontDoorProps.name: is empty"),
-        (MEMBERS, {"iap_accounts": {"Client Identity": "serviceAccount:c@p.iam.gserviceaccount.com"}}, "key 'Client Identity'"),
+        (
+            MEMBERS,
+            {"iap_accounts": {"Client Identity": "serviceAccount:c@p.iam.gserviceaccount.com"}},
+            "key 'Client Identity'",
+        ),
     ],
 )
 def test_a_front_door_refuses_props_that_make_no_sense(members, extra, message):
@@ -203,8 +235,15 @@ def test_without_a_custom_client_there_is_no_secret_variable(mlflow):
 def test_the_front_door_refuses_a_literal_oauth_secret_or_half_a_client():
     from constructs.front_door.front_door import FrontDoorProps
 
-    base = dict(project="p", project_number="1", region="europe-west1", name="m", domain="m.example.com",
-                cloud_run_service="s", iap_members=("group:g@example.com",))
+    base = dict(
+        project="p",
+        project_number="1",
+        region="europe-west1",
+        name="m",
+        domain="m.example.com",
+        cloud_run_service="s",
+        iap_members=("group:g@example.com",),
+    )
     with pytest.raises(ValueError, match="never the secret itself"):
         FrontDoorProps(**base, oauth_client_id="1-a.apps.googleusercontent.com", oauth_client_secret="GOCSPX-abc")
     with pytest.raises(ValueError, match="set both"):

@@ -38,7 +38,12 @@ def test_it_may_write_logs_its_own_bucket_and_our_registry_and_nothing_else(proj
         "build-identity/bucket/bucket-object-user": "roles/storage.objectUser",
         "registry/build-writer": "roles/artifactregistry.writer",
     }
-    assert resource(project_stack, "google_storage_bucket_iam_member", "build-identity/bucket/bucket-object-user")["bucket"] == BUCKET
+    assert (
+        resource(project_stack, "google_storage_bucket_iam_member", "build-identity/bucket/bucket-object-user")[
+            "bucket"
+        ]
+        == BUCKET
+    )
     writer = resource(project_stack, "google_artifact_registry_repository_iam_member", "registry/build-writer")
     assert writer["repository"] == "${google_artifact_registry_repository.registry_repository_BAFE171E.name}"
     assert not grants_to(mlflow, ACCOUNT)
@@ -61,7 +66,9 @@ def test_the_build_command_output_is_complete(project_stack, mlflow):
     command = shlex.split(project_stack["output"]["image_build_command"]["value"])
     assert command[:4] == ["gcloud", "builds", "submit", "docker"]
     flags = dict(arg.removeprefix("--").split("=", 1) for arg in command[4:])
-    image = resources(mlflow, "google_cloud_run_v2_service")["tracking-service/service"]["template"]["containers"][0]["image"]
+    image = resources(mlflow, "google_cloud_run_v2_service")["tracking-service/service"]["template"]["containers"][0][
+        "image"
+    ]
     assert flags == {
         "project": "example-mlflow-project",
         "region": "europe-west1",
@@ -91,8 +98,14 @@ def test_no_one_else_may_submit_builds_as_it_unless_configured(app):
 def test_builders_may_create_and_follow_builds_and_nothing_more_of_cloud_build(app):
     """Not cloudbuild.builds.editor: no updating, cancelling or approving other people's builds."""
     role = resource(app.stacks["mlflow-prod-project"], "google_project_iam_custom_role", "build-identity/builder-role")
-    assert_matches(role, {"role_id": "mlflow_build_submitter", "project": "example-mlflow-prod",
-                          "permissions": ["cloudbuild.builds.create", "cloudbuild.builds.get"]})
+    assert_matches(
+        role,
+        {
+            "role_id": "mlflow_build_submitter",
+            "project": "example-mlflow-prod",
+            "permissions": ["cloudbuild.builds.create", "cloudbuild.builds.get"],
+        },
+    )
     assert "google_project_iam_custom_role" not in app.stacks["mlflow-example-project"]["resource"]
 
 

@@ -32,11 +32,22 @@ def accepts(condition: str, **claims: str) -> bool:
     return bool(program.evaluate({"assertion": celpy.json_to_cel(claims)}))
 
 
-def github_token(sub: str, repository: str = REPO, repository_id: str = REPO_ID, owner_id: str = OWNER_ID,
-                 ref: str = "refs/heads/main") -> dict:
+def github_token(
+    sub: str,
+    repository: str = REPO,
+    repository_id: str = REPO_ID,
+    owner_id: str = OWNER_ID,
+    ref: str = "refs/heads/main",
+) -> dict:
     """The claims GitHub puts in an Actions OIDC token that matter here (ids are strings there)."""
-    return {"sub": f"repo:{repository}:{sub}", "repository": repository, "repository_id": repository_id,
-            "repository_owner": repository.split("/")[0], "repository_owner_id": owner_id, "ref": ref}
+    return {
+        "sub": f"repo:{repository}:{sub}",
+        "repository": repository,
+        "repository_id": repository_id,
+        "repository_owner": repository.split("/")[0],
+        "repository_owner_id": owner_id,
+        "ref": ref,
+    }
 
 
 def test_the_provider_accepts_pull_requests_and_the_approved_environment_on_main(app):
@@ -48,14 +59,20 @@ def test_the_provider_accepts_pull_requests_and_the_approved_environment_on_main
 @pytest.mark.parametrize(
     "claims, why",
     [
-        (github_token("pull_request", repository_id="999999999"), "the name re-created by someone else: another repository id"),
+        (
+            github_token("pull_request", repository_id="999999999"),
+            "the name re-created by someone else: another repository id",
+        ),
         (github_token("environment:prod", repository_id="999999999"), "the same, in an environment of that name"),
         (github_token("pull_request", owner_id="7654321"), "the owner's name taken by another account"),
         (github_token("environment:prod", owner_id="7654321"), "the same, deploying"),
         (github_token("environment:prod", ref="refs/heads/feature"), "the approved environment from another branch"),
         (github_token("environment:dev"), "another environment of the repository"),
         (github_token("ref:refs/heads/main"), "a push job outside any environment"),
-        (github_token("pull_request", repository="acme/other", repository_id="812345679"), "another repository of the owner"),
+        (
+            github_token("pull_request", repository="acme/other", repository_id="812345679"),
+            "another repository of the owner",
+        ),
     ],
 )
 def test_the_provider_refuses_a_token_of_the_same_name_with_other_ids_or_refs(app, claims, why):
@@ -70,7 +87,11 @@ def test_the_condition_binds_the_configured_ids(app, prod_config):
 
 def test_the_planner_is_read_only_and_the_deployer_needs_the_environment(app):
     stack = app.stacks["mlflow-prod-project"]
-    federation = {k.split("/")[-1]: v["member"] for k, v in resources(stack, "google_service_account_iam_member").items() if k.startswith("ci-identity/")}
+    federation = {
+        k.split("/")[-1]: v["member"]
+        for k, v in resources(stack, "google_service_account_iam_member").items()
+        if k.startswith("ci-identity/")
+    }
     base = "principal://iam.googleapis.com/${google_iam_workload_identity_pool.ci-identity_pool_54C97608.name}/subject/"
     assert federation == {
         "planner-federation": base + "repo:acme/mlflow-infra:pull_request",
@@ -97,7 +118,9 @@ def ci_envs(app, tmp_path_factory, example_config, prod_config, direct_iap_confi
     login, alerts, budget, load balancer) and the example and direct-IAP ones (IAM login, no alerts)
     given a [ci] table, synthesized apart."""
     ci = {"github_repository": "acme/mlflow-infra", "repository_id": 1, "repository_owner_id": 2}
-    others = Synth([replace_config(c, ci=ci) for c in (example_config, direct_iap_config)], tmp_path_factory.mktemp("ci"))
+    others = Synth(
+        [replace_config(c, ci=ci) for c in (example_config, direct_iap_config)], tmp_path_factory.mktemp("ci")
+    )
     return {
         "mlflow-prod": (app.stacks["mlflow-prod"], app.stacks["mlflow-prod-project"]),
         "mlflow-example": (others.stacks["mlflow-example"], others.stacks["mlflow-example-project"]),
@@ -158,7 +181,9 @@ def roles_needed_by(stack: dict) -> set[str]:
         needed |= {matches[0]} - {None}
         for body in items.values():
             for provisioner in body.get("provisioner", []):
-                for group in re.findall(r"gcloud (?:beta )?(\w+)", provisioner.get("local-exec", {}).get("command", "")):
+                for group in re.findall(
+                    r"gcloud (?:beta )?(\w+)", provisioner.get("local-exec", {}).get("command", "")
+                ):
                     needed.add(ROLE_FOR_GCLOUD[group])
     # A provider billing its calls to the project (quota project) needs serviceusage.services.use.
     if any(p.get("user_project_override") for p in stack.get("provider", {}).get("google", [])):
@@ -212,7 +237,9 @@ def may_modify(condition: str, roles: list[str]) -> bool:
     ],
 )
 def test_the_deployer_may_add_or_remove_grants_of_the_servers_roles_only(app, roles, allowed):
-    condition = deployer_project_grants(app.stacks["mlflow-prod-project"])[DEPLOYER_IAM_ADMIN_ROLE]["condition"]["expression"]
+    condition = deployer_project_grants(app.stacks["mlflow-prod-project"])[DEPLOYER_IAM_ADMIN_ROLE]["condition"][
+        "expression"
+    ]
     assert may_modify(condition, roles) is allowed
 
 
@@ -220,17 +247,23 @@ def test_the_deployer_may_act_as_the_servers_account_only(app):
     stack = app.stacks["mlflow-prod-project"]
     act_as = {k: v for k, v in resources(stack, "google_service_account_iam_member").items() if v["member"] == DEPLOYER}
     assert list(act_as) == ["server-identity/deployer-acts-as"]
-    assert_matches(act_as["server-identity/deployer-acts-as"], {
-        "role": "roles/iam.serviceAccountUser",
-        "service_account_id": "${google_service_account.server-identity_account_25E041FD.name}",
-    })
+    assert_matches(
+        act_as["server-identity/deployer-acts-as"],
+        {
+            "role": "roles/iam.serviceAccountUser",
+            "service_account_id": "${google_service_account.server-identity_account_25E041FD.name}",
+        },
+    )
 
 
 def test_the_deployer_has_nothing_over_accounts_pools_apis_or_the_registry(app):
     held = set(deployer_project_grants(app.stacks["mlflow-prod-project"]))
     assert not held & {
-        "roles/iam.serviceAccountAdmin", "roles/iam.serviceAccountUser", "roles/iam.workloadIdentityPoolAdmin",
-        "roles/serviceusage.serviceUsageAdmin", "roles/artifactregistry.admin",
+        "roles/iam.serviceAccountAdmin",
+        "roles/iam.serviceAccountUser",
+        "roles/iam.workloadIdentityPoolAdmin",
+        "roles/serviceusage.serviceUsageAdmin",
+        "roles/artifactregistry.admin",
     }
 
 
@@ -244,19 +277,38 @@ def test_no_service_account_key_for_ci(app):
     assert "google_service_account_key" not in app.stacks["mlflow-prod-project"]["resource"]
 
 
-PROPS = dict(project="p", project_number="1", github_repository="acme/infra", repository_id=1, repository_owner_id=2,
-             state_bucket="b", deploy_environment="prod", grantable_roles=("roles/logging.logWriter",))
+PROPS = dict(
+    project="p",
+    project_number="1",
+    github_repository="acme/infra",
+    repository_id=1,
+    repository_owner_id=2,
+    state_bucket="b",
+    deploy_environment="prod",
+    grantable_roles=("roles/logging.logWriter",),
+)
 
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"github_repository": "acme"}, "CiIdentityProps.github_repository: 'acme' must be OWNER/REPO"),
-     ({"deploy_environment": ""}, "CiIdentityProps.deploy_environment: is empty"),
-     ({"repository_id": 0}, "CiIdentityProps.repository_id: 0 must be GitHub's numeric id"),
-     ({"repository_owner_id": "4123456"}, "CiIdentityProps.repository_owner_id: '4123456' must be GitHub's numeric id"),
-     ({"grantable_roles": ()}, "CiIdentityProps.grantable_roles: () must list predefined roles/"),
-     ({"grantable_roles": ("roles/iam.serviceAccountAdmin",)}, "roles/iam.serviceAccountAdmin administer IAM; the deployer may not grant them"),
-     ({"deployer_roles": ("roles/owner",)}, "CiIdentityProps.deployer_roles: roles/owner are not among the reviewed DEPLOYER_ROLES")],
+    [
+        ({"github_repository": "acme"}, "CiIdentityProps.github_repository: 'acme' must be OWNER/REPO"),
+        ({"deploy_environment": ""}, "CiIdentityProps.deploy_environment: is empty"),
+        ({"repository_id": 0}, "CiIdentityProps.repository_id: 0 must be GitHub's numeric id"),
+        (
+            {"repository_owner_id": "4123456"},
+            "CiIdentityProps.repository_owner_id: '4123456' must be GitHub's numeric id",
+        ),
+        ({"grantable_roles": ()}, "CiIdentityProps.grantable_roles: () must list predefined roles/"),
+        (
+            {"grantable_roles": ("roles/iam.serviceAccountAdmin",)},
+            "roles/iam.serviceAccountAdmin administer IAM; the deployer may not grant them",
+        ),
+        (
+            {"deployer_roles": ("roles/owner",)},
+            "CiIdentityProps.deployer_roles: roles/owner are not among the reviewed DEPLOYER_ROLES",
+        ),
+    ],
 )
 def test_the_ci_identity_refuses_props_that_make_no_sense(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):

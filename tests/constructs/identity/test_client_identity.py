@@ -21,26 +21,35 @@ def test_each_listed_member_may_sign_as_its_own_account_and_nobody_else(app):
     assert {k: a["account_id"] for k, a in accounts.items()} == {
         "client-identity/account-group-ml-team-example-com": client_account_id("mlflow", "group:ml-team@example.com")
     }
-    grants = {k: g for k, g in resources(stack, "google_service_account_iam_member").items() if k.startswith("client-identity/")}
-    assert [(g["role"], g["member"], g["service_account_id"]) for g in grants.values()] == [(
-        "roles/iam.serviceAccountTokenCreator",
-        "group:ml-team@example.com",
-        "${google_service_account.client-identity_account-group-ml-team-example-com_97AD1DA2.name}",
-    )]
+    grants = {
+        k: g
+        for k, g in resources(stack, "google_service_account_iam_member").items()
+        if k.startswith("client-identity/")
+    }
+    assert [(g["role"], g["member"], g["service_account_id"]) for g in grants.values()] == [
+        (
+            "roles/iam.serviceAccountTokenCreator",
+            "group:ml-team@example.com",
+            "${google_service_account.client-identity_account-group-ml-team-example-com_97AD1DA2.name}",
+        )
+    ]
 
 
 def test_iap_admits_each_client_account_on_the_backend_service(mlflow_prod):
     members = {k: g["member"] for k, g in resources(mlflow_prod, "google_iap_web_backend_service_iam_member").items()}
     assert members == {
         "front-door/iap-accessor-group-ml-platform-example-com": "group:ml-platform@example.com",
-        "front-door/iap-accessor-client-group-ml-team-example-com":
-            PROD_CLIENT.format(client_account_id("mlflow", "group:ml-team@example.com").removeprefix("mlflow-c-")),
+        "front-door/iap-accessor-client-group-ml-team-example-com": PROD_CLIENT.format(
+            client_account_id("mlflow", "group:ml-team@example.com").removeprefix("mlflow-c-")
+        ),
     }
 
 
 def test_the_accounts_are_an_output_keyed_by_member(app):
     output = app.stacks["mlflow-prod-project"]["output"]["client_service_accounts"]["value"]
-    assert output == {"group:ml-team@example.com": "${google_service_account.client-identity_account-group-ml-team-example-com_97AD1DA2.email}"}
+    assert output == {
+        "group:ml-team@example.com": "${google_service_account.client-identity_account-group-ml-team-example-com_97AD1DA2.email}"
+    }
 
 
 def test_account_ids_are_valid_distinct_and_ignore_the_case_of_the_email():
@@ -50,7 +59,9 @@ def test_account_ids_are_valid_distinct_and_ignore_the_case_of_the_email():
 
 
 def client_addresses(tmp_path, name, people, type_="google_service_account_iam_member"):
-    stack = synth_construct(tmp_path / name, lambda s: ClientIdentity(s, "client", ClientIdentityProps("p", "mlflow", people)))
+    stack = synth_construct(
+        tmp_path / name, lambda s: ClientIdentity(s, "client", ClientIdentityProps("p", "mlflow", people))
+    )
     return addresses_by(stack, type_, "member" if type_.endswith("_member") else "account_id")
 
 
@@ -66,7 +77,10 @@ def test_adding_or_removing_a_person_leaves_every_other_account_and_grant_at_its
 
 @pytest.mark.parametrize(
     "people, message",
-    [((), "ClientIdentityProps.impersonators: is empty"), (PEOPLE + PEOPLE[:1], "'user:ada@example.com' is listed twice")],
+    [
+        ((), "ClientIdentityProps.impersonators: is empty"),
+        (PEOPLE + PEOPLE[:1], "'user:ada@example.com' is listed twice"),
+    ],
 )
 def test_a_client_identity_refuses_props_that_make_no_sense(people, message):
     with pytest.raises(ValueError, match=message):

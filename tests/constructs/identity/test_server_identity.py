@@ -27,12 +27,20 @@ def test_the_mlflow_stack_forgets_the_account_it_made_before_without_deleting_it
     address the project stack now gives it: `removed` drops it there, the project stack adopts it."""
     for env in ("example", "prod", "small"):
         removed = app.stacks[f"mlflow-{env}"]["removed"]
-        kept = {f"google_service_account.{name}" for name in app.stacks[f"mlflow-{env}-project"]["resource"]["google_service_account"]}
-        assert removed == [{"from": "google_service_account.server-identity_account_25E041FD", "lifecycle": {"destroy": False}}]
+        kept = {
+            f"google_service_account.{name}"
+            for name in app.stacks[f"mlflow-{env}-project"]["resource"]["google_service_account"]
+        }
+        assert removed == [
+            {"from": "google_service_account.server-identity_account_25E041FD", "lifecycle": {"destroy": False}}
+        ]
         assert removed[0]["from"] in kept
-    assert resource(app.stacks["mlflow-example-project"], "google_service_account", "server-identity/account")[
-        "create_ignore_already_exists"
-    ] is True
+    assert (
+        resource(app.stacks["mlflow-example-project"], "google_service_account", "server-identity/account")[
+            "create_ignore_already_exists"
+        ]
+        is True
+    )
 
 
 def test_without_ci_nobody_is_granted_anything_on_it(project_stack):

@@ -11,19 +11,28 @@ PROD_SERVER = "serviceAccount:mlflow-server@example-mlflow-prod.iam.gserviceacco
 
 
 def project_roles(stack, member):
-    return {m["role"]: m.get("condition") for m in resources(stack, "google_project_iam_member").values() if m["member"] == member}
+    return {
+        m["role"]: m.get("condition")
+        for m in resources(stack, "google_project_iam_member").values()
+        if m["member"] == member
+    }
 
 
 def test_its_project_roles_are_exactly_sql_client_and_login_and_telemetry_writers(mlflow):
     """IAM database login (the example) adds cloudsql.instanceUser: cloudsql.instances.login."""
     assert sorted(project_roles(mlflow, SERVER)) == [
-        "roles/cloudsql.client", "roles/cloudsql.instanceUser", "roles/logging.logWriter", "roles/monitoring.metricWriter"
+        "roles/cloudsql.client",
+        "roles/cloudsql.instanceUser",
+        "roles/logging.logWriter",
+        "roles/monitoring.metricWriter",
     ]
 
 
 def test_with_password_login_it_has_no_database_login_role(mlflow_prod):
     assert sorted(project_roles(mlflow_prod, PROD_SERVER)) == [
-        "roles/cloudsql.client", "roles/logging.logWriter", "roles/monitoring.metricWriter"
+        "roles/cloudsql.client",
+        "roles/logging.logWriter",
+        "roles/monitoring.metricWriter",
     ]
 
 
@@ -38,9 +47,15 @@ def test_the_cloud_sql_roles_hold_on_its_own_instance_only(mlflow):
     instance = next(iter(mlflow["resource"]["google_sql_database_instance"].values()))["name"]
     for role in ("roles/cloudsql.client", "roles/cloudsql.instanceUser"):
         expression = roles[role]["expression"]
-        assert holds(expression, "sqladmin.googleapis.com/Instance", f"projects/example-mlflow-project/instances/{instance}")
-        assert not holds(expression, "sqladmin.googleapis.com/Instance", "projects/example-mlflow-project/instances/other-db")
-        assert not holds(expression, "sqladmin.googleapis.com/Instance", f"projects/another-project/instances/{instance}")
+        assert holds(
+            expression, "sqladmin.googleapis.com/Instance", f"projects/example-mlflow-project/instances/{instance}"
+        )
+        assert not holds(
+            expression, "sqladmin.googleapis.com/Instance", "projects/example-mlflow-project/instances/other-db"
+        )
+        assert not holds(
+            expression, "sqladmin.googleapis.com/Instance", f"projects/another-project/instances/{instance}"
+        )
     assert roles["roles/logging.logWriter"] is None and roles["roles/monitoring.metricWriter"] is None
 
 
@@ -58,14 +73,23 @@ def test_the_condition_names_whatever_instance_it_is_given():
 def test_it_uses_objects_of_the_artifact_bucket_only(mlflow):
     grants = [g for g in resources(mlflow, "google_storage_bucket_iam_member").values() if g["member"] == SERVER]
     assert grants == [
-        {**grants[0], "bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}", "role": "roles/storage.objectUser"}
+        {
+            **grants[0],
+            "bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}",
+            "role": "roles/storage.objectUser",
+        }
     ]
 
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"member": "user:a@example.com"}, "ServerRolesProps.member: 'user:a@example.com' must be serviceAccount:EMAIL"),
-     ({"sql_instance_name": ""}, "ServerRolesProps.sql_instance_name: must be the instance's name")],
+    [
+        (
+            {"member": "user:a@example.com"},
+            "ServerRolesProps.member: 'user:a@example.com' must be serviceAccount:EMAIL",
+        ),
+        ({"sql_instance_name": ""}, "ServerRolesProps.sql_instance_name: must be the instance's name"),
+    ],
 )
 def test_server_roles_refuse_props_that_make_no_sense(change, message):
     with pytest.raises(ValueError, match=message):

@@ -50,14 +50,22 @@ def test_private_services_access_reserves_the_configured_range_and_peers_it(mlfl
     [
         ({"subnet_cidr": "10.10.0.0/33"}, "NetworkProps.subnet_cidr: '10.10.0.0/33' is not a network in CIDR form"),
         ({"subnet_cidr": "10.10.0.1/24"}, "NetworkProps.subnet_cidr: '10.10.0.1/24'"),
-        ({"private_services_cidr": "8.8.0.0/20"}, "NetworkProps.private_services_cidr: '8.8.0.0/20' must be a private IPv4 range"),
-        ({"private_services_cidr": "10.10.0.0/20"}, "NetworkProps.private_services_cidr: '10.10.0.0/20' overlaps subnet_cidr"),
+        (
+            {"private_services_cidr": "8.8.0.0/20"},
+            "NetworkProps.private_services_cidr: '8.8.0.0/20' must be a private IPv4 range",
+        ),
+        (
+            {"private_services_cidr": "10.10.0.0/20"},
+            "NetworkProps.private_services_cidr: '10.10.0.0/20' overlaps subnet_cidr",
+        ),
         ({"flow_log_sampling": 0.0}, "NetworkProps.flow_log_sampling: 0.0"),
         ({"name": ""}, "NetworkProps.name: is empty"),
     ],
 )
 def test_a_network_refuses_props_that_make_no_sense(change, message):
-    props = dict(project="p", region="europe-west1", name="vpc", subnet_cidr="10.10.0.0/24", private_services_cidr="10.20.0.0/20")
+    props = dict(
+        project="p", region="europe-west1", name="vpc", subnet_cidr="10.10.0.0/24", private_services_cidr="10.20.0.0/20"
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
         NetworkProps(**{**props, **change})
 

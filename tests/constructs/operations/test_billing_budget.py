@@ -28,13 +28,19 @@ def test_the_budget_watches_this_project_in_usd(mlflow_prod):
 def test_the_budget_mails_at_half_ninety_and_full_spend_and_on_a_full_forecast(mlflow_prod):
     rules = one(mlflow_prod, "google_billing_budget")["threshold_rules"]
     assert [(r["threshold_percent"], r["spend_basis"]) for r in rules] == [
-        (0.5, "CURRENT_SPEND"), (0.9, "CURRENT_SPEND"), (1, "CURRENT_SPEND"), (1, "FORECASTED_SPEND"),
+        (0.5, "CURRENT_SPEND"),
+        (0.9, "CURRENT_SPEND"),
+        (1, "CURRENT_SPEND"),
+        (1, "FORECASTED_SPEND"),
     ]
 
 
 def test_the_budget_mails_the_alert_channels_and_the_billing_admins(mlflow_prod):
     rule = one(mlflow_prod, "google_billing_budget")["all_updates_rule"]
-    channels = sorted(f"${{google_monitoring_notification_channel.{k}.id}}" for k in mlflow_prod["resource"]["google_monitoring_notification_channel"])
+    channels = sorted(
+        f"${{google_monitoring_notification_channel.{k}.id}}"
+        for k in mlflow_prod["resource"]["google_monitoring_notification_channel"]
+    )
     assert sorted(rule["monitoring_notification_channels"]) == channels
     assert rule["disable_default_iam_recipients"] is False
 
@@ -44,7 +50,14 @@ def test_the_budget_alone_uses_a_provider_with_a_quota_project(mlflow_prod):
     budget = one(mlflow_prod, "google_billing_budget")
     assert budget["provider"] == "google.billing"
     aliased = [p for p in mlflow_prod["provider"]["google"] if p.get("alias") == "billing"]
-    assert aliased == [{"alias": "billing", "project": "example-mlflow-prod", "billing_project": "example-mlflow-prod", "user_project_override": True}]
+    assert aliased == [
+        {
+            "alias": "billing",
+            "project": "example-mlflow-prod",
+            "billing_project": "example-mlflow-prod",
+            "user_project_override": True,
+        }
+    ]
     default = [p for p in mlflow_prod["provider"]["google"] if "alias" not in p]
     assert len(default) == 1 and "user_project_override" not in default[0]
     others = [b for t, items in mlflow_prod["resource"].items() if t != "google_billing_budget" for b in items.values()]

@@ -59,8 +59,16 @@ MONITORING_TYPES = (
     "google_logging_metric",
 )
 POLICIES = {
-    "server-5xx-ratio", "server-latency-p95", "server-saturated", "server-startup-failures", "migration-failed",
-    "sql-cpu", "sql-disk", "sql-connections", "sql-backup-failed", "certificate-not-serving",
+    "server-5xx-ratio",
+    "server-latency-p95",
+    "server-saturated",
+    "server-startup-failures",
+    "migration-failed",
+    "sql-cpu",
+    "sql-disk",
+    "sql-connections",
+    "sql-backup-failed",
+    "certificate-not-serving",
 }
 
 
@@ -102,7 +110,10 @@ def undocumented(filter: str) -> list[str]:
     if len(kinds) != 1 or kinds[0] not in DOCUMENTED_RESOURCES:
         return [*problems, f"monitored resource {kinds} is not in DOCUMENTED_RESOURCES"]
     resource_labels = set(re.findall(r"resource\.labels\.(\w+)=", filter))
-    problems += [f"resource label {label} of {kinds[0]} is not documented" for label in resource_labels - DOCUMENTED_RESOURCES[kinds[0]]]
+    problems += [
+        f"resource label {label} of {kinds[0]} is not documented"
+        for label in resource_labels - DOCUMENTED_RESOURCES[kinds[0]]
+    ]
     return problems
 
 
@@ -115,7 +126,10 @@ def test_without_alerts_there_is_no_monitoring_at_all(app):
 def test_with_alerts_every_policy_channel_and_the_dashboard_are_synthesized(mlflow_prod):
     assert {path.split("/")[-1] for path in policies(mlflow_prod)} == POLICIES
     channels = resources(mlflow_prod, "google_monitoring_notification_channel")
-    assert sorted(c["labels"]["email_address"] for c in channels.values()) == ["ml-platform-oncall@example.com", "sre@example.com"]
+    assert sorted(c["labels"]["email_address"] for c in channels.values()) == [
+        "ml-platform-oncall@example.com",
+        "sre@example.com",
+    ]
     assert all(c["type"] == "email" for c in channels.values())
     assert len(dashboard(mlflow_prod)["mosaicLayout"]["tiles"]) == 8
 
@@ -126,7 +140,9 @@ def test_the_example_with_its_alerts_block_uncommented_synthesizes_them(tmp_path
     text = text.split("# [budget]")[0]
     stack = Synth([parse_config(text, "example.toml")], tmp_path).stacks["mlflow-example"]
     assert {path.split("/")[-1] for path in policies(stack)} == POLICIES
-    assert one(stack, "google_monitoring_notification_channel")["labels"] == {"email_address": "ml-platform-oncall@example.com"}
+    assert one(stack, "google_monitoring_notification_channel")["labels"] == {
+        "email_address": "ml-platform-oncall@example.com"
+    }
     assert not resources(stack, "google_billing_budget")
 
 
@@ -150,9 +166,9 @@ def test_every_filter_names_only_documented_metrics_labels_and_resources(mlflow_
 
 
 def test_the_documented_metrics_check_catches_an_invented_metric():
-    assert undocumented('metric.type="run.googleapis.com/container/startup_failures" AND resource.type="cloud_run_revision"') == [
-        "run.googleapis.com/container/startup_failures is not in DOCUMENTED_METRICS"
-    ]
+    assert undocumented(
+        'metric.type="run.googleapis.com/container/startup_failures" AND resource.type="cloud_run_revision"'
+    ) == ["run.googleapis.com/container/startup_failures is not in DOCUMENTED_METRICS"]
     assert undocumented(
         'metric.type="run.googleapis.com/request_count" AND resource.type="cloud_run_revision" AND metric.labels.code="500"'
     ) == ["metric label code of run.googleapis.com/request_count is not documented"]
@@ -205,8 +221,13 @@ def test_a_failed_backup_is_found_with_googles_documented_audit_log_filter(mlflo
     for expression in BACKUP_AUDIT_FILTER:
         assert expression.format(project="example-mlflow-prod") in metric["filter"]
     assert 'protoPayload.metadata.windowStatus:"FAILED"' in metric["filter"]
-    logical = next(k for k, v in mlflow_prod["resource"]["google_logging_metric"].items() if v["name"] == metric["name"])
-    assert f"logging.googleapis.com/user/${{google_logging_metric.{logical}.name}}" in condition(mlflow_prod, "sql-backup-failed")["filter"]
+    logical = next(
+        k for k, v in mlflow_prod["resource"]["google_logging_metric"].items() if v["name"] == metric["name"]
+    )
+    assert (
+        f"logging.googleapis.com/user/${{google_logging_metric.{logical}.name}}"
+        in condition(mlflow_prod, "sql-backup-failed")["filter"]
+    )
 
 
 def test_startup_probe_failures_are_counted_from_the_services_logs(mlflow_prod):
@@ -218,20 +239,30 @@ def test_startup_probe_failures_are_counted_from_the_services_logs(mlflow_prod):
 
 def test_the_certificate_is_checked_by_a_tls_validating_uptime_check_of_the_domain(mlflow_prod):
     check = one(mlflow_prod, "google_monitoring_uptime_check_config")
-    assert check["monitored_resource"] == {"type": "uptime_url", "labels": {"project_id": "example-mlflow-prod", "host": "mlflow.prod.example.com"}}
+    assert check["monitored_resource"] == {
+        "type": "uptime_url",
+        "labels": {"project_id": "example-mlflow-prod", "host": "mlflow.prod.example.com"},
+    }
     assert check["http_check"]["use_ssl"] is True and check["http_check"]["validate_ssl"] is True
     assert check["http_check"]["accepted_response_status_codes"] == [{"status_class": "STATUS_CLASS_ANY"}]
     watched = condition(mlflow_prod, "certificate-not-serving")
     logical = next(iter(mlflow_prod["resource"]["google_monitoring_uptime_check_config"]))
-    assert f'metric.labels.check_id="${{google_monitoring_uptime_check_config.{logical}.uptime_check_id}}"' in watched["filter"]
+    assert (
+        f'metric.labels.check_id="${{google_monitoring_uptime_check_config.{logical}.uptime_check_id}}"'
+        in watched["filter"]
+    )
 
 
 def test_channels_are_keyed_by_address_so_adding_one_moves_nothing(prod_config, tmp_path):
     from tests.conftest import replace_config
 
     more = replace_config(prod_config, alerts={"emails": ("new@example.com", *prod_config.alerts.emails)})
-    before = set(Synth([prod_config], tmp_path / "a").stacks["mlflow-prod"]["resource"]["google_monitoring_notification_channel"])
-    after = set(Synth([more], tmp_path / "b").stacks["mlflow-prod"]["resource"]["google_monitoring_notification_channel"])
+    before = set(
+        Synth([prod_config], tmp_path / "a").stacks["mlflow-prod"]["resource"]["google_monitoring_notification_channel"]
+    )
+    after = set(
+        Synth([more], tmp_path / "b").stacks["mlflow-prod"]["resource"]["google_monitoring_notification_channel"]
+    )
     assert before < after and len(after - before) == 1
 
 
@@ -240,8 +271,14 @@ THRESHOLDS = dict(error_ratio=0.05, latency_p95_ms=2000, max_instances=2, sql_cp
 
 def props(**changes):
     base = dict(
-        project="p", name="mlflow", emails=("a@example.com",), service_name="s", migration_job_name="j",
-        sql_instance_name="db", artifact_bucket="b", thresholds=AlertThresholds(**THRESHOLDS),
+        project="p",
+        name="mlflow",
+        emails=("a@example.com",),
+        service_name="s",
+        migration_job_name="j",
+        sql_instance_name="db",
+        artifact_bucket="b",
+        thresholds=AlertThresholds(**THRESHOLDS),
     )
     return MonitoringProps(**{**base, **changes})
 

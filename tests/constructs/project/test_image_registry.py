@@ -36,7 +36,9 @@ def test_the_service_runs_an_image_from_this_registry(project_stack, mlflow):
     image = one(mlflow, "google_cloud_run_v2_service")["template"]["containers"][0]["image"]
     host, project, repository, _ = image.split("/", 3)
     assert (host, project, repository) == (
-        f"{registry['location']}-docker.pkg.dev", registry["project"], registry["repository_id"]
+        f"{registry['location']}-docker.pkg.dev",
+        registry["project"],
+        registry["repository_id"],
     )
 
 
@@ -48,7 +50,10 @@ def test_the_build_command_pushes_the_tag_the_service_runs(project_stack, mlflow
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"keep_recent_versions": 0}, "ImageRegistryProps.keep_recent_versions: 0"), ({"repository_id": ""}, "ImageRegistryProps.repository_id: is empty")],
+    [
+        ({"keep_recent_versions": 0}, "ImageRegistryProps.keep_recent_versions: 0"),
+        ({"repository_id": ""}, "ImageRegistryProps.repository_id: is empty"),
+    ],
 )
 def test_the_registry_refuses_props_that_make_no_sense(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-
-
 from constructs.project.project_services import ProjectServicesProps
 from tests.synth import resources
 
@@ -154,7 +152,10 @@ def client_plugin_apis() -> set[str]:
 
 
 def enabled_in(project_stack: dict) -> set[str]:
-    return {s["service"].removesuffix(".googleapis.com") for s in resources(project_stack, "google_project_service").values()}
+    return {
+        s["service"].removesuffix(".googleapis.com")
+        for s in resources(project_stack, "google_project_service").values()
+    }
 
 
 def prerequisites() -> set[str]:
@@ -168,7 +169,9 @@ def test_the_project_stack_enables_every_api_the_deployment_calls_and_no_other(a
         needed = set().union(*map(needed_by, stacks)) | apis_of_commands(README) | client_plugin_apis()
         enabled = enabled_in(app.stacks[f"mlflow-{env}-project"])
         assert not needed - enabled, f"enable these in stacks/project.py APIS: {sorted(needed - enabled)}"
-        assert not enabled - needed, f"nothing calls these; remove them from APIS or map their caller: {sorted(enabled - needed)}"
+        assert not enabled - needed, (
+            f"nothing calls these; remove them from APIS or map their caller: {sorted(enabled - needed)}"
+        )
 
 
 def test_what_must_be_on_before_the_first_apply_is_enabled_by_hand_in_the_readme(app, project_stack):
@@ -181,7 +184,9 @@ def test_what_must_be_on_before_the_first_apply_is_enabled_by_hand_in_the_readme
 def test_the_client_plugin_calls_iam_credentials_and_a_build_calls_cloud_build(project_stack):
     """The derivation itself sees the callers the issue names."""
     assert "iamcredentials" in client_plugin_apis()
-    assert {"cloudbuild", "storage", "artifactregistry"} <= apis_of_commands(project_stack["output"]["image_build_command"]["value"])
+    assert {"cloudbuild", "storage", "artifactregistry"} <= apis_of_commands(
+        project_stack["output"]["image_build_command"]["value"]
+    )
 
 
 def test_an_unmapped_resource_type_role_or_command_fails_the_derivation():
@@ -200,8 +205,11 @@ def test_no_api_is_disabled_on_destroy(project_stack):
 
 @pytest.mark.parametrize(
     "services, message",
-    [((), "ProjectServicesProps.services: is empty"), (("run.googleapis.com", "run.googleapis.com"), "'run.googleapis.com' must be"),
-     (("run",), "'run' must be a NAME.googleapis.com")],
+    [
+        ((), "ProjectServicesProps.services: is empty"),
+        (("run.googleapis.com", "run.googleapis.com"), "'run.googleapis.com' must be"),
+        (("run",), "'run' must be a NAME.googleapis.com"),
+    ],
 )
 def test_project_services_refuse_props_that_make_no_sense(services, message):
     with pytest.raises(ValueError, match=re.escape(message)):

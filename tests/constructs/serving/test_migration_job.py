@@ -27,16 +27,22 @@ def test_the_job_shares_image_secret_socket_and_account_with_the_server(mlflow):
 
 def test_the_migration_command_is_an_output(mlflow):
     assert mlflow["output"]["migration_command"]["value"] == (
-        "gcloud run jobs execute mlflow-migrate "
-        "--project=example-mlflow-project --region=europe-west1 --wait"
+        "gcloud run jobs execute mlflow-migrate --project=example-mlflow-project --region=europe-west1 --wait"
     )
 
 
 def test_the_apply_runs_the_job_whenever_the_image_changes(mlflow):
     execution = resource(mlflow, "terraform_data", "migration-job/execution")
-    assert execution["triggers_replace"]["image"] == one(mlflow, "google_cloud_run_v2_job")["template"]["template"]["containers"][0]["image"]
+    assert (
+        execution["triggers_replace"]["image"]
+        == one(mlflow, "google_cloud_run_v2_job")["template"]["template"]["containers"][0]["image"]
+    )
     assert execution["provisioner"] == [
-        {"local-exec": {"command": "gcloud run jobs execute mlflow-migrate --project=example-mlflow-project --region=europe-west1 --wait"}}
+        {
+            "local-exec": {
+                "command": "gcloud run jobs execute mlflow-migrate --project=example-mlflow-project --region=europe-west1 --wait"
+            }
+        }
     ]
     assert "google_cloud_run_v2_job.migration-job_F6369E7C" in execution["depends_on"]
 

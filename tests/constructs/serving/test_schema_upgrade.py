@@ -15,7 +15,9 @@ def step(stack, name):
 
 def address(stack, type_, path):
     """The Terraform address depends_on uses for the resource at construct path `path`."""
-    (key,) = [k for k, body in stack["resource"][type_].items() if body["//"]["metadata"]["path"].split("/", 1)[1] == path]
+    (key,) = [
+        k for k, body in stack["resource"][type_].items() if body["//"]["metadata"]["path"].split("/", 1)[1] == path
+    ]
     return f"{type_}.{key}"
 
 
@@ -42,7 +44,7 @@ def test_writers_are_stopped_after_the_backup_by_closing_the_ingress(mlflow):
 def test_closing_is_skipped_only_when_the_service_does_not_exist_yet(mlflow):
     close = command(step(mlflow, "close"))
     listing = f"gcloud run services list {WHERE} --filter=metadata.name=mlflow-server --format='value(metadata.name)'"
-    assert close.startswith(f"found=$({listing}) && if [ -n \"$found\" ]; then ")
+    assert close.startswith(f'found=$({listing}) && if [ -n "$found" ]; then ')
 
 
 def test_the_migration_runs_only_once_writers_are_stopped(mlflow):

@@ -55,7 +55,10 @@ def test_cloud_sql_is_mounted_as_a_socket_and_the_bucket_as_a_gcs_volume(mlflow)
     assert_matches(
         service(mlflow)["template"]["volumes"],
         [
-            {"name": "artifacts", "gcs": {"bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}", "read_only": False}},
+            {
+                "name": "artifacts",
+                "gcs": {"bucket": "${google_storage_bucket.artifacts_bucket_A41425E9.name}", "read_only": False},
+            },
             {
                 "name": "cloudsql",
                 "cloud_sql_instance": {
@@ -89,7 +92,9 @@ def test_a_backend_store_uri_with_a_password_comes_from_secret_manager_never_a_p
     }
 
 
-def test_the_server_believes_only_what_iap_signed_for_the_front_doors_backend_service(mlflow, mlflow_prod, example_config, prod_config):
+def test_the_server_believes_only_what_iap_signed_for_the_front_doors_backend_service(
+    mlflow, mlflow_prod, example_config, prod_config
+):
     """docker/iap_identity.py verifies every request against this audience; verification is the
     image's default (on), so nothing switches it."""
     for stack, cfg in ((mlflow, example_config), (mlflow_prod, prod_config)):
@@ -127,7 +132,9 @@ def test_sizing_scales_to_zero_and_bills_cpu_only_during_requests(mlflow):
     assert template["scaling"] == {"min_instance_count": 0, "max_instance_count": 2}
     assert template["max_instance_request_concurrency"] == 20
     assert container(mlflow)["resources"] == {
-        "limits": {"cpu": "1", "memory": "1Gi"}, "cpu_idle": True, "startup_cpu_boost": True,
+        "limits": {"cpu": "1", "memory": "1Gi"},
+        "cpu_idle": True,
+        "startup_cpu_boost": True,
     }
 
 
@@ -157,10 +164,12 @@ def test_it_starts_only_after_its_grants_and_the_migration_for_its_image(mlflow,
     """With IAM login the database login role, with a password the secret's reader grant; the
     gateway key's reader grant always."""
     assert set(service(mlflow)["depends_on"]) == SERVER_ROLES | {
-        "google_project_iam_member.server-identity_cloudsqlinstanceUser_9F96A692", GATEWAY_KEY_GRANT
+        "google_project_iam_member.server-identity_cloudsqlinstanceUser_9F96A692",
+        GATEWAY_KEY_GRANT,
     }
     assert set(service(mlflow_prod)["depends_on"]) == SERVER_ROLES | {
-        "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8", GATEWAY_KEY_GRANT
+        "google_secret_manager_secret_iam_member.backend-store-uri_server-reads-uri_AD94F5E8",
+        GATEWAY_KEY_GRANT,
     }
 
 
@@ -186,29 +195,50 @@ def test_the_container_is_served_end_to_end_over_http2_so_uploads_are_not_capped
 
 def service_props(**change):
     container = ServerContainerProps(
-        image="img:1", sql_connection_name="p:r:i", artifact_bucket="b", artifact_mount_path="/mnt/gcs",
-        domain="mlflow.example.com", workers=1, pool_size=2, max_overflow=1,
-        backend_store_secret_id="s", backend_store_secret_version="1",
+        image="img:1",
+        sql_connection_name="p:r:i",
+        artifact_bucket="b",
+        artifact_mount_path="/mnt/gcs",
+        domain="mlflow.example.com",
+        workers=1,
+        pool_size=2,
+        max_overflow=1,
+        backend_store_secret_id="s",
+        backend_store_secret_version="1",
     )
     placement = RunPlacement("p", "europe-west1", "sa@p.iam.gserviceaccount.com", "vpc", "subnet")
-    props = dict(name="mlflow-server", placement=placement, container=container, cpu="1", memory="1Gi",
-                 min_instances=0, max_instances=2, concurrency=20,
-                 iap_audience="/projects/1/global/backendServices/2", gateway_key=GatewayKeyRef("k", "1", 1))
+    props = dict(
+        name="mlflow-server",
+        placement=placement,
+        container=container,
+        cpu="1",
+        memory="1Gi",
+        min_instances=0,
+        max_instances=2,
+        concurrency=20,
+        iap_audience="/projects/1/global/backendServices/2",
+        gateway_key=GatewayKeyRef("k", "1", 1),
+    )
     return TrackingServiceProps(**{**props, **change})
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"startup_allowance_seconds": 4}, "TrackingServiceProps.startup_allowance_seconds: 4 must be a positive multiple of 5"),
+        (
+            {"startup_allowance_seconds": 4},
+            "TrackingServiceProps.startup_allowance_seconds: 4 must be a positive multiple of 5",
+        ),
         ({"startup_allowance_seconds": 121}, "startup_allowance_seconds: 121"),
         ({"min_instances": 3}, "TrackingServiceProps.min_instances/max_instances: 3/2"),
         ({"concurrency": 0}, "TrackingServiceProps.concurrency: 0"),
         ({"name": ""}, "TrackingServiceProps.name: is empty"),
         ({"iap_audience": ""}, "TrackingServiceProps.iap_audience: is empty; give IAP's audience"),
-        ({"iap_audience": "https://mlflow.example.com/*"},
-         "TrackingServiceProps.iap_audience: 'https://mlflow.example.com/*' must be /projects/NUMBER/global/backendServices/ID or "
-         "/projects/NUMBER/locations/REGION/services/NAME"),
+        (
+            {"iap_audience": "https://mlflow.example.com/*"},
+            "TrackingServiceProps.iap_audience: 'https://mlflow.example.com/*' must be /projects/NUMBER/global/backendServices/ID or "
+            "/projects/NUMBER/locations/REGION/services/NAME",
+        ),
     ],
 )
 def test_a_tracking_service_refuses_props_that_make_no_sense(change, message):
@@ -231,7 +261,11 @@ def test_a_tracking_service_takes_either_shape_of_iap_audience():
         ("artifact_mount_path", "/cloudsql", "ServerContainerProps.artifact_mount_path: '/cloudsql'"),
         ("artifact_mount_path", "mnt/gcs", "ServerContainerProps.artifact_mount_path: 'mnt/gcs'"),
         ("image", "", "ServerContainerProps.image: is empty"),
-        ("iam_backend_store_uri", "postgresql+psycopg2://sa%40p.iam@/mlflow", "ServerContainerProps: give either iam_backend_store_uri"),
+        (
+            "iam_backend_store_uri",
+            "postgresql+psycopg2://sa%40p.iam@/mlflow",
+            "ServerContainerProps: give either iam_backend_store_uri",
+        ),
         ("backend_store_secret_version", "", "ServerContainerProps: give either iam_backend_store_uri"),
     ],
 )
