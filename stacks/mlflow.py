@@ -15,9 +15,6 @@ from typing import Any
 from constructs import Construct
 from constructs.cdk import Annotations, TerraformOutput, TerraformStack, TerraformVariable
 from constructs.cdk.google.provider import GoogleProvider
-from constructs import Construct
-
-from constructs.identity.access_control import AccessControl, AccessControlProps
 from constructs.data.backend_store_secret import BackendStoreSecret, BackendStoreSecretProps, iam_backend_store_uri
 from constructs.data.gateway_key_secret import GatewayKeySecret, GatewayKeySecretProps
 from constructs.data.private_bucket import PrivateBucket, PrivateBucketProps
@@ -25,6 +22,7 @@ from constructs.data.sql_database import SqlDatabase, SqlDatabaseProps
 from constructs.front_door.cloud_run_iap import CloudRunIap, CloudRunIapProps
 from constructs.front_door.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door.front_door import FrontDoor, FrontDoorProps
+from constructs.identity.access_control import AccessControl, AccessControlProps
 from constructs.identity.client_identity import client_accounts
 from constructs.identity.iam_members import keyed_members, service_account_email
 from constructs.identity.iap_service_agent import iap_service_agent_member
@@ -36,8 +34,6 @@ from constructs.serving.migration_job import MigrationJob, MigrationJobProps
 from constructs.serving.run_url import signed_header_audience
 from constructs.serving.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
 from constructs.serving.server_container import GatewayKeyRef, RunPlacement, RunStructs, ServerContainerProps
-from constructs.identity.server_roles import ServerRoles, ServerRolesProps
-from constructs.data.sql_database import SqlDatabase, SqlDatabaseProps
 from constructs.serving.tracking_service import TrackingService, TrackingServiceProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config, alert_thresholds
