@@ -10,6 +10,10 @@ configuration, each server started in turn:
   (ai) the same with IAP verification on (every request carries an assertion signed by the local
       stand-in for IAP, tests/server/iap_signer.py; its keys fetched once and cached): the
       "ratio ai/a" column is the cost of verifying and recording who calls;
+  (aa) (ai) with teams ([access], docker/iap_access.py): MLflow's auth app decides every request
+      for the IAP-verified user, a member of the team whose workspace the load runs in: the
+      "ratio aa/ai" column is the cost of MLflow's permissions (target: at most ACCESS_TARGET
+      slower, in req/s and p95);
   (a2) (a) with MLFLOW_WORKERS=2;
   (b) `mlflow server` with its defaults (4 uvicorn workers, job execution on, pools of SQLAlchemy's
       defaults 5 + 10), as `mlflow server --backend-store-uri URI --artifacts-destination DIR`.
@@ -27,6 +31,7 @@ at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import threading
@@ -59,6 +64,15 @@ FIRST_API_CALL = "/api/2.0/mlflow/experiments/search?max_results=1"
 COLD_START_TARGET = 0.15
 """Most the cold start of (a) may be, as a fraction of stock `mlflow server`'s (b) in the same run."""
 MiB = 2**20
+ACCESS_TARGET = 0.15
+"""Most (aa) may be slower than (ai) in the same run: req/s at least 1 - this, p95 at most 1 + this."""
+BENCH_USER, BENCH_WORKSPACE = "bench@example.com", "bench"
+ACCESS_ENV = {
+    "MLFLOW_IAP_ACCESS": json.dumps(
+        {"admins": [], "others": "none", "teams": [{"name": "bench", "workspace": BENCH_WORKSPACE, "members": [f"user:{BENCH_USER}"]}]}
+    ),
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "bench-bootstrap-admin-password",
+}
 
 
 @dataclass
@@ -68,11 +82,13 @@ class Config:
     stock: bool
     env: dict[str, str]
     iap: bool = False
+    access: bool = False
 
 
 CONFIGS = [
     Config("a", "start.sh defaults", stock=False, env={}),
     Config("ai", "start.sh, IAP verified", stock=False, env={}, iap=True),
+    Config("aa", "start.sh, IAP + [access]", stock=False, env=ACCESS_ENV, iap=True, access=True),
     Config("a2", "start.sh MLFLOW_WORKERS=2", stock=False, env={"MLFLOW_WORKERS": "2"}),
     Config("b", "stock mlflow server", stock=True, env={}),
 ]
@@ -174,7 +190,9 @@ def bench(
         )
     # Valid for the whole run; the server verifies each request in full whatever the token (it
     # caches IAP's keys, not verdicts), so reusing one costs the server what fresh ones would.
-    headers = signer.headers("bench@example.com", lifetime=3600) if config.iap else {}
+    headers = signer.headers(BENCH_USER, lifetime=3600) if config.iap else {}
+    if config.access:
+        headers["X-MLflow-Workspace"] = BENCH_WORKSPACE
     server = ServerProcess.launch(argv, env, port, workdir / "server.log", cpus=server_cpus)
     count, close = cluster.connection_counter(db)
     try:
@@ -264,6 +282,7 @@ def table(results: list[Result], clients: int, seconds: float) -> str:
     by_key = {r.config.key: r for r in results}
     headers = [f"({r.config.key}) {r.config.title}" for r in results]
     ratios = [(x, "a") for x in ("ai", "b") if x in by_key and "a" in by_key]
+    ratios += [("aa", "ai")] if "aa" in by_key and "ai" in by_key else []
     headers += [f"ratio {x}/{y}" for x, y in ratios]
     width = max(len(label) for label, _, _ in rows) + 2
     col = max(14, *(len(h) + 2 for h in headers))
@@ -318,6 +337,12 @@ def main() -> None:
         verdict = "within" if a / b <= COLD_START_TARGET else "ABOVE"
         print(f"cold start, process start to first API answer: (a) {a:.1f} s, (b) {b:.1f} s, "
               f"ratio a/b {a / b:.2f} ({verdict} the target of {COLD_START_TARGET:.2f})")  # fmt: skip
+    if "aa" in by_key and "ai" in by_key:
+        on, off = by_key["aa"].load, by_key["ai"].load
+        throughput, p95 = on.per_second / off.per_second, on.latency_ms(0.95) / off.latency_ms(0.95)
+        verdict = "within" if throughput >= 1 - ACCESS_TARGET and p95 <= 1 + ACCESS_TARGET else "OUTSIDE"
+        print(f"[access] on/off, log_metric: req/s ratio {throughput:.2f}, p95 ratio {p95:.2f} ({verdict} the target "
+              f"of at most {ACCESS_TARGET:.0%} slower)")  # fmt: skip
     for r in results:
         if r.load.failed:
             print(f"({r.config.key}) failures: {dict(r.load.failed)}")

@@ -23,6 +23,9 @@ Every body but an artifact upload is read at most MAX_BODY_BYTES into memory (41
 A request whose method or path is not in its one canonical spelling is refused 400 up front: a
 second line, the rules hold without it (tests/server/test_identity_attacks.py turns it off).
 users/current, which MLflow's UI asks to show who is signed in, answers with the identity.
+With [access] (iap_access.py) MLflow's auth app decides instead: the verified e-mail reaches it in
+iap_access.VERIFIED_USER_HEADER, set here after verification (a client's copy, in any spelling, is
+removed first), on the Flask and FastAPI paths alike; users/current is then MLflow's own answer.
 
 Environment (start.sh sets the defaults; `settings_from_environ` is the one check, run by serve.py
 before the server starts and again here):
@@ -41,6 +44,7 @@ their Cache-Control max-age, and fetched again early when a token names a key id
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gzip
 import io
@@ -58,6 +62,8 @@ from typing import Any
 
 import google.auth.exceptions
 import google.auth.jwt
+
+import iap_access
 import route_rules
 
 ISSUER = "https://cloud.google.com/iap"
@@ -548,6 +554,9 @@ class IapIdentity:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
+        # Before anything reads a header: the only VERIFIED_USER_HEADER MLflow's auth app (iap_access.py)
+        # sees is the one set below from the verified assertion, whatever a client sent.
+        scope = {**scope, "headers": iap_access.with_verified_user(scope["headers"], None)}
         if self.canonical_only and (reason := non_canonical(scope)):
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
@@ -560,11 +569,14 @@ class IapIdentity:
                 return await send({"type": "websocket.close", "code": 1008})
             return await _answer(send, *refusal)
         IDENTITY.set(identity)
+        scope["headers"] = iap_access.with_verified_user(scope["headers"], identity)
         # What MLflow's auth app would leave for its FastAPI routes (MCP servers record it as created_by).
         scope.setdefault("state", {})["username"] = identity
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
-        if scope["method"] == "GET" and _ENDPOINT.fullmatch(scope["path"]) and scope["path"].endswith("/users/current"):
+        # With [access], MLflow's auth app answers users/current itself (its user, its admin flag).
+        users_current = _ENDPOINT.fullmatch(scope["path"]) and scope["path"].endswith("/users/current")
+        if scope["method"] == "GET" and users_current and not os.environ.get(iap_access.ACCESS_ENV):
             user = {"user": {"username": identity, "is_admin": False}, "is_basic_auth": False}
             return await _answer(send, 200, json.dumps(user).encode())
         if self.large is None:
@@ -627,6 +639,9 @@ _ENDPOINT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/.+")
 
 
 DECIDED: contextvars.ContextVar[str | None] = contextvars.ContextVar("iap_identity_route", default=None)
+WORKSPACE: contextvars.ContextVar[str | None] = contextvars.ContextVar("iap_identity_workspace", default=None)
+"""The MLflow workspace the request ran in ([access]: workspaces on), seen while it ran: what a
+treatment's `after` records runs once MLflow has answered and cleared its own request workspace."""
 
 
 class FlaskRules:
@@ -642,6 +657,7 @@ class FlaskRules:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         DECIDED.set(None)
+        WORKSPACE.set(None)
         identity = IDENTITY.get()
         try:
             rule, view_args = self.flask_app.create_url_adapter(self.flask_app.request_class(environ)).match(
@@ -673,7 +689,8 @@ class FlaskRules:
         answer = self.inner(environ, remember)
         if status and status[0].startswith("200"):
             try:
-                treatment.after(message, call, notes)
+                with _in_workspace(WORKSPACE.get()):
+                    treatment.after(message, call, notes)
             except Exception as e:  # the change is made; say plainly that its author was not recorded
                 _log.error(
                     "iap_identity: %s by %s is done but its author could not be recorded: %s",
@@ -695,7 +712,20 @@ class FlaskRules:
             )
         if identity := IDENTITY.get():
             g.mlflow_authenticated_user = identity  # what MLflow's auth app sets; review queues read it
+        from mlflow.utils import workspace_context
+
+        if workspace_context.is_request_workspace_resolved():
+            WORKSPACE.set(workspace_context.get_request_workspace())
         return None
+
+
+def _in_workspace(workspace: str | None) -> contextlib.AbstractContextManager[Any]:
+    """MLflow's request workspace for what runs after MLflow has answered (none: as it is)."""
+    if workspace is None:
+        return contextlib.nullcontext()
+    from mlflow.utils.workspace_context import ServerWorkspaceContext
+
+    return ServerWorkspaceContext(workspace)
 
 
 def _memory_refusal(treatment: route_rules.Treatment, environ: dict[str, Any]) -> route_rules.Refusal | None:

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Brings the backend store's schema to this MLflow's head revision: /app/migrate.sh, the command of
 # the migration Cloud Run job (one task, no retries). On an empty database it creates MLflow's
-# tables; on a current one it changes nothing. Take a backup before upgrading across MLflow versions.
+# tables (and MLflow's auth tables, see below); on a current one it changes nothing. Take a backup
+# before upgrading across MLflow versions.
 # The server (start.sh) refuses to start until this has run.
 #
 #   MLFLOW_BACKEND_STORE_URI   required, the same URI the server gets.
@@ -23,7 +24,7 @@ export MLFLOW_DISABLE_TELEMETRY=true
 # `mlflow db upgrade URI`, run in-process so the URI (and its password) never appears in the
 # process's command line, where any process listing would show it. With
 # MLFLOW_BACKEND_STORE_AUTH=iam each connection logs in with an IAM access token (cloudsql_iam.py).
-exec python -c 'import os, sys
+python -c 'import os, sys
 sys.path.insert(0, sys.argv[1])
 import cloudsql_iam
 cloudsql_iam.install()
@@ -32,4 +33,21 @@ try:
     sys.exit(cli.main(args=["db", "upgrade", os.environ["MLFLOW_BACKEND_STORE_URI"]], prog_name="mlflow"))
 except cloudsql_iam.TokenUnavailable as e:
     sys.exit(f"migrate.sh: cannot log in to the backend store with IAM: {e}")' "$(dirname "$0")"
+
+# Then MLflow's auth tables (users, roles, grants; their own version table, alembic_version_auth),
+# which teams ([access], iap_access.py) use: created here, empty, whether or not teams are
+# configured, so turning teams on later needs no migration and the server still never migrates.
+exec python -c 'import os, sys
+sys.path.insert(0, sys.argv[1])
+import cloudsql_iam
+cloudsql_iam.install()
+import sqlalchemy
+from mlflow.server.auth.db.utils import migrate
+engine = sqlalchemy.create_engine(os.environ["MLFLOW_BACKEND_STORE_URI"])
+try:
+    migrate(engine, "head")
+except cloudsql_iam.TokenUnavailable as e:
+    sys.exit(f"migrate.sh: cannot log in to the backend store with IAM: {e}")
+finally:
+    engine.dispose()' "$(dirname "$0")"
 

@@ -1,5 +1,5 @@
-"""The ASGI application the server runs: MLflow's own (`mlflow.server.fastapi_app:app`) behind IAP
-verification (iap_identity.py: who is calling; route_rules.py: what each route records), with two
+"""The ASGI application the server runs: MLflow's own (`mlflow.server.fastapi_app:app`, or with teams
+its auth app around it: iap_access.py) behind IAP verification (iap_identity.py: who is calling; route_rules.py: what each route records), with two
 defects of uvicorn's HTTP/2 support and one of Starlette's WSGI bridge mended first. serve.py has uvicorn load it in MLflow's place.
 Both are in uvicorn 0.54.0's HTTP/2 protocol (`--http zttp --http2`: zttp_h2_impl), with zttp 0.0.35;
 its HTTP/1.1 protocol (zttp_impl), which Cloud Run's probes and local clients use, has neither.
@@ -148,10 +148,12 @@ def _bounded_responder(original, self: _EfficientWSGIResponder, app, scope) -> N
     self.stream_send, self.stream_receive = anyio.create_memory_object_stream(WSGI_BUFFERED_MESSAGES)
 
 
+import iap_access  # noqa: E402
 import iap_identity  # noqa: E402
 from mlflow.server import app as mlflow_flask_app  # noqa: E402
-from mlflow.server.fastapi_app import app as mlflow_app  # noqa: E402
 
-app = iap_identity.wrap(mlflow_app, mlflow_flask_app)
+# [access] on: MLflow's auth app (its validators, workspaces) around MLflow's app (iap_access.py);
+# either way its Flask routes are MLflow's one Flask app, which the auth app extends in place.
+app = iap_identity.wrap(iap_access.mlflow_app(), mlflow_flask_app)
 
 __all__ = ["app"]

@@ -486,6 +486,34 @@ tag: they run as MLflow has them. (_create_gateway_guardrail, _add_guardrail_to_
 _create_prompt_optimization_job record MLflow's own `_get_user()`, the server process's OS user, never
 the client's.)"""
 
+NO_PASSWORDS = Treatment(
+    "[access]: nobody has a password (IAP is the login, iap_access.py); refused", refuse=True
+)
+AUTH_APP_FLASK: dict[str, Treatment] = {
+    # Password sign-up and password changes: MLflow's login forms, which IAP replaces.
+    "signup": NO_PASSWORDS,
+    "<lambda>": NO_PASSWORDS,  # users/create-ui, the sign-up form's POST (a lambda in MLflow's create_app)
+    "update_user_password": NO_PASSWORDS,
+}
+"""MLflow's auth app's Flask endpoints (served only with [access]: iap_access.mlflow_app) refused here."""
+
+REVIEWED_AUTH_APP_FLASK = frozenset(
+    """
+    get_current_user list_current_user_permissions get_user list_users list_user_permissions list_user_roles
+    create_user update_user_admin delete_user
+    create_role get_role list_roles update_role delete_role add_role_permission remove_role_permission
+    list_role_permissions update_role_permission assign_role unassign_role list_role_users
+    get_user_permission grant_user_permission revoke_user_permission
+    """.split()
+)
+"""MLflow 3.17.2's auth app's user, role and permission endpoints: none records an author (no
+created_by or granted_by anywhere in its store), and each is decided by MLflow's own validator
+before its view runs (BEFORE_REQUEST_VALIDATORS): users/current and current/permissions answer the
+caller only; create_user needs an admin or a workspace admin (the user it makes has a password that
+no request is ever authenticated by); update_user_admin and delete_user are admin-only; roles and
+grants need MANAGE on the workspace or the resource. Usernames in them name whom a grant is for,
+never who made it."""
+
 AUTHOR_LIKE_FIELDS = frozenset(
     {
         "user_id",
@@ -562,7 +590,10 @@ iap_identity sets to the verified caller (MLflow's auth app would set it the sam
 def flask_treatment(endpoint: str) -> Treatment:
     if endpoint in FLASK:
         return FLASK[endpoint]
-    return PASS if endpoint in REVIEWED_FLASK_READS_AND_PLAIN_WRITES else STRICT
+    if endpoint in AUTH_APP_FLASK:
+        return AUTH_APP_FLASK[endpoint]
+    reviewed = endpoint in REVIEWED_FLASK_READS_AND_PLAIN_WRITES or endpoint in REVIEWED_AUTH_APP_FLASK
+    return PASS if reviewed else STRICT
 
 
 def endpoint_name(endpoint: Any) -> str:

@@ -39,6 +39,11 @@ included). What this adds, checked against MLflow 3.17.2's source:
 7. With MLFLOW_BACKEND_STORE_AUTH=iam, every database connection here and in uvicorn logs in with
    an IAM access token (cloudsql_iam.py, next to this file); a token that cannot be had or that the
    database refuses stops the start with one line.
+
+8. With MLFLOW_IAP_ACCESS (teams, iap_access.py): `--app-name basic-auth --enable-workspaces` are
+   added, MLflow's auth app configured (its tables in the backend store's database, which migrate.sh
+   made: checked like the schema), its bootstrap admin created and the access model applied, all
+   before uvicorn starts; uvicorn still serves mlflow_asgi.py's app, which then wraps the auth app.
 """
 
 from __future__ import annotations
@@ -52,10 +57,13 @@ from collections.abc import Iterable, Mapping
 from typing import NoReturn
 
 import gateway_key
+import iap_access
 import iap_identity
 
 PROG = "start.sh"
 MLFLOW_APP = "mlflow.server.fastapi_app:app"
+MLFLOW_AUTH_APP = "mlflow.server.auth:create_app"
+"""What `mlflow server --app-name basic-auth` has uvicorn serve (as a factory) with [access] on."""
 APP = "mlflow_asgi:app"
 """What uvicorn serves instead of MLFLOW_APP; mlflow_asgi.py is in this file's directory."""
 APP_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -71,8 +79,10 @@ DB_WAIT_SECONDS = 60
 TRANSIENT = ("could not connect", "connection refused", "no such file or directory", "timeout", "starting up")
 
 
-def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECONDS) -> str | None:
-    """The database's alembic revision (None: no MLflow schema). Waits while it is unreachable."""
+def schema_revision(
+    backend_store_uri: str, wait_seconds: float = DB_WAIT_SECONDS, version_table: str = "alembic_version"
+) -> str | None:
+    """The database's alembic revision in `version_table` (None: no such schema). Waits while it is unreachable."""
     import sqlalchemy
     from alembic.runtime.migration import MigrationContext
     from cloudsql_iam import TokenUnavailable, enabled
@@ -84,7 +94,7 @@ def schema_revision(backend_store_uri: str, wait_seconds: float = DB_WAIT_SECOND
         for attempt in range(1, 1_000):
             try:
                 with engine.connect() as connection:
-                    return MigrationContext.configure(connection).get_current_revision()
+                    return MigrationContext.configure(connection, opts={"version_table": version_table}).get_current_revision()
             except TokenUnavailable as e:
                 fail(f"cannot log in to the backend store with IAM: {e}")
             except sqlalchemy.exc.OperationalError as e:
@@ -125,6 +135,10 @@ def dispose_store_engines() -> None:
     for store_class in (TrackingStore, RegistryStore):
         for engine in store_class._engine_map.values():
             engine.dispose()
+    if os.environ.get(iap_access.ACCESS_ENV):
+        from mlflow.server.auth import store as auth_store
+
+        auth_store.engine.dispose()
 
 
 def uvicorn_argv(cmd: Iterable[object]) -> list[str]:
@@ -132,7 +146,9 @@ def uvicorn_argv(cmd: Iterable[object]) -> list[str]:
     argv = [str(part) for part in cmd]
     if argv[1:3] != ["-m", "uvicorn"]:
         fail(f"mlflow server would start {' '.join(argv[:3])}, not python -m uvicorn")
-    # APP is always the last argument.
+    # APP is always the last argument; MLflow's auth app comes with --factory before it.
+    if argv[-1] == MLFLOW_AUTH_APP and argv[-2] == "--factory":
+        argv[-2:] = [MLFLOW_APP]
     if argv[-1] != MLFLOW_APP:
         fail(f"mlflow server would have uvicorn serve {argv[-1]}, not {MLFLOW_APP}")
     argv[-1:] = ["--app-dir", APP_DIR, APP]
@@ -180,6 +196,7 @@ def serve_in_place(cmd: Iterable[object], *, extra_env: Mapping[str, str] | None
 def main() -> None:
     try:
         iap_identity.settings_from_environ()
+        access = iap_access.model_from_environ()
     except ValueError as e:
         fail(str(e))
     gc.disable()
@@ -194,6 +211,7 @@ def main() -> None:
 
     cloudsql_iam.install()
     require_migrated_schema(backend_store_uri)
+    access_args = [] if access is None else start_access(access, backend_store_uri)
 
     import mlflow.server
     from mlflow.cli import cli
@@ -201,7 +219,50 @@ def main() -> None:
     mlflow.server._exec_cmd = serve_in_place  # type: ignore[attr-defined]  # MLflow's private launcher
     # The URI stays in the environment (`--backend-store-uri` reads MLFLOW_BACKEND_STORE_URI), out
     # of every process's argv.
-    cli.main(args=["server", *sys.argv[1:]], prog_name="mlflow")
+    cli.main(args=["server", *sys.argv[1:], *access_args], prog_name="mlflow")
+
+
+def require_migrated_auth_schema(backend_store_uri: str) -> None:
+    """MLflow's auth tables (migrate.sh makes them) at this MLflow's head: its auth store would
+    migrate them itself, from every instance starting at once."""
+    from alembic.script import ScriptDirectory
+    from mlflow.server.auth.db.utils import _get_alembic_config
+
+    head = ScriptDirectory.from_config(_get_alembic_config(backend_store_uri)).get_current_head()
+    current = schema_revision(backend_store_uri, version_table="alembic_version_auth")
+    if current != head:
+        found = f"at revision {current}" if current else "missing"
+        fail(
+            f"MLflow's auth tables (alembic_version_auth) are {found}, this MLflow needs revision {head}; "
+            "run /app/migrate.sh (the migration job) first - the server never migrates"
+        )
+
+
+def start_access(access: iap_access.AccessModel, backend_store_uri: str) -> list[str]:
+    """[access] on (iap_access.py): MLflow's auth app, its workspaces, the model applied; the extra
+    `mlflow server` arguments."""
+    password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    if len(password) < 12:
+        fail(
+            "MLFLOW_AUTH_ADMIN_PASSWORD must be set (12 characters or more) with MLFLOW_IAP_ACCESS: the bootstrap "
+            "admin MLflow's auth app creates (the deployment keeps it in Secret Manager)"
+        )
+    if os.environ.get("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true").lower() not in ("true", "1"):
+        fail("MLFLOW_BASIC_AUTH_FAIL_CLOSED must stay on with MLFLOW_IAP_ACCESS: routes no validator claims are denied")
+    os.environ["MLFLOW_BASIC_AUTH_FAIL_CLOSED"] = "true"
+    os.environ["MLFLOW_AUTH_ADMIN_USERNAME"] = iap_access.BOOTSTRAP_ADMIN
+    os.environ.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", iap_access.flask_secret_key(password))
+    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = iap_access.auth_config_file(backend_store_uri)
+    os.environ["MLFLOW_ENABLE_WORKSPACES"] = "true"
+    require_migrated_auth_schema(backend_store_uri)
+    try:
+        import mlflow.server.auth
+
+        mlflow.server.auth.bootstrap_admin_user()
+        iap_access.apply_at_start(access, backend_store_uri)
+    except Exception as e:  # one line, whatever MLflow's store raised
+        fail(f"cannot apply MLFLOW_IAP_ACCESS: {str(e).splitlines()[0]}")
+    return ["--app-name", "basic-auth", "--enable-workspaces"]
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@
 #                                          docker/rotate_gateway_key.py moves stored keys to the next)
 #   MLFLOW_ENABLE_AI_GATEWAY    true       false: MLflow's AI gateway is off, nothing can store an
 #                                          API key, and no passphrase is needed
+#   MLFLOW_IAP_ACCESS           unset      teams ([access], JSON): MLflow's auth app and workspaces decide
+#                                          what the IAP-verified user may do (iap_access.py); needs
+#                                          verification on and MLFLOW_AUTH_ADMIN_PASSWORD (12+ characters,
+#                                          the bootstrap admin MLflow creates; from Secret Manager)
+#   MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS 300  how long a group membership answer is kept (1-300)
 #   MLFLOW_WORKERS              1          uvicorn worker processes
 #   MLFLOW_SQLALCHEMYSTORE_POOL_SIZE    2  per engine; each worker has 2 engines (tracking, registry)
 #   MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW 1  per engine, >= 1 (MLflow ignores 0)

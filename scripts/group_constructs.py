@@ -34,8 +34,9 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "identity": (
         "Service accounts and who may act as them: the server's (and its project roles), each person's\n"
-        "client account, CI's (keyless, WIF), the image build's, the IAP service agent, and the keyed IAM\n"
-        "member helpers every grant uses.\n\n"
+        "client account, CI's (keyless, WIF), the image build's, the IAP service agent, the keyed IAM\n"
+        "member helpers every grant uses, and what MLflow's own permissions give each verified user\n"
+        "([access]: the bootstrap admin's secret and the access model the server reads).\n\n"
         "May import: constructs.cdk, this package, and constructs.data (the build identity's bucket).",
         (
             "server_identity",
@@ -45,6 +46,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
             "build_identity",
             "iap_service_agent",
             "iam_members",
+            "access_control",
         ),
     ),
     "serving": (

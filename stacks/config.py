@@ -505,10 +505,6 @@ class ServerConfig(Section):
         )
         return self
 
-    @property
-    def connections_per_instance(self) -> int:
-        return self.workers * MLFLOW_STORES_PER_WORKER * (self.pool_size + self.max_overflow)
-
 
 class DnsConfig(Section):
     existing_zone: checked(
@@ -578,6 +574,89 @@ class IapOauthClientConfig(Section):
     )
 
 
+# --- [access]: teams on one server (docker/iap_access.py applies it) -------------------------------
+
+MLFLOW_WORKSPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+RESERVED_WORKSPACES = frozenset({"workspaces", "api", "ajax-api", "static-files"})
+OTHERS = ["none", "read"]
+# With [access] each worker also opens MLflow's auth store and its workspace store, each with its own pool.
+ACCESS_STORES_PER_WORKER = 2
+
+
+def is_workspace_name(value: str) -> bool:
+    return 2 <= len(value) <= 63 and bool(MLFLOW_WORKSPACE.match(value)) and value not in RESERVED_WORKSPACES
+
+
+WORKSPACE_PROBLEM = ("{value!r} is not an MLflow workspace name; use 2-63 lowercase letters, digits and inner hyphens "
+                     "(not workspaces, api, ajax-api or static-files)")
+
+
+class TeamConfig(Section):
+    """One team: its members may create, change and delete everything in its workspace."""
+
+    name: checked(is_workspace_name, WORKSPACE_PROBLEM) = Field(description="the team's name, MLflow-valid like a workspace's")
+    workspace: checked(is_workspace_name, WORKSPACE_PROBLEM, empty_ok=True) = Field(
+        "", description="its MLflow workspace (experiments, models, and artifacts under `workspaces/<workspace>/` in the "
+        "bucket); empty: the team's name; `default` for what a server without teams already holds (see *Teams and permissions*)",
+    )
+    members: listed(IamMember) = Field(min_length=1, description="user:, group: (resolved by Cloud Identity) or serviceAccount:")
+
+    @property
+    def workspace_name(self) -> str:
+        return self.workspace or self.name
+
+
+class AccessConfig(Section):
+    """No `[access]` table: everyone IAP admits may do everything (MLflow's auth app is not loaded)."""
+
+    admins: listed(IamMember) = Field((), description="MLflow admins: everything in every workspace, and MLflow's user and role APIs")
+    teams: Annotated[tuple[TeamConfig, ...], Field(strict=False)] = Field((), description="`[[access.teams]]`: name, workspace, members")
+    others: checked(lambda v: v in OTHERS, "{value!r} is not a level; use \"none\" (the default) or \"read\"", enum=OTHERS) = Field(
+        "none", description="what a team's members get in other teams' workspaces: `none` or `read`; people in no team get nothing"
+    )
+    members_in_several_teams: bool = Field(False, description="allow a member in more than one team (refused by default)")
+
+    @model_validator(mode="after")
+    def teams_apart(self) -> AccessConfig:
+        names = [t.name for t in self.teams]
+        workspaces = [t.workspace_name for t in self.teams]
+        seen: dict[str, str] = {}
+        twice = []
+        for team in self.teams:
+            for member in team.members:
+                if (other := seen.setdefault(member.lower(), team.name)) != team.name and not self.members_in_several_teams:
+                    twice.append(f"access.teams: {member!r} is in teams {other} and {team.name}; keep each member in one "
+                                 "team, or set access.members_in_several_teams = true")
+        _raise([problem for wrong, problem in (
+            (not self.teams, "access.teams: no team; add [[access.teams]] with name and members, or remove [access]"),
+            (len(set(names)) < len(names), f"access.teams: team names {', '.join(sorted({n for n in names if names.count(n) > 1}))} "
+             "appear more than once; name each team once"),
+            (len(set(workspaces)) < len(workspaces), "access.teams: workspace "
+             f"{', '.join(sorted({w for w in workspaces if workspaces.count(w) > 1}))} belongs to more than one team; give each "
+             "team its own workspace"),
+        ) if wrong] + twice)
+        return self
+
+    @property
+    def groups(self) -> list[str]:
+        return sorted({m for _, m in self.members if m.startswith("group:")})
+
+    @property
+    def members(self) -> list[tuple[str, str]]:
+        """(where, member) for every member named."""
+        return [("access.admins", m) for m in self.admins] + [
+            (f"access.teams.{t.name}", m) for t in self.teams for m in t.members
+        ]
+
+    def server_model(self) -> dict[str, Any]:
+        """What the server reads (MLFLOW_IAP_ACCESS, docker/iap_access.py)."""
+        return {
+            "admins": list(self.admins),
+            "others": self.others,
+            "teams": [{"name": t.name, "workspace": t.workspace_name, "members": list(t.members)} for t in self.teams],
+        }
+
+
 FRONT_DOOR_MODES = ["load_balancer", "direct_iap"]
 
 
@@ -645,12 +724,12 @@ class BudgetConfig(Section):
         return self
 
 
-# The shipped examples' own values (config/example.toml, config/direct-iap.toml): copied into another
+# The shipped examples' own values (config/example.toml, config/direct-iap.toml, config/teams.toml): copied into another
 # environment they would deploy into someone else's project.
 EXAMPLE_ENVIRONMENT = "example"
-EXAMPLE_ENVIRONMENTS = (EXAMPLE_ENVIRONMENT, "small")
+EXAMPLE_ENVIRONMENTS = (EXAMPLE_ENVIRONMENT, "small", "teams")
 EXAMPLE_PLACEHOLDERS = {
-    "project_id": ("example-mlflow-project", "example-mlflow-small"),
+    "project_id": ("example-mlflow-project", "example-mlflow-small", "example-mlflow-teams"),
     "project_number": ("123456789012",),
     "domain": ("mlflow.example.com",),
 }
@@ -724,6 +803,10 @@ class Config(Section):
     alerts: AlertsConfig = AlertsConfig()
     budget: BudgetConfig = BudgetConfig()
     front_door: FrontDoorConfig = FrontDoorConfig()
+    access: AccessConfig | None = Field(
+        None, description="teams, admins and what others may do, enforced by MLflow's own permissions (see *Teams and "
+        "permissions*); absent: everyone IAP admits may do everything",
+    )
     protect_data: bool = Field(
         True,
         description="Cloud SQL deletion protection and `prevent_destroy` on the database, the artifact bucket and the "
@@ -803,6 +886,25 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def access_members_admitted_by_iap(self) -> Config:
+        """A team member IAP does not admit never reaches MLflow: a mistake, refused here. A user or
+        service account may be in a group of iap_members, which only the directory knows: not judged then."""
+        if self.access is None:
+            return self
+        admitted = {m.lower() for m in self.iap_members}
+        if self.client_impersonators:  # the keyless client account exists, and IAP admits it
+            admitted.add(f"serviceaccount:{self.client_service_account_email}")
+        domains = {m.partition(":")[2].lower() for m in self.iap_members if m.startswith("domain:")}
+        iap_groups = any(m.startswith("group:") for m in self.iap_members)
+        _raise([
+            f"{where}: {member!r} is not admitted by IAP (iap_members); add it, its group or its domain to iap_members"
+            for where, member in self.access.members
+            if member.lower() not in admitted and member_domain(member) not in domains
+            and not (iap_groups and not member.startswith("group:"))
+        ])
+        return self
+
+    @model_validator(mode="after")
     def not_the_examples_placeholders(self) -> Config:
         if self.environment not in EXAMPLE_ENVIRONMENTS:
             copied = [
@@ -820,13 +922,22 @@ class Config(Section):
             raise Problems(
                 [
                     f"server: connection budget exceeded: {s.max_instances} instances x {s.workers} workers x "
-                    f"{MLFLOW_STORES_PER_WORKER} stores x ({s.pool_size} pool + {s.max_overflow} overflow) + "
+                    f"{self.stores_per_worker} stores x ({s.pool_size} pool + {s.max_overflow} overflow) + "
                     f"{self.migration_connections} migration + {SQL_RESERVED_CONNECTIONS} reserved = {peak} > {allowed} "
                     f"max_connections of {self.database.tier}; "
                     "lower server.max_instances, workers or pool_size, or pick a larger database.tier"
                 ]
             )
         return self
+
+    @property
+    def client_service_account_email(self) -> str:
+        """The keyless client account (constructs/identity/client_identity.py), which IAP admits."""
+        return f"{self.name_prefix}-client@{self.project_id}.iam.gserviceaccount.com"
+
+    @property
+    def stores_per_worker(self) -> int:
+        return MLFLOW_STORES_PER_WORKER + (ACCESS_STORES_PER_WORKER if self.access else 0)
 
     @property
     def server_service_name(self) -> str:
@@ -854,7 +965,8 @@ class Config(Section):
     @property
     def connection_budget(self) -> tuple[int, int]:
         """(connections the deployment may open at peak, connections the SQL tier allows)."""
-        peak = self.server.max_instances * self.server.connections_per_instance + self.migration_connections
+        per_instance = self.server.workers * self.stores_per_worker * (self.server.pool_size + self.server.max_overflow)
+        peak = self.server.max_instances * per_instance + self.migration_connections
         return peak + SQL_RESERVED_CONNECTIONS, self.database.max_connections
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -28,6 +29,7 @@ SHOWN_DEFAULTS = {
     "server.image": f"`REGION-docker.pkg.dev/PROJECT/PREFIX-images/mlflow-server:{SERVER_IMAGE_TAG}`",
     "budget.monthly_usd": "required with an account",
     "database.instance_name": "`<name_prefix>-db`",
+    "access.teams.workspace": "the team's `name`",
 }
 
 
@@ -46,15 +48,30 @@ def _default(key: str, field: FieldInfo) -> str:
     return f"`{field.default}`"
 
 
+def _model_in(annotation: Any, container: type) -> type[BaseModel] | None:
+    """The section model `annotation` is (`container` None: `Model` or `Model | None`; tuple: `tuple[Model, ...]`)."""
+    if container is tuple:
+        args = get_args(annotation) if get_origin(annotation) is tuple else ()
+    else:
+        args = (annotation, *get_args(annotation))
+    return next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+
+
+def _section_rows(title: str, prefix: str, section: type[BaseModel]) -> list[str]:
+    rows = []
+    for key, sub in section.model_fields.items():
+        if table := _model_in(sub.annotation, tuple):
+            rows += _section_rows(f"[[{prefix}.{key}]]", f"{prefix}.{key}", table)
+        else:
+            rows.append(f"| `{title} {key}` | {_default(f'{prefix}.{key}', sub)} | {sub.description} |")
+    return rows
+
+
 def _rows() -> list[str]:
     rows = []
     for name, field in Config.model_fields.items():
-        section = field.annotation
-        if isinstance(section, type) and issubclass(section, BaseModel):
-            rows += [
-                f"| `[{name}] {key}` | {_default(f'{name}.{key}', sub)} | {sub.description} |"
-                for key, sub in section.model_fields.items()
-            ]
+        if section := _model_in(field.annotation, type(None)):
+            rows += _section_rows(f"[{name}]", name, section)
         else:
             rows.append(f"| `{name}` | {_default(name, field)} | {field.description} |")
     return rows

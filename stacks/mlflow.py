@@ -8,7 +8,9 @@ needs as a small frozen record, never as attributes of the stack.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from constructs import Construct
 from constructs.cdk import Annotations, TerraformOutput, TerraformStack, TerraformVariable
@@ -20,6 +22,7 @@ from constructs.data.sql_database import SqlDatabase, SqlDatabaseProps
 from constructs.front_door.cloud_run_iap import CloudRunIap, CloudRunIapProps
 from constructs.front_door.dns_zone import DnsZone, DnsZoneProps
 from constructs.front_door.front_door import FrontDoor, FrontDoorProps
+from constructs.identity.access_control import AccessControl, AccessControlProps
 from constructs.identity.client_identity import client_accounts
 from constructs.identity.iam_members import keyed_members, service_account_email
 from constructs.identity.iap_service_agent import iap_service_agent_member
@@ -30,7 +33,7 @@ from constructs.operations.monitoring import AlertThresholds, Monitoring, Monito
 from constructs.serving.migration_job import MigrationJob, MigrationJobProps
 from constructs.serving.run_url import signed_header_audience
 from constructs.serving.schema_upgrade import SchemaUpgrade, SchemaUpgradeProps
-from constructs.serving.server_container import GatewayKeyRef, RunPlacement, ServerContainerProps
+from constructs.serving.server_container import GatewayKeyRef, RunPlacement, RunStructs, ServerContainerProps
 from constructs.serving.tracking_service import TrackingService, TrackingServiceProps
 from stacks.backend import use_state_bucket
 from stacks.config import Config, alert_thresholds
@@ -81,6 +84,15 @@ class GatewayKey:
 
 
 @dataclass(frozen=True)
+class Access:
+    """[access]: the server's variables for MLflow's own permissions, and the grant on the bootstrap
+    admin's secret a server revision and the migration wait for."""
+
+    env: Callable[[RunStructs], list[Any]]
+    grant: Dependable
+
+
+@dataclass(frozen=True)
 class Entry:
     """The front door as the service sees it: the load balancer (None with direct_iap) and the
     audience IAP signs every request for, which the service verifies."""
@@ -110,9 +122,10 @@ class MlflowStack(TerraformStack):
         identities = self._identities(cfg)
         data = self._data(cfg, network, identities)
         gateway_key = self._gateway_key(cfg, identities)
+        access = self._access_control(cfg, identities)
         # The load balancer before the service, which verifies the audience IAP signs for it.
         entry = self._entry(cfg, identities)
-        serving = self._serving(cfg, network, identities, data, gateway_key, entry.iap_audience)
+        serving = self._serving(cfg, network, identities, data, gateway_key, entry.iap_audience, access)
         dns = self._admission(cfg, entry, serving.service, identities)
         channels = self._monitoring(cfg, data, serving)
         self._budget(cfg, channels)
@@ -248,6 +261,30 @@ class MlflowStack(TerraformStack):
         ref = GatewayKeyRef(secret.secret_id, secret.version, secret.kek_version)
         return GatewayKey(ref, secret.grant_access("server-reads-key", identities.server_member))
 
+    def _access_control(self, cfg: Config, identities: Identities) -> Access | None:
+        """[access]: MLflow's own permissions for the IAP-verified user (docs/security.md: Teams and permissions)."""
+        if cfg.access is None:
+            return None
+        access = AccessControl(
+            self,
+            "access-control",
+            AccessControlProps(
+                project=cfg.project_id,
+                region=cfg.region,
+                secret_id=f"{cfg.name_prefix}-mlflow-bootstrap-admin",
+                model=cfg.access.server_model(),
+                protect_from_destroy=cfg.protect_data,
+            ),
+        )
+        if cfg.access.groups:
+            TerraformOutput(
+                self,
+                "groups_reader_step",
+                value=f"Admin console > Account > Admin roles > Groups Reader > Assign service accounts: {identities.server_email}",
+                description="The one-time step that lets the server read [access] groups' members (docs/security.md: Teams and permissions)",
+            )
+        return Access(access.env, access.grant_access("server-reads-admin", identities.server_member))
+
     def _entry(self, cfg: Config, identities: Identities) -> Entry:
         """The load balancer with IAP in front of the service, or with direct_iap only the audience
         IAP signs for in front of the service itself, known at synth."""
@@ -323,6 +360,7 @@ class MlflowStack(TerraformStack):
         data: Data,
         gateway_key: GatewayKey,
         iap_audience: str,
+        access: Access | None,
     ) -> Serving:
         """The Cloud Run service, the migration job that runs each new image first, and the upgrade window."""
         container, placement = self._container(cfg, network, identities.server_email, data)
@@ -343,6 +381,7 @@ class MlflowStack(TerraformStack):
                 direct_iap=cfg.front_door.mode == "direct_iap",
                 iap_audience=iap_audience,
                 gateway_key=gateway_key.ref,
+                access_env=access.env if access else None,
             ),
         )
         migration = MigrationJob(
@@ -362,7 +401,8 @@ class MlflowStack(TerraformStack):
                 open_ingress=service.ingress,
             ),
         )
-        self._rollout_order(data.server_grants, gateway_key.grant, service, migration, upgrade)
+        grants = [*data.server_grants, *([access.grant] if access else [])]
+        self._rollout_order(grants, gateway_key.grant, service, migration, upgrade)
         # Created by the project stack, which is applied first.
         service.grant_invoker("iap-service-agent", iap_service_agent_member(cfg.project_number))
         return Serving(service, migration, upgrade)

@@ -112,10 +112,12 @@ class ProjectStack(TerraformStack):
     def _apis(self, cfg: Config) -> ProjectServices:
         # The budget's API is needed (as the quota project's) only when a budget is configured.
         budget_apis = ("billingbudgets.googleapis.com",) if cfg.budget.billing_account else ()
+        # The server resolves [access] groups with the Cloud Identity Groups API.
+        access_apis = ("cloudidentity.googleapis.com",) if cfg.access and cfg.access.groups else ()
         return ProjectServices(
             self,
             "apis",
-            ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()) + budget_apis),
+            ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()) + budget_apis + access_apis),
         )
 
     def _image_build(self, cfg: Config, apis: ProjectServices) -> None:

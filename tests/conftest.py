@@ -70,11 +70,19 @@ def direct_iap_config():
     return load_configs(str(DIRECT_IAP_CONFIG))[0]
 
 
+TEAMS_CONFIG = REPO_ROOT / "config" / "teams.toml"
+
+
 @pytest.fixture(scope="session")
-def app(tmp_path_factory, example_config, prod_config, direct_iap_config) -> Synth:
-    """The default example, a prod-like environment and the direct-IAP example, synthesized together
-    like `MLFLOW_CONFIG=a,b,c`."""
-    return Synth([example_config, prod_config, direct_iap_config], tmp_path_factory.mktemp("cdktf.out"))
+def teams_config():
+    return load_configs(str(TEAMS_CONFIG))[0]
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory, example_config, prod_config, direct_iap_config, teams_config) -> Synth:
+    """The default example, a prod-like environment, the direct-IAP example and the teams example
+    ([access]), synthesized together like `MLFLOW_CONFIG=a,b,c,d`."""
+    return Synth([example_config, prod_config, direct_iap_config, teams_config], tmp_path_factory.mktemp("cdktf.out"))
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +93,11 @@ def mlflow(app):
 @pytest.fixture(scope="session")
 def mlflow_prod(app):
     return app.stacks["mlflow-prod"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_teams(app):
+    return app.stacks["mlflow-teams"]
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ def test_synth_writes_bootstrap_and_one_project_and_mlflow_stack_per_environment
         "mlflow-prod-project",
         "mlflow-small",
         "mlflow-small-project",
+        "mlflow-teams",
+        "mlflow-teams-project",
     ]
 
 
@@ -34,6 +36,8 @@ def test_environment_stacks_keep_state_in_the_bootstrap_bucket_under_their_own_p
         "mlflow-prod-project",
         "mlflow-small",
         "mlflow-small-project",
+        "mlflow-teams",
+        "mlflow-teams-project",
     ):
         environment = name.split("-")[1]
         assert app.stacks[name]["terraform"]["backend"] == {

@@ -231,10 +231,10 @@ def test_the_examples_state_bucket_is_refused_unless_the_example_is_selected(tmp
     assert [c.environment for c in load_configs(f"{EXAMPLE_CONFIG},{files(tmp_path, copied)}")] == ["example", "prod"]
 
 
-def test_the_placeholders_are_the_shipped_examples_own_values(example_config, direct_iap_config):
+def test_the_placeholders_are_the_shipped_examples_own_values(example_config, direct_iap_config, teams_config):
     from stacks.config import EXAMPLE_ENVIRONMENTS, EXAMPLE_PLACEHOLDERS, EXAMPLE_STATE_BUCKET
 
-    shipped = (example_config, direct_iap_config)
+    shipped = (example_config, direct_iap_config, teams_config)
     assert tuple(c.environment for c in shipped) == EXAMPLE_ENVIRONMENTS
     assert {
         key: tuple(dict.fromkeys(getattr(c, key) for c in shipped if key != "domain" or c is example_config))

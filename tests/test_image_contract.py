@@ -134,6 +134,7 @@ def test_terraform_and_the_image_accept_the_same_iap_audiences(monkeypatch):
 
     from constructs.serving.server_container import IAP_AUDIENCE_SHAPES
 
+    monkeypatch.syspath_prepend(str(REPO / "docker"))  # it imports iap_access.py, beside it in the image
     spec = importlib.util.spec_from_file_location("iap_identity", REPO / "docker" / "iap_identity.py")
     monkeypatch.syspath_prepend(str(REPO / "docker"))  # it imports route_rules, its neighbour in the image
     image = importlib.util.module_from_spec(spec)

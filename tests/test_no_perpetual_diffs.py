@@ -30,7 +30,7 @@ def run_templates(app):
 
 
 def test_both_cloud_run_resources_are_checked(app):
-    assert len(run_templates(app)) == 6  # a service and a job in each of the three environments
+    assert len(run_templates(app)) == 8  # a service and a job in each of the four environments
 
 
 @pytest.mark.parametrize("part", ["volumes", "volume_mounts"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
 from pydantic import BaseModel
 
@@ -19,6 +20,9 @@ DOCS = README + "".join(p.read_text() for p in sorted((REPO / "docs").glob("*.md
 def documented_keys() -> set[str]:
     keys = set()
     for row in re.findall(r"^\| (`[^|]+) \|", DOCS, re.M):
+        if table := re.match(r"`\[\[(\w+)\.(\w+)\]\] ", row):  # an array of tables: [[section.key]] field
+            keys.add(f"{table.group(1)}.{table.group(2)}")
+            continue
         section = re.match(r"`\[(\w+)\] ", row)
         for key in re.findall(r"`(?:\[\w+\] )?(\w+)`", row):
             keys.add(f"{section.group(1)}.{key}" if section else key)
@@ -30,7 +34,8 @@ def config_keys() -> set[str]:
     new section or a required one (like [state]) needs no edit here."""
     keys = set()
     for name, field in Config.model_fields.items():
-        section = field.annotation
+        # A section, or an optional one (`Section | None`, like [access]).
+        section = next((a for a in (field.annotation, *get_args(field.annotation)) if isinstance(a, type)), None)
         if isinstance(section, type) and issubclass(section, BaseModel):
             keys |= {f"{name}.{key}" for key in section.model_fields}
         else:

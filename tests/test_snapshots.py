@@ -38,6 +38,8 @@ def normalized(stack: dict) -> dict:
         "mlflow-prod",
         "mlflow-small-project",
         "mlflow-small",
+        "mlflow-teams-project",
+        "mlflow-teams",
     ],
 )
 def test_stack_matches_its_snapshot(app, name, request):

@@ -3,7 +3,9 @@ direct-IAP variant, only through IAP on the service itself."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from constructs import Construct
 from constructs.cdk import set_newer_provider_attribute
@@ -24,6 +26,7 @@ from constructs.serving.server_container import (
     SERVICE_STRUCTS,
     GatewayKeyRef,
     RunPlacement,
+    RunStructs,
     ServerContainerProps,
     artifact_mount,
     artifact_volume,
@@ -64,6 +67,9 @@ class TrackingServiceProps:
     # True: IAP on the service itself (`iap_enabled`) and ingress from everywhere, so the run.app URL
     # works; IAP checks every request first, then calls the service as its service agent.
     direct_iap: bool = False
+    # default: None, everyone IAP admits may do everything. Else the variables of MLflow's own
+    # permissions (constructs/identity/access_control.py: AccessControl.env), built with the service's structs.
+    access_env: Callable[[RunStructs], list[Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -143,6 +149,7 @@ class TrackingService(Construct):
                 *server_env(c, s),
                 iap_audience_env(props.iap_audience, s),
                 *gateway_key_env(props.gateway_key, s),
+                *(props.access_env(s) if props.access_env else []),
             ],
             resources=CloudRunV2ServiceTemplateContainersResources(
                 limits={"cpu": props.cpu, "memory": props.memory},

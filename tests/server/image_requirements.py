@@ -1,7 +1,8 @@
 """docker/requirements.txt: the server image's Python packages, exactly the ones the tests run.
 
-The image installs `mlflow`, `psycopg2-binary` and `zttp` (uvicorn's HTTP/2 implementation: start.sh
-runs uvicorn with `--http zttp --http2` for Cloud Run's end-to-end HTTP/2) and everything they
+The image installs `mlflow`, `psycopg2-binary`, `zttp` (uvicorn's HTTP/2 implementation: start.sh
+runs uvicorn with `--http zttp --http2` for Cloud Run's end-to-end HTTP/2) and `flask-wtf` (MLflow's
+auth app, for [access]) and everything they
 depend on, each pinned to the version installed in this environment (which `pipenv sync --dev`
 installs from Pipfile.lock), with the hashes Pipfile.lock records for it.
 `tests/server/test_image.py` checks the file still says so; after changing the pins in Pipfile and
@@ -21,7 +22,8 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 PIPFILE_LOCK = REPO / "Pipfile.lock"
-ROOTS = ("mlflow", "psycopg2-binary", "zttp")
+ROOTS = ("mlflow", "psycopg2-binary", "zttp", "flask-wtf")
+"""flask-wtf: mlflow[auth], what MLflow's auth app needs (teams, [access])."""
 
 
 def dependency_closure(roots: tuple[str, ...] = ROOTS) -> dict[NormalizedName, str]:
@@ -54,13 +56,16 @@ def locked_hashes() -> dict[NormalizedName, tuple[str, list[str]]]:
 def render() -> str:
     locked = locked_hashes()
     lines = [
-        "# The MLflow server image's packages: mlflow, psycopg2-binary and zttp (uvicorn's HTTP/2) with",
-        "# everything they need, at the versions the tests run (Pipfile.lock), with its hashes.",
+        "# The MLflow server image's packages: mlflow, psycopg2-binary, zttp (uvicorn's HTTP/2) and",
+        "# flask-wtf (MLflow's auth app, for [access]) with everything they need, at the versions the",
+        "# tests run (Pipfile.lock), with its hashes.",
         "# Generated; do not edit:",
         "#   python tests/server/image_requirements.py > docker/requirements.txt",
         "# Installed with `pip install --require-hashes`.",
     ]
     for name, version in dependency_closure().items():
+        if name not in locked:
+            raise SystemExit(f"{name} {version} is installed but not in Pipfile.lock: add it to Pipfile and run pipenv lock")
         locked_version, hashes = locked[name]
         if locked_version != version:
             raise SystemExit(

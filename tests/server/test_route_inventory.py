@@ -6,13 +6,15 @@ The server refuses to start with an unreviewed route as well (iap_identity.wrap)
 from __future__ import annotations
 
 import importlib
+import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.server.proc import DOCKER_DIR
+from tests.server.proc import DOCKER_DIR, script_env
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +92,69 @@ def test_an_unknown_endpoint_is_refused_and_a_known_one_is_not(rules: Any) -> No
     assert rules.fastapi_treatment("mlflow.server.later_api:new_route").refuse
     assert not rules.flask_treatment("_search_runs").refuse
     assert rules.flask_treatment("_create_run").rewrite is not None
+
+
+# --- MLflow's auth app ([access], docker/iap_access.py) -------------------------------------------
+
+# Run apart: MLflow's create_app adds its routes and hooks to MLflow's one Flask app for good.
+AUTH_APP_ROUTES = """
+import json, sys
+import route_rules
+from mlflow.server import app as flask_app
+from mlflow.server.fastapi_app import app as plain
+plain_flask = {e for _, _, e in route_rules.flask_routes(flask_app)}
+plain_fastapi = {n for _, _, n in route_rules.fastapi_routes(plain)}
+from mlflow.server.auth import create_app
+fastapi_app = create_app()
+json.dump({
+    "unreviewed": route_rules.unreviewed(fastapi_app, flask_app),
+    "added_flask": sorted({e for _, _, e in route_rules.flask_routes(flask_app)} - plain_flask),
+    "added_fastapi": sorted({n for _, _, n in route_rules.fastapi_routes(fastapi_app)} - plain_fastapi),
+}, sys.stdout)
+"""
+
+
+@pytest.fixture(scope="module")
+def auth_app(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """What MLflow's auth app serves beyond MLflow's own routes, as the server builds it with [access]
+    (its store in a throw-away SQLite database: the routes do not depend on the database)."""
+    directory = tmp_path_factory.mktemp("auth-app")
+    ini = directory / "auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{directory / 'auth.db'}\n"
+        "admin_username = iap-bootstrap-admin\nadmin_password = route-inventory-only-0123\n"
+        "authorization_function = iap_access:authenticate\ngrant_default_workspace_access = false\n"
+    )
+    env = script_env(
+        MLFLOW_AUTH_CONFIG_PATH=str(ini),
+        MLFLOW_FLASK_SERVER_SECRET_KEY="route-inventory-only",
+        _MLFLOW_SGI_NAME="uvicorn",
+        PYTHONPATH=str(DOCKER_DIR),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", AUTH_APP_ROUTES], env=env, cwd=directory, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    routes: dict[str, list[str]] = json.loads(done.stdout)
+    return routes
+
+
+def test_every_route_mlflows_auth_app_adds_is_reviewed(auth_app: dict[str, list[str]]) -> None:
+    assert auth_app["unreviewed"] == []
+    assert "get_current_user" in auth_app["added_flask"], "the auth app was not built"
+
+
+def test_the_auth_apps_reviewed_lists_name_only_routes_it_serves(rules: Any, auth_app: dict[str, list[str]]) -> None:
+    listed = set(rules.AUTH_APP_FLASK) | rules.REVIEWED_AUTH_APP_FLASK
+    assert listed - set(auth_app["added_flask"]) == set()
+    assert set(auth_app["added_fastapi"]) == set(), "a FastAPI route of the auth app needs a review in route_rules.py"
+
+
+def test_password_sign_up_and_password_changes_are_refused_and_the_user_apis_left_to_mlflow(rules: Any) -> None:
+    """IAP is the login: MLflow's password forms are refused; its user and permission APIs run, and
+    MLflow's own validators decide (admin-only where MLflow says so: tests/server/test_iap_access.py)."""
+    for endpoint in ("signup", "<lambda>", "update_user_password"):
+        assert rules.flask_treatment(endpoint).refuse, endpoint
+    for endpoint in ("get_current_user", "list_users", "update_user_admin", "grant_user_permission"):
+        assert rules.flask_treatment(endpoint) is rules.PASS, endpoint

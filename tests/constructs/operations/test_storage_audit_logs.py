@@ -22,4 +22,4 @@ def test_no_principal_is_exempted_from_the_audit_logs(project_stack):
 def test_only_the_project_stack_owns_the_audit_config(app):
     """The config is authoritative per service: two stacks writing it would undo each other."""
     owners = {name for name, stack in app.stacks.items() if resources(stack, "google_project_iam_audit_config")}
-    assert owners == {"mlflow-example-project", "mlflow-prod-project", "mlflow-small-project"}
+    assert owners == {"mlflow-example-project", "mlflow-prod-project", "mlflow-small-project", "mlflow-teams-project"}

@@ -1,0 +1,530 @@
+"""Teams on one server: the IAP-verified caller is MLflow's authenticated user, and MLflow's own
+auth app (`mlflow server --app-name basic-auth`, workspaces on) decides what that user may do.
+
+With MLFLOW_IAP_ACCESS set (the `[access]` table of the deployment's configuration, as JSON):
+- `authenticate` is the auth app's `authorization_function`. iap_identity.py has verified IAP's
+  assertion and put the e-mail in VERIFIED_USER_HEADER (after removing any copy a client sent);
+  `authenticate` returns it as the user, provisioning it on first sight. Nobody has a usable
+  password: users are created with a random one nobody is told, and no request is authenticated
+  by password (MLflow's basic-auth path is not configured). MLflow's validators, its fail-closed
+  net (MLFLOW_BASIC_AUTH_FAIL_CLOSED) and its response filters then decide, as they would for
+  MLflow's own logins.
+- each team has a workspace and two roles there, managed here (names start with ROLE_PREFIX):
+  `iap-team` (members: create, change and delete everything in the workspace) and, with
+  `others = "read"`, `iap-readers` (members of the other teams: read everything in it).
+  `admins` are MLflow admins. A user's admin flag and managed roles are set to what the
+  configuration says when the user is first seen, again at most GROUPS_TTL seconds later (group
+  memberships change), and for every known user at start; anything else an admin grants by
+  hand through MLflow's own APIs stays.
+- `group:` members are resolved with the Cloud Identity Groups API (transitive membership,
+  the server's own credentials, cached for MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS, at most 300).
+
+`apply_at_start` runs in serve.py before uvicorn: workspaces created, managed roles made to match
+(added, changed, removed), known users reconciled. A malformed model stops the start with one line.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ACCESS_ENV = "MLFLOW_IAP_ACCESS"
+TTL_ENV = "MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS"
+CLOUD_IDENTITY_ENV = "MLFLOW_IAP_TEST_CLOUD_IDENTITY_URL"
+CLOUD_IDENTITY_URL = "https://cloudidentity.googleapis.com"
+GROUPS_SCOPE = "https://www.googleapis.com/auth/cloud-identity.groups.readonly"
+VERIFIED_USER_HEADER = "x-mlflow-iap-verified-user"
+"""Set by iap_identity.py from the verified assertion only; a client's copy is removed first."""
+BOOTSTRAP_ADMIN = "iap-bootstrap-admin"
+"""The admin MLflow's auth app insists on creating. Its name has no '@', so no IAP identity is it."""
+ROLE_PREFIX = "iap-"
+TEAM_ROLE, READERS_ROLE = "iap-team", "iap-readers"
+MAX_GROUPS_TTL = 300
+MEMBER = re.compile(r"(user|group|serviceAccount):([^@\s:]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+WORKSPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+RESERVED_WORKSPACES = {"workspaces", "api", "ajax-api", "static-files"}
+# What a role grants in its workspace; every type a team owns (MLflow's top-level resource types).
+_OWNED_TYPES = ("experiment", "registered_model", "prompt", "scorer")
+TEAM_GRANTS = frozenset({("workspace", "*", "USE"), *((t, "*", "MANAGE") for t in _OWNED_TYPES)})
+READER_GRANTS = frozenset((t, "*", "READ") for t in _OWNED_TYPES)
+
+_log = logging.getLogger("uvicorn.error")
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    workspace: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AccessModel:
+    admins: tuple[str, ...]
+    teams: tuple[Team, ...]
+    others: str = "none"
+
+    @property
+    def groups(self) -> list[str]:
+        members = [*self.admins, *(m for t in self.teams for m in t.members)]
+        return sorted({m.split(":", 1)[1] for m in members if m.startswith("group:")})
+
+
+def _members(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise ValueError(f"{ACCESS_ENV}: {where} must be a list of user:/group:/serviceAccount: members")
+    for member in value:
+        if not MEMBER.fullmatch(member):
+            raise ValueError(f"{ACCESS_ENV}: {where} has {member!r}; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL")
+    return tuple(m.split(":", 1)[0] + ":" + m.split(":", 1)[1].lower() for m in value)
+
+
+def parse(text: str) -> AccessModel:
+    """The access model from its JSON text; ValueError, one line naming the field, if it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{ACCESS_ENV} is not JSON: {e}") from e
+    if not isinstance(data, dict) or set(data) - {"admins", "teams", "others"}:
+        raise ValueError(f"{ACCESS_ENV} must be an object with admins, teams and others only")
+    others = data.get("others", "none")
+    if others not in ("none", "read"):
+        raise ValueError(f"{ACCESS_ENV}: others must be none or read, got {others!r}")
+    teams_data = data.get("teams", [])
+    if not isinstance(teams_data, list) or not all(isinstance(t, dict) for t in teams_data):
+        raise ValueError(f"{ACCESS_ENV}: teams must be a list of objects")
+    teams, workspaces = [], set()
+    for i, t in enumerate(teams_data):
+        name, workspace = t.get("name"), t.get("workspace")
+        for key, value in (("name", name), ("workspace", workspace)):
+            if not isinstance(value, str) or not WORKSPACE.fullmatch(value) or not 2 <= len(value) <= 63 or value in RESERVED_WORKSPACES:
+                raise ValueError(
+                    f"{ACCESS_ENV}: teams[{i}].{key} must be 2-63 lower-case letters, digits and inner hyphens "
+                    f"(not {sorted(RESERVED_WORKSPACES)}), got {value!r}"
+                )
+        if workspace in workspaces:
+            raise ValueError(f"{ACCESS_ENV}: teams[{i}].workspace {workspace!r} belongs to another team already")
+        workspaces.add(workspace)
+        teams.append(Team(name, workspace, _members(t.get("members"), f"teams[{i}].members")))
+    return AccessModel(_members(data.get("admins", []), "admins"), tuple(teams), others)
+
+
+def model_from_environ(environ: Mapping[str, str] = os.environ) -> AccessModel | None:
+    """None: no [access], everyone IAP admits may do everything (the auth app is not loaded)."""
+    text = environ.get(ACCESS_ENV, "")
+    if not text:
+        return None
+    if environ.get("MLFLOW_IAP_VERIFICATION", "on") != "on":
+        raise ValueError(f"{ACCESS_ENV} needs MLFLOW_IAP_VERIFICATION=on: the user is the IAP-verified e-mail")
+    groups_ttl(environ)
+    return parse(text)
+
+
+def groups_ttl(environ: Mapping[str, str] = os.environ) -> int:
+    text = environ.get(TTL_ENV, str(MAX_GROUPS_TTL))
+    if not text.isdigit() or not 1 <= int(text) <= MAX_GROUPS_TTL:
+        raise ValueError(f"{TTL_ENV} must be a whole number of seconds from 1 to {MAX_GROUPS_TTL}, got {text!r}")
+    return int(text)
+
+
+# --- groups ------------------------------------------------------------------------------------
+
+
+class GroupUnreadable(Exception):
+    pass
+
+
+class CloudIdentityGroups:
+    """Transitive group membership from the Cloud Identity Groups API, cached for `ttl` seconds."""
+
+    def __init__(self, ttl: int, base_url: str = CLOUD_IDENTITY_URL) -> None:
+        self.ttl, self.base_url = ttl, base_url.rstrip("/")
+        self._names: dict[str, str] = {}
+        self._members: dict[tuple[str, str], tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+        self._credentials: Any = None
+
+    def _token(self) -> str:
+        import google.auth
+        import google.auth.transport.requests
+
+        with self._lock:
+            if self._credentials is None:
+                self._credentials, _ = google.auth.default(scopes=[GROUPS_SCOPE])
+            if not self._credentials.valid:
+                self._credentials.refresh(google.auth.transport.requests.Request())
+            return str(self._credentials.token)
+
+    def _get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        url = f"{self.base_url}/v1/{path}?{urllib.parse.urlencode(query)}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._token()}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            raise GroupUnreadable(f"{e.code} {e.reason}") from e
+        except (OSError, ValueError) as e:
+            raise GroupUnreadable(str(e)) from e
+        if not isinstance(answer, dict):
+            raise GroupUnreadable("not a JSON object")
+        return answer
+
+    def resource_name(self, group: str) -> str:
+        if group not in self._names:
+            name = self._get("groups:lookup", {"groupKey.id": group}).get("name")
+            if not isinstance(name, str):
+                raise GroupUnreadable("no such group")
+            self._names[group] = name
+        return self._names[group]
+
+    def has_member(self, group: str, email: str) -> tuple[bool, float]:
+        """Whether `email` is in `group`, directly or not, and until when that answer is kept."""
+        cached = self._members.get((group, email))
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached
+        query = {"query": f"member_key_id == '{email}'"}
+        found = bool(self._get(f"{self.resource_name(group)}/memberships:checkTransitiveMembership", query).get("hasMembership"))
+        self._members[(group, email)] = answer = (found, time.monotonic() + self.ttl)
+        return answer
+
+
+# --- what a user gets --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grants:
+    is_admin: bool
+    roles: frozenset[tuple[str, str]]
+    """(workspace, role name) of the managed roles the user holds."""
+    valid_until: float
+    """When the group answers these rest on are no longer kept (now + TTL without groups)."""
+
+
+class Resolver:
+    def __init__(self, model: AccessModel, groups: CloudIdentityGroups) -> None:
+        self.model, self.groups = model, groups
+
+    def _is(self, members: tuple[str, ...], email: str, until: list[float]) -> bool:
+        if any(m.split(":", 1)[1] == email for m in members if not m.startswith("group:")):
+            return True
+        for member in members:
+            kind, who = member.split(":", 1)
+            if kind == "group":
+                try:
+                    found, kept_until = self.groups.has_member(who, email)
+                except GroupUnreadable as e:
+                    _log.warning("iap_access: cannot read group %s: %s", who, e)
+                    continue
+                until.append(kept_until)
+                if found:
+                    return True
+        return False
+
+    def grants(self, email: str) -> Grants:
+        email = email.lower()
+        until = [time.monotonic() + self.groups.ttl]
+        own = [t for t in self.model.teams if self._is(t.members, email, until)]
+        roles = {(t.workspace, TEAM_ROLE) for t in own}
+        if own and self.model.others == "read":
+            roles |= {(t.workspace, READERS_ROLE) for t in self.model.teams if t not in own}
+        return Grants(self._is(self.model.admins, email, until), frozenset(roles), min(until))
+
+
+# --- MLflow's auth store -----------------------------------------------------------------------
+
+
+def _store() -> Any:
+    from mlflow.server.auth import store
+
+    return store
+
+
+def _role_ids() -> dict[tuple[str, str], int]:
+    return {(r.workspace, r.name): r.id for r in _store().list_roles() if r.name.startswith(ROLE_PREFIX)}
+
+
+def _sync_user(email: str, wanted: Grants, role_ids: dict[tuple[str, str], int]) -> None:
+    """The user's admin flag and managed roles made to match `wanted`; other roles are left alone."""
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    store = _store()
+    if not store.has_user(email, use_primary=True):
+        try:
+            store.create_user(email, secrets.token_urlsafe(48), is_admin=wanted.is_admin)
+        except MlflowException as e:
+            if not isinstance(e.__cause__, sqlalchemy.exc.IntegrityError):
+                raise  # another instance or request created it meanwhile
+    user = store.get_user(email)
+    if user.is_admin != wanted.is_admin:
+        store.update_user(email, is_admin=wanted.is_admin)
+    held = {(r.workspace, r.name): r.id for r in store.list_user_roles(user.id) if r.name.startswith(ROLE_PREFIX)}
+    for key in held.keys() - wanted.roles:
+        store.unassign_role_from_user(user.id, held[key])
+    for key in wanted.roles - held.keys():
+        if key in role_ids:
+            try:
+                store.assign_role_to_user(user.id, role_ids[key])
+            except MlflowException:
+                pass  # assigned meanwhile by another request or instance
+    if user.is_admin != wanted.is_admin or held.keys() != wanted.roles:
+        _forget_lookups()
+
+
+@dataclass
+class Provisioner:
+    """Per-process: who was synced, with what, until when."""
+
+    resolver: Resolver
+    _synced: dict[str, float] = field(default_factory=dict)
+    _role_ids: dict[tuple[str, str], int] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ensure(self, email: str) -> None:
+        if time.monotonic() < self._synced.get(email, 0.0):
+            return
+        with self._lock:
+            if time.monotonic() < self._synced.get(email, 0.0):
+                return
+            if self._role_ids is None:
+                self._role_ids = _role_ids()
+            grants = self.resolver.grants(email)
+            _sync_user(email, grants, self._role_ids)
+            self._synced[email] = grants.valid_until
+
+
+_provisioner: Provisioner | None = None
+
+
+def provisioner() -> Provisioner:
+    global _provisioner
+    if _provisioner is None:
+        model = model_from_environ()
+        if model is None:
+            raise RuntimeError(f"{ACCESS_ENV} is not set but the IAP access authorization function is configured")
+        groups = CloudIdentityGroups(groups_ttl(), os.environ.get(CLOUD_IDENTITY_ENV) or CLOUD_IDENTITY_URL)
+        _provisioner = Provisioner(Resolver(model, groups))
+    return _provisioner
+
+
+def authenticate() -> Any:
+    """MLflow's `authorization_function`: the user is the e-mail IAP's verified assertion names."""
+    from flask import Response, request
+    from werkzeug.datastructures import Authorization
+
+    email = request.headers.get(VERIFIED_USER_HEADER, "")
+    if "@" not in email:
+        body = json.dumps({"error_code": "UNAUTHENTICATED", "message": "no IAP-verified user"})
+        return Response(body, status=401, mimetype="application/json")
+    email = email.lower()
+    provisioner().ensure(email)
+    return Authorization("basic", {"username": email, "password": ""})
+
+
+# --- what MLflow's validators look up, kept briefly ---------------------------------------------
+
+LOOKUP_CACHE_SECONDS = 5.0
+"""How long a user record, a user's grants in a workspace and a workspace are kept per process.
+MLflow's validators read them from the database on every request (twice for the user); a grant or
+admin flag changed through MLflow's own APIs reaches the other requests within this time. What
+iap_access itself changes is seen at once (the caches are emptied)."""
+RUN_CACHE_SIZE = 10_000
+
+
+class _Kept:
+    """A small thread-safe memo: each value for `seconds` (None: for ever), at most `size` of them."""
+
+    def __init__(self, seconds: float | None, size: int = 10_000) -> None:
+        self.seconds, self.size = seconds, size
+        self._values: dict[Hashable, tuple[Any, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], T | None]) -> T | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._values.get(key)
+        if hit is not None and (hit[1] is None or now < hit[1]):
+            value: T | None = hit[0]
+            return value
+        value = compute()
+        if value is None:  # absent now, maybe not in a moment: not kept
+            return None
+        with self._lock:
+            if len(self._values) >= self.size:
+                self._values.clear()
+            self._values[key] = (value, None if self.seconds is None else now + self.seconds)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+_users, _grants, _workspaces = _Kept(LOOKUP_CACHE_SECONDS), _Kept(LOOKUP_CACHE_SECONDS), _Kept(LOOKUP_CACHE_SECONDS)
+_run_experiments = _Kept(None, RUN_CACHE_SIZE)
+"""(request workspace, run id) -> the run's experiment id, which never changes."""
+
+
+def _forget_lookups() -> None:
+    _users.clear()
+    _grants.clear()
+
+
+def install_lookup_caches() -> None:
+    """MLflow's auth store, its run lookup and the workspace store, answered from the memos above."""
+    import mlflow.server.auth as auth
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+    from mlflow.store.workspace.sqlalchemy_store import SqlAlchemyStore as WorkspaceStore
+    from mlflow.utils import workspace_context
+
+    store: Any = auth.store
+    get_user, list_grants = store.get_user, store.list_grants
+    store.get_user = lambda username: _users.get(username, lambda: get_user(username))
+    store.list_grants = lambda user_id, workspace_name, resource_types: _grants.get(
+        (user_id, workspace_name, frozenset(resource_types)), lambda: list_grants(user_id, workspace_name, resource_types)
+    )
+    fetch_or_none = auth._fetch_or_none
+
+    def _fetch(fetch: Any, resource_id: str) -> Any:
+        # Validators fetch a whole run (6 queries) only for its experiment id.
+        if getattr(fetch, "__func__", None) is not TrackingStore.get_run:
+            return fetch_or_none(fetch, resource_id)
+        def light_run() -> SimpleNamespace | None:
+            run = fetch_or_none(fetch, resource_id)
+            return None if run is None else SimpleNamespace(info=SimpleNamespace(experiment_id=run.info.experiment_id))
+
+        return _run_experiments.get((workspace_context.get_request_workspace(), resource_id), light_run)
+
+    auth._fetch_or_none = _fetch
+    get_workspace = WorkspaceStore.get_workspace
+    setattr(  # noqa: B010  (a method replaced on MLflow's class, as a plain attribute)
+        WorkspaceStore,
+        "get_workspace",
+        lambda self, workspace_name: _workspaces.get(workspace_name, lambda: get_workspace(self, workspace_name)),
+    )
+
+
+# --- at start ----------------------------------------------------------------------------------
+
+
+def auth_config_file(backend_store_uri: str, directory: str | None = None) -> str:
+    """The auth app's ini (its tables in the backend store's database); readable by this user only."""
+    config = configparser.ConfigParser(interpolation=None)
+    # MLflow reads it with interpolation: a URL-encoded password's '%' is written '%%'.
+    config["mlflow"] = {k: v.replace("%", "%%") for k, v in {
+        "default_permission": "NO_PERMISSIONS",
+        "database_uri": backend_store_uri,
+        "admin_username": BOOTSTRAP_ADMIN,
+        "authorization_function": "iap_access:authenticate",
+        "grant_default_workspace_access": "false",
+        "workspace_cache_ttl_seconds": "3600",
+    }.items()}
+    fd, path = tempfile.mkstemp(prefix="mlflow-auth-", suffix=".ini", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        config.write(f)
+    return path
+
+
+def flask_secret_key(admin_password: str) -> str:
+    """The auth app's CSRF key, derived from the bootstrap admin's secret: one secret, same in every instance."""
+    return hmac.new(admin_password.encode(), b"mlflow-flask-server-secret-key", hashlib.sha256).hexdigest()
+
+
+def _sync_roles(model: AccessModel) -> dict[tuple[str, str], int]:
+    store = _store()
+    wanted: dict[tuple[str, str], frozenset[tuple[str, str, str]]] = {}
+    for team in model.teams:
+        wanted[(team.workspace, TEAM_ROLE)] = TEAM_GRANTS
+        if model.others == "read" and len(model.teams) > 1:
+            wanted[(team.workspace, READERS_ROLE)] = READER_GRANTS
+    existing = {(r.workspace, r.name): r for r in store.list_roles() if r.name.startswith(ROLE_PREFIX)}
+    for key in existing.keys() - wanted.keys():
+        store.delete_role(existing[key].id)
+        _log.info("iap_access: removed role %s in workspace %s", key[1], key[0])
+    ids = {}
+    for (workspace, name), grants in wanted.items():
+        role = existing.get((workspace, name)) or store.create_role(name, workspace, "managed by the [access] configuration")
+        have = {(p.resource_type, p.resource_pattern, p.permission): p.id for p in store.list_role_permissions(role.id)}
+        for grant in have.keys() - grants:
+            store.remove_role_permission(have[grant])
+        for grant in grants - have.keys():
+            store.add_role_permission(role.id, *grant)
+        ids[(workspace, name)] = role.id
+    return ids
+
+
+def _sync_workspaces(model: AccessModel, backend_store_uri: str) -> None:
+    from mlflow.entities.workspace import Workspace
+    from mlflow.store.workspace.sqlalchemy_store import SqlAlchemyStore as WorkspaceStore
+
+    workspaces = WorkspaceStore(backend_store_uri)
+    try:
+        present = {w.name for w in workspaces.list_workspaces()}
+        for team in model.teams:
+            if team.workspace not in present:
+                workspaces.create_workspace(Workspace(name=team.workspace, description=f"team {team.name}"))
+    finally:
+        workspaces._engine.dispose()
+
+
+def apply_at_start(model: AccessModel, backend_store_uri: str) -> None:
+    """Workspaces, managed roles and known users made to match the model; says which group it cannot read."""
+    _sync_workspaces(model, backend_store_uri)
+    role_ids = _sync_roles(model)
+    groups = CloudIdentityGroups(groups_ttl(), os.environ.get(CLOUD_IDENTITY_ENV) or CLOUD_IDENTITY_URL)
+    for group in model.groups:
+        try:
+            groups.resource_name(group)
+        except GroupUnreadable as e:
+            print(
+                f"start.sh: cannot read group {group} ({e}); its members get nothing until the server's "
+                "service account may read its memberships (docs/security.md: Teams and permissions)",
+                flush=True,
+            )
+    resolver = Resolver(model, groups)
+    for user in _store().list_users():
+        if user.username != BOOTSTRAP_ADMIN:
+            _sync_user(user.username, resolver.grants(user.username), role_ids)
+
+
+def mlflow_app() -> Any:
+    """The ASGI app MLflow serves: with [access], its auth app's (`create_app`, as `--app-name
+    basic-auth` has uvicorn build it), else its plain FastAPI app."""
+    if os.environ.get(ACCESS_ENV):
+        from mlflow.server.auth import create_app
+
+        app = create_app()
+        install_lookup_caches()
+        return app
+    from mlflow.server.fastapi_app import app
+
+    return app
+
+
+def with_verified_user(headers: list[tuple[bytes, bytes]], email: str | None) -> list[tuple[bytes, bytes]]:
+    """`headers` without any client's VERIFIED_USER_HEADER (in any spelling WSGI would read as it:
+    '_' for '-', any case), plus the verified `email` when there is one."""
+    name = VERIFIED_USER_HEADER.encode()
+    kept = [(k, v) for k, v in headers if k.lower().replace(b"_", b"-") != name]
+    return kept if email is None else [*kept, (name, email.encode())]

@@ -1,0 +1,81 @@
+"""A local stand-in for the Cloud Identity Groups API, the part docker/iap_access.py calls: looking a
+group up by e-mail (`groups:lookup`) and checking a transitive membership
+(`memberships:checkTransitiveMembership`). It answers only a request bearing `token` (the fake
+metadata server's), and counts what it was asked. Groups and members are changed by the test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+_CHECK = re.compile(r"/v1/groups/([0-9a-f]+)/memberships:checkTransitiveMembership")
+_QUERY = re.compile(r"member_key_id == '([^']+)'")
+
+
+def group_id(email: str) -> str:
+    return hashlib.sha256(email.encode()).hexdigest()[:16]
+
+
+@dataclass
+class FakeCloudIdentity:
+    token: str
+    groups: dict[str, set[str]] = field(default_factory=dict)
+    """group e-mail -> member e-mails (already flattened: what a transitive check sees)."""
+    unreadable: set[str] = field(default_factory=set)
+    """groups whose memberships the caller may not read (403, as without the admin step)."""
+    checks: int = 0
+
+    def start(self) -> FakeCloudIdentity:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.headers.get("Authorization") != f"Bearer {fake.token}":
+                    return self._send(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
+                url = urlsplit(self.path)
+                query = parse_qs(url.query)
+                by_id = {group_id(g): g for g in fake.groups}
+                if url.path == "/v1/groups:lookup":
+                    group = query.get("groupKey.id", [""])[0]
+                    if group in fake.unreadable:
+                        return self._send(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}})
+                    if group not in fake.groups:
+                        return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+                    return self._send(200, {"name": f"groups/{group_id(group)}"})
+                check, member = _CHECK.fullmatch(url.path), _QUERY.fullmatch(query.get("query", [""])[0])
+                if check and member and check.group(1) in by_id:
+                    fake.checks += 1
+                    group = by_id[check.group(1)]
+                    if group in fake.unreadable:
+                        return self._send(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}})
+                    return self._send(200, {"hasMembership": member.group(1) in fake.groups[group]})
+                return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}"
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
