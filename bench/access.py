@@ -102,7 +102,9 @@ async def drive(app, headers: dict[str, str], requests: int, clients: int) -> di
     status, body = await call(app, headers, f"{api}/runs/create", {"experiment_id": json.loads(body)["experiment_id"]})
     run_id = json.loads(body)["run"]["info"]["run_id"]
     for i in range(30):  # warm-up: first sight of the user, the caches filled
-        status, body = await call(app, headers, f"{api}/runs/log-metric", {"run_id": run_id, "key": "m", "value": i, "timestamp": i + 1})
+        status, body = await call(
+            app, headers, f"{api}/runs/log-metric", {"run_id": run_id, "key": "m", "value": i, "timestamp": i + 1}
+        )
         assert status == 200, body
     walls: list[float] = []
 
@@ -135,14 +137,28 @@ def main() -> None:
     for round_ in range(1, args.rounds + 1):
         for mode in ("off", "on"):
             out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--requests", str(args.requests), "--clients", str(args.clients)],
-                capture_output=True, text=True, check=False,
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    mode,
+                    "--requests",
+                    str(args.requests),
+                    "--clients",
+                    str(args.clients),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if out.returncode != 0:
                 raise SystemExit(f"[access] {mode}: the measuring process failed:\n{out.stderr[-3000:]}")
             results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = results[mode][-1]
-            print(f"round {round_}, [access] {mode:3}: {r['cpu_ms']:.2f} CPU ms, p95 {r['p95_ms']:.2f} ms per log_metric", flush=True)
+            print(
+                f"round {round_}, [access] {mode:3}: {r['cpu_ms']:.2f} CPU ms, p95 {r['p95_ms']:.2f} ms per log_metric",
+                flush=True,
+            )
     cpu = {m: statistics.median(r["cpu_ms"] for r in rs) for m, rs in results.items()}
     p95 = {m: statistics.median(r["p95_ms"] for r in rs) for m, rs in results.items()}
     ratio = cpu["on"] / cpu["off"]

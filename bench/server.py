@@ -69,7 +69,11 @@ ACCESS_TARGET = 0.15
 BENCH_USER, BENCH_WORKSPACE = "bench@example.com", "bench"
 ACCESS_ENV = {
     "MLFLOW_IAP_ACCESS": json.dumps(
-        {"admins": [], "others": "none", "teams": [{"name": "bench", "workspace": BENCH_WORKSPACE, "members": [f"user:{BENCH_USER}"]}]}
+        {
+            "admins": [],
+            "others": "none",
+            "teams": [{"name": "bench", "workspace": BENCH_WORKSPACE, "members": [f"user:{BENCH_USER}"]}],
+        }
     ),
     "MLFLOW_AUTH_ADMIN_PASSWORD": "bench-bootstrap-admin-password",
 }

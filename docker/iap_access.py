@@ -96,7 +96,9 @@ def _members(value: object, where: str) -> tuple[str, ...]:
         raise ValueError(f"{ACCESS_ENV}: {where} must be a list of user:/group:/serviceAccount: members")
     for member in value:
         if not MEMBER.fullmatch(member):
-            raise ValueError(f"{ACCESS_ENV}: {where} has {member!r}; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL")
+            raise ValueError(
+                f"{ACCESS_ENV}: {where} has {member!r}; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL"
+            )
     return tuple(m.split(":", 1)[0] + ":" + m.split(":", 1)[1].lower() for m in value)
 
 
@@ -118,7 +120,12 @@ def parse(text: str) -> AccessModel:
     for i, t in enumerate(teams_data):
         name, workspace = t.get("name"), t.get("workspace")
         for key, value in (("name", name), ("workspace", workspace)):
-            if not isinstance(value, str) or not WORKSPACE.fullmatch(value) or not 2 <= len(value) <= 63 or value in RESERVED_WORKSPACES:
+            if (
+                not isinstance(value, str)
+                or not WORKSPACE.fullmatch(value)
+                or not 2 <= len(value) <= 63
+                or value in RESERVED_WORKSPACES
+            ):
                 raise ValueError(
                     f"{ACCESS_ENV}: teams[{i}].{key} must be 2-63 lower-case letters, digits and inner hyphens "
                     f"(not {sorted(RESERVED_WORKSPACES)}), got {value!r}"
@@ -204,7 +211,9 @@ class CloudIdentityGroups:
         if cached is not None and time.monotonic() < cached[1]:
             return cached
         query = {"query": f"member_key_id == '{email}'"}
-        found = bool(self._get(f"{self.resource_name(group)}/memberships:checkTransitiveMembership", query).get("hasMembership"))
+        found = bool(
+            self._get(f"{self.resource_name(group)}/memberships:checkTransitiveMembership", query).get("hasMembership")
+        )
         self._members[(group, email)] = answer = (found, time.monotonic() + self.ttl)
         return answer
 
@@ -402,7 +411,8 @@ def install_lookup_caches() -> None:
     get_user, list_grants = store.get_user, store.list_grants
     store.get_user = lambda username: _users.get(username, lambda: get_user(username))
     store.list_grants = lambda user_id, workspace_name, resource_types: _grants.get(
-        (user_id, workspace_name, frozenset(resource_types)), lambda: list_grants(user_id, workspace_name, resource_types)
+        (user_id, workspace_name, frozenset(resource_types)),
+        lambda: list_grants(user_id, workspace_name, resource_types),
     )
     fetch_or_none = auth._fetch_or_none
 
@@ -410,6 +420,7 @@ def install_lookup_caches() -> None:
         # Validators fetch a whole run (6 queries) only for its experiment id.
         if getattr(fetch, "__func__", None) is not TrackingStore.get_run:
             return fetch_or_none(fetch, resource_id)
+
         def light_run() -> SimpleNamespace | None:
             run = fetch_or_none(fetch, resource_id)
             return None if run is None else SimpleNamespace(info=SimpleNamespace(experiment_id=run.info.experiment_id))
@@ -432,14 +443,17 @@ def auth_config_file(backend_store_uri: str, directory: str | None = None) -> st
     """The auth app's ini (its tables in the backend store's database); readable by this user only."""
     config = configparser.ConfigParser(interpolation=None)
     # MLflow reads it with interpolation: a URL-encoded password's '%' is written '%%'.
-    config["mlflow"] = {k: v.replace("%", "%%") for k, v in {
-        "default_permission": "NO_PERMISSIONS",
-        "database_uri": backend_store_uri,
-        "admin_username": BOOTSTRAP_ADMIN,
-        "authorization_function": "iap_access:authenticate",
-        "grant_default_workspace_access": "false",
-        "workspace_cache_ttl_seconds": "3600",
-    }.items()}
+    config["mlflow"] = {
+        k: v.replace("%", "%%")
+        for k, v in {
+            "default_permission": "NO_PERMISSIONS",
+            "database_uri": backend_store_uri,
+            "admin_username": BOOTSTRAP_ADMIN,
+            "authorization_function": "iap_access:authenticate",
+            "grant_default_workspace_access": "false",
+            "workspace_cache_ttl_seconds": "3600",
+        }.items()
+    }
     fd, path = tempfile.mkstemp(prefix="mlflow-auth-", suffix=".ini", dir=directory)
     with os.fdopen(fd, "w") as f:
         config.write(f)
@@ -464,7 +478,9 @@ def _sync_roles(model: AccessModel) -> dict[tuple[str, str], int]:
         _log.info("iap_access: removed role %s in workspace %s", key[1], key[0])
     ids = {}
     for (workspace, name), grants in wanted.items():
-        role = existing.get((workspace, name)) or store.create_role(name, workspace, "managed by the [access] configuration")
+        role = existing.get((workspace, name)) or store.create_role(
+            name, workspace, "managed by the [access] configuration"
+        )
         have = {(p.resource_type, p.resource_pattern, p.permission): p.id for p in store.list_role_permissions(role.id)}
         for grant in have.keys() - grants:
             store.remove_role_permission(have[grant])

@@ -62,7 +62,6 @@ from typing import Any
 
 import google.auth.exceptions
 import google.auth.jwt
-
 import iap_access
 import route_rules
 

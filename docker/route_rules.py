@@ -486,9 +486,7 @@ tag: they run as MLflow has them. (_create_gateway_guardrail, _add_guardrail_to_
 _create_prompt_optimization_job record MLflow's own `_get_user()`, the server process's OS user, never
 the client's.)"""
 
-NO_PASSWORDS = Treatment(
-    "[access]: nobody has a password (IAP is the login, iap_access.py); refused", refuse=True
-)
+NO_PASSWORDS = Treatment("[access]: nobody has a password (IAP is the login, iap_access.py); refused", refuse=True)
 AUTH_APP_FLASK: dict[str, Treatment] = {
     # Password sign-up and password changes: MLflow's login forms, which IAP replaces.
     "signup": NO_PASSWORDS,

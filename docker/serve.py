@@ -94,7 +94,9 @@ def schema_revision(
         for attempt in range(1, 1_000):
             try:
                 with engine.connect() as connection:
-                    return MigrationContext.configure(connection, opts={"version_table": version_table}).get_current_revision()
+                    return MigrationContext.configure(
+                        connection, opts={"version_table": version_table}
+                    ).get_current_revision()
             except TokenUnavailable as e:
                 fail(f"cannot log in to the backend store with IAM: {e}")
             except sqlalchemy.exc.OperationalError as e:

@@ -587,19 +587,26 @@ def is_workspace_name(value: str) -> bool:
     return 2 <= len(value) <= 63 and bool(MLFLOW_WORKSPACE.match(value)) and value not in RESERVED_WORKSPACES
 
 
-WORKSPACE_PROBLEM = ("{value!r} is not an MLflow workspace name; use 2-63 lowercase letters, digits and inner hyphens "
-                     "(not workspaces, api, ajax-api or static-files)")
+WORKSPACE_PROBLEM = (
+    "{value!r} is not an MLflow workspace name; use 2-63 lowercase letters, digits and inner hyphens "
+    "(not workspaces, api, ajax-api or static-files)"
+)
 
 
 class TeamConfig(Section):
     """One team: its members may create, change and delete everything in its workspace."""
 
-    name: checked(is_workspace_name, WORKSPACE_PROBLEM) = Field(description="the team's name, MLflow-valid like a workspace's")
+    name: checked(is_workspace_name, WORKSPACE_PROBLEM) = Field(
+        description="the team's name, MLflow-valid like a workspace's"
+    )
     workspace: checked(is_workspace_name, WORKSPACE_PROBLEM, empty_ok=True) = Field(
-        "", description="its MLflow workspace (experiments, models, and artifacts under `workspaces/<workspace>/` in the "
+        "",
+        description="its MLflow workspace (experiments, models, and artifacts under `workspaces/<workspace>/` in the "
         "bucket); empty: the team's name; `default` for what a server without teams already holds (see *Teams and permissions*)",
     )
-    members: listed(IamMember) = Field(min_length=1, description="user:, group: (resolved by Cloud Identity) or serviceAccount:")
+    members: listed(IamMember) = Field(
+        min_length=1, description="user:, group: (resolved by Cloud Identity) or serviceAccount:"
+    )
 
     @property
     def workspace_name(self) -> str:
@@ -609,12 +616,21 @@ class TeamConfig(Section):
 class AccessConfig(Section):
     """No `[access]` table: everyone IAP admits may do everything (MLflow's auth app is not loaded)."""
 
-    admins: listed(IamMember) = Field((), description="MLflow admins: everything in every workspace, and MLflow's user and role APIs")
-    teams: Annotated[tuple[TeamConfig, ...], Field(strict=False)] = Field((), description="`[[access.teams]]`: name, workspace, members")
-    others: checked(lambda v: v in OTHERS, "{value!r} is not a level; use \"none\" (the default) or \"read\"", enum=OTHERS) = Field(
-        "none", description="what a team's members get in other teams' workspaces: `none` or `read`; people in no team get nothing"
+    admins: listed(IamMember) = Field(
+        (), description="MLflow admins: everything in every workspace, and MLflow's user and role APIs"
     )
-    members_in_several_teams: bool = Field(False, description="allow a member in more than one team (refused by default)")
+    teams: Annotated[tuple[TeamConfig, ...], Field(strict=False)] = Field(
+        (), description="`[[access.teams]]`: name, workspace, members"
+    )
+    others: checked(
+        lambda v: v in OTHERS, '{value!r} is not a level; use "none" (the default) or "read"', enum=OTHERS
+    ) = Field(
+        "none",
+        description="what a team's members get in other teams' workspaces: `none` or `read`; people in no team get nothing",
+    )
+    members_in_several_teams: bool = Field(
+        False, description="allow a member in more than one team (refused by default)"
+    )
 
     @model_validator(mode="after")
     def teams_apart(self) -> AccessConfig:
@@ -624,17 +640,37 @@ class AccessConfig(Section):
         twice = []
         for team in self.teams:
             for member in team.members:
-                if (other := seen.setdefault(member.lower(), team.name)) != team.name and not self.members_in_several_teams:
-                    twice.append(f"access.teams: {member!r} is in teams {other} and {team.name}; keep each member in one "
-                                 "team, or set access.members_in_several_teams = true")
-        _raise([problem for wrong, problem in (
-            (not self.teams, "access.teams: no team; add [[access.teams]] with name and members, or remove [access]"),
-            (len(set(names)) < len(names), f"access.teams: team names {', '.join(sorted({n for n in names if names.count(n) > 1}))} "
-             "appear more than once; name each team once"),
-            (len(set(workspaces)) < len(workspaces), "access.teams: workspace "
-             f"{', '.join(sorted({w for w in workspaces if workspaces.count(w) > 1}))} belongs to more than one team; give each "
-             "team its own workspace"),
-        ) if wrong] + twice)
+                if (
+                    other := seen.setdefault(member.lower(), team.name)
+                ) != team.name and not self.members_in_several_teams:
+                    twice.append(
+                        f"access.teams: {member!r} is in teams {other} and {team.name}; keep each member in one "
+                        "team, or set access.members_in_several_teams = true"
+                    )
+        _raise(
+            [
+                problem
+                for wrong, problem in (
+                    (
+                        not self.teams,
+                        "access.teams: no team; add [[access.teams]] with name and members, or remove [access]",
+                    ),
+                    (
+                        len(set(names)) < len(names),
+                        f"access.teams: team names {', '.join(sorted({n for n in names if names.count(n) > 1}))} "
+                        "appear more than once; name each team once",
+                    ),
+                    (
+                        len(set(workspaces)) < len(workspaces),
+                        "access.teams: workspace "
+                        f"{', '.join(sorted({w for w in workspaces if workspaces.count(w) > 1}))} belongs to more than one team; give each "
+                        "team its own workspace",
+                    ),
+                )
+                if wrong
+            ]
+            + twice
+        )
         return self
 
     @property
@@ -804,7 +840,8 @@ class Config(Section):
     budget: BudgetConfig = BudgetConfig()
     front_door: FrontDoorConfig = FrontDoorConfig()
     access: AccessConfig | None = Field(
-        None, description="teams, admins and what others may do, enforced by MLflow's own permissions (see *Teams and "
+        None,
+        description="teams, admins and what others may do, enforced by MLflow's own permissions (see *Teams and "
         "permissions*); absent: everyone IAP admits may do everything",
     )
     protect_data: bool = Field(
@@ -896,12 +933,15 @@ class Config(Section):
             admitted.add(f"serviceaccount:{self.client_service_account_email}")
         domains = {m.partition(":")[2].lower() for m in self.iap_members if m.startswith("domain:")}
         iap_groups = any(m.startswith("group:") for m in self.iap_members)
-        _raise([
-            f"{where}: {member!r} is not admitted by IAP (iap_members); add it, its group or its domain to iap_members"
-            for where, member in self.access.members
-            if member.lower() not in admitted and member_domain(member) not in domains
-            and not (iap_groups and not member.startswith("group:"))
-        ])
+        _raise(
+            [
+                f"{where}: {member!r} is not admitted by IAP (iap_members); add it, its group or its domain to iap_members"
+                for where, member in self.access.members
+                if member.lower() not in admitted
+                and member_domain(member) not in domains
+                and not (iap_groups and not member.startswith("group:"))
+            ]
+        )
         return self
 
     @model_validator(mode="after")

@@ -117,7 +117,9 @@ class ProjectStack(TerraformStack):
         return ProjectServices(
             self,
             "apis",
-            ProjectServicesProps(cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()) + budget_apis + access_apis),
+            ProjectServicesProps(
+                cfg.project_id, APIS + (CI_APIS if cfg.ci.github_repository else ()) + budget_apis + access_apis
+            ),
         )
 
     def _image_build(self, cfg: Config, apis: ProjectServices) -> None:

@@ -34,9 +34,16 @@ def test_without_access_everyone_admitted_may_do_everything_as_before(example_co
 
 
 def test_the_teams_example_names_each_teams_workspace(teams_config):
-    assert [(t.name, t.workspace_name) for t in teams_config.access.teams] == [("vision", "vision"), ("ranking", "default")]
+    assert [(t.name, t.workspace_name) for t in teams_config.access.teams] == [
+        ("vision", "vision"),
+        ("ranking", "default"),
+    ]
     assert teams_config.access.others == "read"
-    assert teams_config.access.groups == ["group:ml-platform@example.com", "group:ranking@example.com", "group:vision@example.com"]
+    assert teams_config.access.groups == [
+        "group:ml-platform@example.com",
+        "group:ranking@example.com",
+        "group:vision@example.com",
+    ]
 
 
 def test_a_team_with_members_admitted_by_a_group_of_iap_members_is_accepted():
@@ -50,19 +57,36 @@ def test_a_team_with_members_admitted_by_a_group_of_iap_members_is_accepted():
     "access, problem",
     [
         ("", "access.teams: no team — add [[access.teams]] with name and members, or remove [access]"),
-        ('others = "write"\n' + TEAM_A, "access.others: 'write' is not a level — use \"none\" (the default) or \"read\""),
+        ('others = "write"\n' + TEAM_A, 'access.others: \'write\' is not a level — use "none" (the default) or "read"'),
         (TEAM_A.replace('"team-a"', '"Team_A"'), "access.teams.name: 'Team_A' is not an MLflow workspace name"),
-        (TEAM_A.replace('members', 'workspace = "api"\nmembers'), "access.teams.workspace: 'api' is not an MLflow workspace name"),
+        (
+            TEAM_A.replace("members", 'workspace = "api"\nmembers'),
+            "access.teams.workspace: 'api' is not an MLflow workspace name",
+        ),
         (TEAM_A.replace('"user:ana@example.com"', '"ana@example.com"'), "is not an IAM member — write user:EMAIL"),
         (TEAM_A.replace('["user:ana@example.com"]', "[]"), "access.teams.members: "),
         (TEAM_A + TEAM_A, "access.teams: team names team-a appear more than once — name each team once"),
-        (TEAM_A + TEAM_A.replace('name = "team-a"', 'name = "team-b"\nworkspace = "team-a"'),
-         "access.teams: workspace team-a belongs to more than one team — give each team its own workspace"),
-        (TEAM_A + TEAM_A.replace('"team-a"', '"team-b"').replace("ana@", "ANA@"),
-         "access.teams: 'user:ANA@example.com' is in teams team-a and team-b — keep each member in one team, or set "
-         "access.members_in_several_teams = true"),
+        (
+            TEAM_A + TEAM_A.replace('name = "team-a"', 'name = "team-b"\nworkspace = "team-a"'),
+            "access.teams: workspace team-a belongs to more than one team — give each team its own workspace",
+        ),
+        (
+            TEAM_A + TEAM_A.replace('"team-a"', '"team-b"').replace("ana@", "ANA@"),
+            "access.teams: 'user:ANA@example.com' is in teams team-a and team-b — keep each member in one team, or set "
+            "access.members_in_several_teams = true",
+        ),
     ],
-    ids=["no-team", "others", "team-name", "reserved-workspace", "bare-email", "no-members", "same-name", "same-workspace", "two-teams"],
+    ids=[
+        "no-team",
+        "others",
+        "team-name",
+        "reserved-workspace",
+        "bare-email",
+        "no-members",
+        "same-name",
+        "same-workspace",
+        "two-teams",
+    ],
 )
 def test_a_bad_access_table_is_refused_naming_the_field_and_the_fix(access: str, problem: str) -> None:
     assert problem in rejection(access)
@@ -70,20 +94,32 @@ def test_a_bad_access_table_is_refused_naming_the_field_and_the_fix(access: str,
 
 def test_a_member_in_two_teams_is_accepted_when_allowed_explicitly():
 
-    assert len(config("members_in_several_teams = true\n" + TEAM_A + TEAM_A.replace('"team-a"', '"team-b"')).access.teams) == 2
-
+    assert (
+        len(config("members_in_several_teams = true\n" + TEAM_A + TEAM_A.replace('"team-a"', '"team-b"')).access.teams)
+        == 2
+    )
 
 
 def test_every_member_must_be_admitted_by_iap():
     members = '["user:bob@example.com", "domain:corp.example.com"]'
-    message = rejection('admins = ["user:eve@example.com"]\n' + TEAM_A + TEAM_A.replace('"team-a"', '"team-b"').replace(
-        "user:ana@example.com", "group:vision@example.com"), iap_members=members)
-    assert "access.admins: 'user:eve@example.com' is not admitted by IAP (iap_members) — add it, its group or its domain" in message
+    message = rejection(
+        'admins = ["user:eve@example.com"]\n'
+        + TEAM_A
+        + TEAM_A.replace('"team-a"', '"team-b"').replace("user:ana@example.com", "group:vision@example.com"),
+        iap_members=members,
+    )
+    assert (
+        "access.admins: 'user:eve@example.com' is not admitted by IAP (iap_members) — add it, its group or its domain"
+        in message
+    )
     assert "access.teams.team-a: 'user:ana@example.com' is not admitted by IAP" in message
     assert "access.teams.team-b: 'group:vision@example.com' is not admitted by IAP" in message
     # Listed, under a domain: member, or the keyless client account (which exists with client_impersonators): admitted.
-    admitted = TEAM_A.replace('"user:ana@example.com"', '"user:bob@example.com", "user:carol@corp.example.com", '
-                              '"serviceAccount:mlflow-client@example-mlflow-project.iam.gserviceaccount.com"')
+    admitted = TEAM_A.replace(
+        '"user:ana@example.com"',
+        '"user:bob@example.com", "user:carol@corp.example.com", '
+        '"serviceAccount:mlflow-client@example-mlflow-project.iam.gserviceaccount.com"',
+    )
     access = config(admitted, iap_members=members, extra='client_impersonators = ["user:bob@example.com"]').access
     assert len(access.teams[0].members) == 3
 

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from constructs import Construct
 from constructs.cdk import TerraformResourceLifecycle, set_newer_provider_attribute
 from constructs.cdk.google.secret_manager_secret import (
     SecretManagerSecret,
@@ -23,7 +24,6 @@ from constructs.cdk.google.secret_manager_secret import (
 from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from constructs.cdk.google.secret_manager_secret_version import SecretManagerSecretVersion
 from constructs.cdk.random.password import Password
-from constructs import Construct
 
 ACCESS_ENV = "MLFLOW_IAP_ACCESS"
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
@@ -43,7 +43,9 @@ class AccessControlProps:
         if not self.secret_id:
             raise ValueError("AccessControlProps.secret_id: is empty; name the bootstrap admin's secret")
         if not self.model.get("teams"):
-            raise ValueError("AccessControlProps.model: has no teams; give at least one team or no access control at all")
+            raise ValueError(
+                "AccessControlProps.model: has no teams; give at least one team or no access control at all"
+            )
 
 
 class AccessControl(Construct):
@@ -66,7 +68,11 @@ class AccessControl(Construct):
         # Write-only (Terraform >= 1.11): the password is in no plan; MLflow reads it only to create
         # the bootstrap admin once, so a later version changes nothing.
         self._version = SecretManagerSecretVersion(
-            self, "admin-secret-version", secret=self._secret.id, secret_data_wo=password.result, deletion_policy="DISABLE"
+            self,
+            "admin-secret-version",
+            secret=self._secret.id,
+            secret_data_wo=password.result,
+            deletion_policy="DISABLE",
         )
         set_newer_provider_attribute(self._version, "secret_data_wo_version", "1")
 
@@ -90,8 +96,14 @@ class AccessControl(Construct):
 
     def env(self, s: Any) -> list[Any]:
         """The tracking service's variables (`s`: server_container.RunStructs of the service)."""
-        secret_ref = s("ContainersEnvValueSourceSecretKeyRef", secret=self._secret.secret_id, version=self._version.version)
+        secret_ref = s(
+            "ContainersEnvValueSourceSecretKeyRef", secret=self._secret.secret_id, version=self._version.version
+        )
         return [
             s("ContainersEnv", name=ACCESS_ENV, value=self._model),
-            s("ContainersEnv", name=ADMIN_PASSWORD_ENV, value_source=s("ContainersEnvValueSource", secret_key_ref=secret_ref)),
+            s(
+                "ContainersEnv",
+                name=ADMIN_PASSWORD_ENV,
+                value_source=s("ContainersEnvValueSource", secret_key_ref=secret_ref),
+            ),
         ]

@@ -65,7 +65,9 @@ def render() -> str:
     ]
     for name, version in dependency_closure().items():
         if name not in locked:
-            raise SystemExit(f"{name} {version} is installed but not in Pipfile.lock: add it to Pipfile and run pipenv lock")
+            raise SystemExit(
+                f"{name} {version} is installed but not in Pipfile.lock: add it to Pipfile and run pipenv lock"
+            )
         locked_version, hashes = locked[name]
         if locked_version != version:
             raise SystemExit(

@@ -43,7 +43,11 @@ def access_model(others: str, team_a_workspace: str = "team-a") -> dict:
         "admins": [f"user:{BOSS}"],
         "others": others,
         "teams": [
-            {"name": "team-a", "workspace": team_a_workspace, "members": [f"user:{A1}", f"group:{TEAM_A_GROUP}", f"serviceAccount:{CI}"]},
+            {
+                "name": "team-a",
+                "workspace": team_a_workspace,
+                "members": [f"user:{A1}", f"group:{TEAM_A_GROUP}", f"serviceAccount:{CI}"],
+            },
             {"name": "team-b", "workspace": "team-b", "members": [f"user:{B1}"]},
         ],
     }
@@ -65,7 +69,10 @@ def cloud_identity(metadata: FakeMetadataServer) -> Iterator[FakeCloudIdentity]:
 
 @pytest.fixture(scope="module")
 def access_env(
-    signer: IapSigner, metadata: FakeMetadataServer, cloud_identity: FakeCloudIdentity, tmp_path_factory: pytest.TempPathFactory
+    signer: IapSigner,
+    metadata: FakeMetadataServer,
+    cloud_identity: FakeCloudIdentity,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Callable[[str], dict[str, str]]:
     gcloud = tmp_path_factory.mktemp("gcloud")
 
@@ -92,7 +99,9 @@ class Caller:
     signer: IapSigner
     email: str
 
-    def call(self, method: str, endpoint: str, workspace: str | None, *, prefix: str = "/api", body: dict | None = None, **kw):
+    def call(
+        self, method: str, endpoint: str, workspace: str | None, *, prefix: str = "/api", body: dict | None = None, **kw
+    ):
         headers = self.signer.headers(self.email)
         if workspace:
             headers["X-MLflow-Workspace"] = workspace
@@ -106,12 +115,23 @@ class Caller:
         assert response.status_code == 200, f"{self.email} {method} {endpoint}: {response.status_code} {response.text}"
         return response.json()
 
-    def send(self, method: str, path: str, workspace: str | None, *, json_body: dict | None = None, params: dict | None = None, data: bytes | None = None):
+    def send(
+        self,
+        method: str,
+        path: str,
+        workspace: str | None,
+        *,
+        json_body: dict | None = None,
+        params: dict | None = None,
+        data: bytes | None = None,
+    ):
         """`method` exactly as spelled (requests would upper-case it), to `path` exactly as written."""
         headers = self.signer.headers(self.email)
         if workspace:
             headers["X-MLflow-Workspace"] = workspace
-        request = requests.Request("GET", f"{self.server.url}{path}", json=json_body, params=params, data=data, headers=headers).prepare()
+        request = requests.Request(
+            "GET", f"{self.server.url}{path}", json=json_body, params=params, data=data, headers=headers
+        ).prepare()
         request.method = method
         with requests.Session() as session:
             return session.send(request, timeout=30)
@@ -147,14 +167,22 @@ class World:
 
 
 def seed(boss: Caller, workspace: str) -> TeamResources:
-    experiment_id = boss.ok("POST", "experiments/create", workspace, {"name": f"{workspace}-experiment"})["experiment_id"]
+    experiment_id = boss.ok("POST", "experiments/create", workspace, {"name": f"{workspace}-experiment"})[
+        "experiment_id"
+    ]
     run = boss.ok("POST", "runs/create", workspace, {"experiment_id": experiment_id})["run"]["info"]
-    boss.ok("POST", "runs/log-metric", workspace, {"run_id": run["run_id"], "key": "loss", "value": 0.5, "timestamp": 1})
+    boss.ok(
+        "POST", "runs/log-metric", workspace, {"run_id": run["run_id"], "key": "loss", "value": 0.5, "timestamp": 1}
+    )
     # mlflow-artifacts:/workspaces/WS/EXP/RUN/artifacts: what the proxied artifact API serves under its root.
     root = run["artifact_uri"].removeprefix("mlflow-artifacts:/")
-    assert root == f"workspaces/{workspace}/{experiment_id}/{run['run_id']}/artifacts", "each workspace has its own artifact prefix"
+    assert root == f"workspaces/{workspace}/{experiment_id}/{run['run_id']}/artifacts", (
+        "each workspace has its own artifact prefix"
+    )
     artifact_path = f"{root}/notes.txt"
-    upload = boss.send("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{artifact_path}", workspace, data=workspace.encode())
+    upload = boss.send(
+        "PUT", f"/api/2.0/mlflow-artifacts/artifacts/{artifact_path}", workspace, data=workspace.encode()
+    )
     assert upload.status_code == 200, upload.text
     model = f"{workspace}-model"
     boss.ok("POST", "registered-models/create", workspace, {"name": model})
@@ -247,21 +275,33 @@ def attempt(world: World, email: str, team: TeamResources, operation: str, spell
         return caller.send(how.method(method), path, ws, json_body=body)
 
     if operation == "delete run":  # a run of its own, made by the admin, for each attempt
-        victim = world.caller(BOSS).ok("POST", "runs/create", ws, {"experiment_id": team.experiment_id})["run"]["info"]["run_id"]
+        victim = world.caller(BOSS).ok("POST", "runs/create", ws, {"experiment_id": team.experiment_id})["run"]["info"][
+            "run_id"
+        ]
     response = {
         "list": lambda: call("GET", "experiments/search", {"max_results": 100}),
         "read": lambda: call("GET", "experiments/get", {"experiment_id": team.experiment_id}),
         "create run": lambda: call("POST", "runs/create", {"experiment_id": team.experiment_id}),
-        "log metric": lambda: call("POST", "runs/log-metric", {"run_id": team.run_id, "key": "loss", "value": 0.1, "timestamp": 2}),
+        "log metric": lambda: call(
+            "POST", "runs/log-metric", {"run_id": team.run_id, "key": "loss", "value": 0.1, "timestamp": 2}
+        ),
         "delete run": lambda: call("POST", "runs/delete", {"run_id": victim}),
         "register version": lambda: call(
-            "POST", "model-versions/create", {"name": team.model, "source": f"mlflow-artifacts:/{team.artifact_path}", "run_id": team.run_id}
+            "POST",
+            "model-versions/create",
+            {"name": team.model, "source": f"mlflow-artifacts:/{team.artifact_path}", "run_id": team.run_id},
         ),
-        "move alias": lambda: call("POST", "registered-models/alias", {"name": team.model, "alias": "champion", "version": "1"}),
+        "move alias": lambda: call(
+            "POST", "registered-models/alias", {"name": team.model, "alias": "champion", "version": "1"}
+        ),
         "change stage": lambda: call(
-            "POST", "model-versions/transition-stage", {"name": team.model, "version": "1", "stage": "Staging", "archive_existing_versions": False}
+            "POST",
+            "model-versions/transition-stage",
+            {"name": team.model, "version": "1", "stage": "Staging", "archive_existing_versions": False},
         ),
-        "read artifact": lambda: caller.send(how.method("GET"), f"{how.prefix}/2.0/mlflow-artifacts/artifacts/{team.artifact_path}", ws),
+        "read artifact": lambda: caller.send(
+            how.method("GET"), f"{how.prefix}/2.0/mlflow-artifacts/artifacts/{team.artifact_path}", ws
+        ),
     }[operation]()
     if response.status_code == 403:
         return False
@@ -288,13 +328,17 @@ def wrong_cells(world: World, email: str, spelling: Spelling) -> list[str]:
         for operation in (*READS, *WRITES):
             expected, got = allowed(world, email, team, operation), attempt(world, email, team, operation, spelling)
             if got is not expected:
-                wrong.append(f"{team.workspace}/{operation}: expected {'allowed' if expected else 'refused'}, got {got}")
+                wrong.append(
+                    f"{team.workspace}/{operation}: expected {'allowed' if expected else 'refused'}, got {got}"
+                )
     return wrong
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS, ids=lambda s: s.name)
 @pytest.mark.parametrize("email", IDENTITIES)
-def test_each_identity_gets_in_each_workspace_what_the_configuration_says(world: World, email: str, spelling: Spelling) -> None:
+def test_each_identity_gets_in_each_workspace_what_the_configuration_says(
+    world: World, email: str, spelling: Spelling
+) -> None:
     """Canonical spellings: each cell as the configuration says. Any other spelling of the method or
     path is refused 400 up front, before identity or permissions (iap_identity.py's first line)."""
     if spelling.canonical:
@@ -328,8 +372,14 @@ def test_mlflow_knows_each_caller_as_iaps_verified_user_and_no_client_can_claim_
     sent by a client in any spelling WSGI would read alike, changes nothing."""
     for email in (BOSS, A1, VISITOR):
         caller = world.caller(email)
-        headers = {**world.signer.headers(email), "x-mlflow-iap-verified-user": BOSS, "X_MLFLOW_IAP_VERIFIED_USER": BOSS}
-        me = requests.get(f"{world.server.url}/ajax-api/2.0/mlflow/users/current", headers=headers, timeout=30).json()["user"]
+        headers = {
+            **world.signer.headers(email),
+            "x-mlflow-iap-verified-user": BOSS,
+            "X_MLFLOW_IAP_VERIFIED_USER": BOSS,
+        }
+        me = requests.get(f"{world.server.url}/ajax-api/2.0/mlflow/users/current", headers=headers, timeout=30).json()[
+            "user"
+        ]
         assert (me["username"], me["is_admin"]) == (email, email == BOSS)
         team_a = world.teams["team-a"]
         logged = requests.post(
@@ -383,8 +433,16 @@ def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_
         "start.sh: cannot read group secret-team@example.com (403 Forbidden); its members get nothing until the server's "
         "service account may read its memberships (docs/security.md: Teams and permissions)" in server.log()
     )
-    run_id = Caller(server, signer, BOSS).ok("POST", "runs/create", "team-a", {"experiment_id": Caller(server, signer, BOSS).ok(
-        "POST", "experiments/create", "team-a", {"name": "groups"})["experiment_id"]})["run"]["info"]["run_id"]
+    run_id = Caller(server, signer, BOSS).ok(
+        "POST",
+        "runs/create",
+        "team-a",
+        {
+            "experiment_id": Caller(server, signer, BOSS).ok(
+                "POST", "experiments/create", "team-a", {"name": "groups"}
+            )["experiment_id"]
+        },
+    )["run"]["info"]["run_id"]
     visitor, a2 = Caller(server, signer, VISITOR), Caller(server, signer, A2)
     try:
         wait_for_answer(a2, run_id, "team-a", 200, 0)
@@ -407,7 +465,10 @@ def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_
 
 
 def test_a_restart_with_another_model_adds_and_removes_grants_to_match(
-    start_server: Launcher, new_database: Callable[[], Database], signer: IapSigner, access_env: Callable[..., dict[str, str]]
+    start_server: Launcher,
+    new_database: Callable[[], Database],
+    signer: IapSigner,
+    access_env: Callable[..., dict[str, str]],
 ) -> None:
     db = new_database()
     migrate(db)
@@ -421,7 +482,12 @@ def test_a_restart_with_another_model_adds_and_removes_grants_to_match(
     for others, status in (("none", 403), ("read", 200)):
         server = start_server(db, **access_env(others))
         server.wait_healthy(timeout=180)
-        assert Caller(server, signer, B1).call("GET", "experiments/get", "team-a", body={"experiment_id": experiment_id}).status_code == status, others
+        assert (
+            Caller(server, signer, B1)
+            .call("GET", "experiments/get", "team-a", body={"experiment_id": experiment_id})
+            .status_code
+            == status
+        ), others
         server.terminate(timeout=30)
 
 
@@ -429,26 +495,63 @@ def test_a_restart_with_another_model_adds_and_removes_grants_to_match(
     ("change", "message"),
     [
         ({"MLFLOW_IAP_ACCESS": "{"}, "start.sh: MLFLOW_IAP_ACCESS is not JSON: "),
-        ({"MLFLOW_IAP_ACCESS": json.dumps({"teams": [{"name": "A", "workspace": "a", "members": []}]})},
-         "start.sh: MLFLOW_IAP_ACCESS: teams[0].name must be 2-63 lower-case letters"),
-        ({"MLFLOW_IAP_ACCESS": json.dumps({"others": "write"})}, "start.sh: MLFLOW_IAP_ACCESS: others must be none or read, got 'write'"),
-        ({"MLFLOW_IAP_ACCESS": json.dumps({"admins": ["alice@example.com"]})},
-         "start.sh: MLFLOW_IAP_ACCESS: admins has 'alice@example.com'; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL"),
-        ({"MLFLOW_IAP_VERIFICATION": "off", "MLFLOW_IAP_AUDIENCE": ""},
-         "start.sh: MLFLOW_IAP_ACCESS needs MLFLOW_IAP_VERIFICATION=on: the user is the IAP-verified e-mail"),
-        ({"MLFLOW_AUTH_ADMIN_PASSWORD": "short"}, "start.sh: MLFLOW_AUTH_ADMIN_PASSWORD must be set (12 characters or more)"),
-        ({"MLFLOW_BASIC_AUTH_FAIL_CLOSED": "false"}, "start.sh: MLFLOW_BASIC_AUTH_FAIL_CLOSED must stay on with MLFLOW_IAP_ACCESS"),
-        ({"MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS": "600"},
-         "start.sh: MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS must be a whole number of seconds from 1 to 300, got '600'"),
+        (
+            {"MLFLOW_IAP_ACCESS": json.dumps({"teams": [{"name": "A", "workspace": "a", "members": []}]})},
+            "start.sh: MLFLOW_IAP_ACCESS: teams[0].name must be 2-63 lower-case letters",
+        ),
+        (
+            {"MLFLOW_IAP_ACCESS": json.dumps({"others": "write"})},
+            "start.sh: MLFLOW_IAP_ACCESS: others must be none or read, got 'write'",
+        ),
+        (
+            {"MLFLOW_IAP_ACCESS": json.dumps({"admins": ["alice@example.com"]})},
+            "start.sh: MLFLOW_IAP_ACCESS: admins has 'alice@example.com'; write user:EMAIL, group:EMAIL or serviceAccount:EMAIL",
+        ),
+        (
+            {"MLFLOW_IAP_VERIFICATION": "off", "MLFLOW_IAP_AUDIENCE": ""},
+            "start.sh: MLFLOW_IAP_ACCESS needs MLFLOW_IAP_VERIFICATION=on: the user is the IAP-verified e-mail",
+        ),
+        (
+            {"MLFLOW_AUTH_ADMIN_PASSWORD": "short"},
+            "start.sh: MLFLOW_AUTH_ADMIN_PASSWORD must be set (12 characters or more)",
+        ),
+        (
+            {"MLFLOW_BASIC_AUTH_FAIL_CLOSED": "false"},
+            "start.sh: MLFLOW_BASIC_AUTH_FAIL_CLOSED must stay on with MLFLOW_IAP_ACCESS",
+        ),
+        (
+            {"MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS": "600"},
+            "start.sh: MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS must be a whole number of seconds from 1 to 300, got '600'",
+        ),
     ],
-    ids=["not-json", "bad-team-name", "bad-others", "bare-email", "verification-off", "short-admin-password", "fail-open", "ttl-over-5-min"],
+    ids=[
+        "not-json",
+        "bad-team-name",
+        "bad-others",
+        "bare-email",
+        "verification-off",
+        "short-admin-password",
+        "fail-open",
+        "ttl-over-5-min",
+    ],
 )
 def test_a_malformed_access_setting_stops_the_start_with_one_line_and_writes_nothing(
-    postgres, new_database: Callable[[], Database], access_env: Callable[..., dict[str, str]], tmp_path: Path, change: dict, message: str
+    postgres,
+    new_database: Callable[[], Database],
+    access_env: Callable[..., dict[str, str]],
+    tmp_path: Path,
+    change: dict,
+    message: str,
 ) -> None:
     db = new_database()
     migrate(db)
-    env = {**access_env("none"), "MLFLOW_BACKEND_STORE_URI": db.uri, "PORT": "1", "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path), **change}
+    env = {
+        **access_env("none"),
+        "MLFLOW_BACKEND_STORE_URI": db.uri,
+        "PORT": "1",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path),
+        **change,
+    }
     result = run_script(START_SH, script_env(**env))
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("start.sh:")]
@@ -499,7 +602,9 @@ def test_a_single_team_database_reads_back_whole_once_teams_are_configured(
         before = upgrade_data.snapshot()
         server.terminate(timeout=30)
 
-        server = start_server(db, MLFLOW_ARTIFACTS_DESTINATION=artifacts, **access_env("none", access_model("none", "default")))
+        server = start_server(
+            db, MLFLOW_ARTIFACTS_DESTINATION=artifacts, **access_env("none", access_model("none", "default"))
+        )
         server.wait_healthy(timeout=180)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         mlflow.set_tracking_uri(server.url)
@@ -520,10 +625,18 @@ def test_the_author_rules_keep_working_under_mlflows_permissions(world: World) -
     team = world.teams["team-a"]
     for email in (A1, CI):
         caller = world.caller(email)
-        run = caller.ok("POST", "runs/create", team.workspace, {"experiment_id": team.experiment_id, "user_id": "someone-else"})
+        run = caller.ok(
+            "POST", "runs/create", team.workspace, {"experiment_id": team.experiment_id, "user_id": "someone-else"}
+        )
         tags = {t["key"]: t["value"] for t in run["run"]["data"]["tags"]}
-        assert (run["run"]["info"]["user_id"], tags["mlflow.user"], tags["mlflow.user.client_claimed"]) == (email, email, "someone-else")
-        caller.ok("POST", "registered-models/alias", team.workspace, {"name": team.model, "alias": "champion", "version": "1"})
+        assert (run["run"]["info"]["user_id"], tags["mlflow.user"], tags["mlflow.user.client_claimed"]) == (
+            email,
+            email,
+            "someone-else",
+        )
+        caller.ok(
+            "POST", "registered-models/alias", team.workspace, {"name": team.model, "alias": "champion", "version": "1"}
+        )
         model = caller.ok("GET", "registered-models/get", team.workspace, {"name": team.model})["registered_model"]
         assert {t["key"]: t["value"] for t in model["tags"]}["mlflow.alias.champion.changed_by"] == email
 
@@ -533,12 +646,24 @@ def test_without_mlflows_auth_tables_the_server_refuses_to_make_them_itself(
 ) -> None:
     """migrate.sh makes them (the migration job); a database only `mlflow db upgrade` brought up has none."""
     db = new_database()
-    upgraded = subprocess.run([str(VENV_BIN / "mlflow"), "db", "upgrade", db.tcp_uri], env=script_env(), capture_output=True, text=True)
+    upgraded = subprocess.run(
+        [str(VENV_BIN / "mlflow"), "db", "upgrade", db.tcp_uri], env=script_env(), capture_output=True, text=True
+    )
     assert upgraded.returncode == 0, upgraded.stderr
-    env = {**access_env("none"), "MLFLOW_BACKEND_STORE_URI": db.uri, "PORT": "1", "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path)}
+    env = {
+        **access_env("none"),
+        "MLFLOW_BACKEND_STORE_URI": db.uri,
+        "PORT": "1",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path),
+    }
     result = run_script(START_SH, script_env(**env))
     assert result.returncode == 1
-    assert "start.sh: MLflow's auth tables (alembic_version_auth) are missing, this MLflow needs revision " in result.stderr
+    assert (
+        "start.sh: MLflow's auth tables (alembic_version_auth) are missing, this MLflow needs revision "
+        in result.stderr
+    )
     assert postgres.query("SELECT to_regclass('public.users') IS NULL", dbname=db.name)[0][0]
     migrate(db)
-    assert not postgres.query("SELECT to_regclass('public.users') IS NULL", dbname=db.name)[0][0], "migrate.sh makes them"
+    assert not postgres.query("SELECT to_regclass('public.users') IS NULL", dbname=db.name)[0][0], (
+        "migrate.sh makes them"
+    )

@@ -58,22 +58,31 @@ def test_groups_turn_on_the_cloud_identity_api_and_name_the_admin_step(app, mlfl
     services = {s["service"] for s in resources(app.stacks["mlflow-teams-project"], "google_project_service").values()}
     assert "cloudidentity.googleapis.com" in services
     assert "Groups Reader" in mlflow_teams["output"]["groups_reader_step"]["value"]
-    assert mlflow_teams["output"]["groups_reader_step"]["value"].endswith(": mlteams-server@example-mlflow-teams.iam.gserviceaccount.com")
+    assert mlflow_teams["output"]["groups_reader_step"]["value"].endswith(
+        ": mlteams-server@example-mlflow-teams.iam.gserviceaccount.com"
+    )
 
 
 def test_without_access_nothing_of_it_exists(app, mlflow):
     assert not {"MLFLOW_IAP_ACCESS", "MLFLOW_AUTH_ADMIN_PASSWORD"} & set(service_env(mlflow))
     assert "random_password" not in mlflow.get("resource", {})
-    services = {s["service"] for s in resources(app.stacks["mlflow-example-project"], "google_project_service").values()}
+    services = {
+        s["service"] for s in resources(app.stacks["mlflow-example-project"], "google_project_service").values()
+    }
     assert "cloudidentity.googleapis.com" not in services
     assert "groups_reader_step" not in mlflow["output"]
 
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"secret_id": ""}, "AccessControlProps.secret_id: is empty"), ({"model": {"teams": []}}, "AccessControlProps.model: has no teams")],
+    [
+        ({"secret_id": ""}, "AccessControlProps.secret_id: is empty"),
+        ({"model": {"teams": []}}, "AccessControlProps.model: has no teams"),
+    ],
 )
 def test_access_control_refuses_props_that_make_no_sense(change, message):
-    props = dict(project="p", region="r", secret_id="s", model={"teams": [{"name": "aa", "workspace": "aa", "members": []}]})
+    props = dict(
+        project="p", region="r", secret_id="s", model={"teams": [{"name": "aa", "workspace": "aa", "members": []}]}
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
         AccessControlProps(**{**props, **change})
