@@ -1,10 +1,10 @@
 """Teams on one server (`[access]`): what the tracking service needs for MLflow's own permissions.
 
 MLflow's auth app insists on a bootstrap admin with a password before it starts. Here it is
-generated at deploy (`random_password`), written to Secret Manager only (write-only version) and
-read by the server from there: nobody types it, and it opens nothing, because every request is
-authenticated as its IAP-verified e-mail (docker/iap_access.py) and the bootstrap admin's name has
-no '@'. The access model itself is not secret: a plain environment value the server applies at start.
+generated at deploy (an ephemeral `random_password`: in no plan or state), written to Secret Manager
+only (write-only version) and read by the server from there: nobody types it, and it opens nothing,
+because every request is authenticated as its IAP-verified e-mail (docker/iap_access.py) and the
+bootstrap admin's name has no '@'. The access model itself is not secret: a plain environment value the server applies at start.
 """
 
 from __future__ import annotations
@@ -14,16 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from constructs import Construct
-from constructs.cdk import TerraformResourceLifecycle, set_newer_provider_attribute
-from constructs.cdk.google.secret_manager_secret import (
-    SecretManagerSecret,
-    SecretManagerSecretReplication,
-    SecretManagerSecretReplicationUserManaged,
-    SecretManagerSecretReplicationUserManagedReplicas,
-)
+from constructs.cdk import ephemeral_random_password
 from constructs.cdk.google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
-from constructs.cdk.google.secret_manager_secret_version import SecretManagerSecretVersion
-from constructs.cdk.random.password import Password
+from constructs.data.write_only_secret import grant_secret_access, regional_secret, write_only_version
 
 ACCESS_ENV = "MLFLOW_IAP_ACCESS"
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
@@ -52,29 +45,18 @@ class AccessControl(Construct):
     def __init__(self, scope: Construct, id: str, props: AccessControlProps) -> None:
         super().__init__(scope, id)
         self._model = json.dumps(props.model, sort_keys=True, separators=(",", ":"))
-        password = Password(self, "admin-password", length=40, special=False)
-        self._secret = SecretManagerSecret(
+        # Ephemeral: in no plan and no state. Write-only, sent once: MLflow reads it only to create the
+        # bootstrap admin, so a later version would change nothing.
+        password = ephemeral_random_password(self, "admin-password", length=40)
+        self._secret = regional_secret(
             self,
             "admin-secret",
             project=props.project,
             secret_id=props.secret_id,
-            replication=SecretManagerSecretReplication(
-                user_managed=SecretManagerSecretReplicationUserManaged(
-                    replicas=[SecretManagerSecretReplicationUserManagedReplicas(location=props.region)]
-                )
-            ),
-            lifecycle=TerraformResourceLifecycle(prevent_destroy=props.protect_from_destroy),
+            region=props.region,
+            protect_from_destroy=props.protect_from_destroy,
         )
-        # Write-only (Terraform >= 1.11): the password is in no plan; MLflow reads it only to create
-        # the bootstrap admin once, so a later version changes nothing.
-        self._version = SecretManagerSecretVersion(
-            self,
-            "admin-secret-version",
-            secret=self._secret.id,
-            secret_data_wo=password.result,
-            deletion_policy="DISABLE",
-        )
-        set_newer_provider_attribute(self._version, "secret_data_wo_version", "1")
+        self._version = write_only_version(self, "admin-secret-version", secret=self._secret, data=password, revision=1)
 
     @property
     def model_json(self) -> str:
@@ -85,14 +67,7 @@ class AccessControl(Construct):
         return self._secret.secret_id
 
     def grant_access(self, key: str, member: str) -> SecretManagerSecretIamMember:
-        return SecretManagerSecretIamMember(
-            self,
-            key,
-            project=self._secret.project,
-            secret_id=self._secret.secret_id,
-            role="roles/secretmanager.secretAccessor",
-            member=member,
-        )
+        return grant_secret_access(self, key, self._secret, member)
 
     def env(self, s: Any) -> list[Any]:
         """The tracking service's variables (`s`: server_container.RunStructs of the service)."""

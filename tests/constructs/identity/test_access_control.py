@@ -30,7 +30,8 @@ def test_the_server_gets_the_access_model_as_data(mlflow_teams, teams_config):
 
 def test_the_bootstrap_admin_password_is_generated_and_only_in_secret_manager(mlflow_teams):
     version = resources(mlflow_teams, "google_secret_manager_secret_version")["access-control/admin-secret-version"]
-    assert version["secret_data_wo"] == "${random_password.access-control_admin-password_32AB2A5E.result}"
+    assert version["secret_data_wo"] == "${ephemeral.random_password.access-control_admin-password.result}"
+    assert "random_password" not in mlflow_teams["resource"], "an ephemeral password: in no state"
     assert "secret_data" not in version
     assert service_env(mlflow_teams)["MLFLOW_AUTH_ADMIN_PASSWORD"] == {
         "secret_key_ref": {
