@@ -24,30 +24,24 @@ export MLFLOW_DISABLE_TELEMETRY=true
 # `mlflow db upgrade URI`, run in-process so the URI (and its password) never appears in the
 # process's command line, where any process listing would show it. With
 # MLFLOW_BACKEND_STORE_AUTH=iam each connection logs in with an IAM access token (cloudsql_iam.py).
-python -c 'import os, sys
-sys.path.insert(0, sys.argv[1])
-import cloudsql_iam
-cloudsql_iam.install()
-from mlflow.cli import cli
-try:
-    sys.exit(cli.main(args=["db", "upgrade", os.environ["MLFLOW_BACKEND_STORE_URI"]], prog_name="mlflow"))
-except cloudsql_iam.TokenUnavailable as e:
-    sys.exit(f"migrate.sh: cannot log in to the backend store with IAM: {e}")' "$(dirname "$0")"
-
-# Then MLflow's auth tables (users, roles, grants; their own version table, alembic_version_auth),
-# which teams ([access], iap_access.py) use: created here, empty, whether or not teams are
-# configured, so turning teams on later needs no migration and the server still never migrates.
+# Then, in the same process (one token, MLflow imported once), MLflow's auth tables (users, roles,
+# grants; their own version table, alembic_version_auth), which teams ([access], iap_access.py) use:
+# created here, empty, whether or not teams are configured, so turning teams on later needs no
+# migration and the server still never migrates.
 exec python -c 'import os, sys
 sys.path.insert(0, sys.argv[1])
 import cloudsql_iam
 cloudsql_iam.install()
 import sqlalchemy
+from mlflow.cli import cli
 from mlflow.server.auth.db.utils import migrate
-engine = sqlalchemy.create_engine(os.environ["MLFLOW_BACKEND_STORE_URI"])
+uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
 try:
-    migrate(engine, "head")
+    cli.main(args=["db", "upgrade", uri], prog_name="mlflow", standalone_mode=False)
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        migrate(engine, "head")
+    finally:
+        engine.dispose()
 except cloudsql_iam.TokenUnavailable as e:
-    sys.exit(f"migrate.sh: cannot log in to the backend store with IAM: {e}")
-finally:
-    engine.dispose()' "$(dirname "$0")"
-
+    sys.exit(f"migrate.sh: cannot log in to the backend store with IAM: {e}")' "$(dirname "$0")"
