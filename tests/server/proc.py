@@ -86,34 +86,34 @@ class ServerProcess:
     def wait_healthy(self, timeout: float = 120) -> float:
         """Seconds until /health answered 200."""
         start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.proc.returncode} before it was healthy:\n{self.log()[-5000:]}"
-                )
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return time.monotonic() - start
-            except (requests.ConnectionError, requests.Timeout):
-                pass
-            time.sleep(0.2)
+        if self._poll_until_200("/health", start, timeout, interval=0.2, headers=None):
+            return time.monotonic() - start
         raise TimeoutError(f"server not healthy after {timeout} s:\n{self.log()[-5000:]}")
 
     def wait_first_answer(self, path: str, timeout: float = 180, headers: dict[str, str] | None = None) -> float:
         """Seconds from the process's start until GET `path` first answered 200 (polled every 50 ms);
         `headers`: what every request carries (IAP's signed assertion behind verification)."""
-        while time.monotonic() - self.launched_at < timeout:
+        if self._poll_until_200(path, self.launched_at, timeout, interval=0.05, headers=headers):
+            return time.monotonic() - self.launched_at
+        raise TimeoutError(f"{path} not answered {timeout} s after the start:\n{self.log()[-5000:]}")
+
+    def _poll_until_200(
+        self, path: str, since: float, timeout: float, interval: float, headers: dict[str, str] | None
+    ) -> bool:
+        """GET `path` until it answers 200 (True) or `timeout` s have passed since `since` (False);
+        RuntimeError if the server exits meanwhile."""
+        while time.monotonic() - since < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode} before answering:\n{self.log()[-5000:]}")
             try:
                 if requests.get(f"{self.url}{path}", headers=headers, timeout=2).status_code == 200:
-                    return time.monotonic() - self.launched_at
+                    return True
             except (requests.ConnectionError, requests.Timeout):
                 # A server still starting may accept the connection and answer late (stock
                 # `mlflow server` on a loaded machine): ask again, until `timeout`.
                 pass
-            time.sleep(0.05)
-        raise TimeoutError(f"{path} not answered {timeout} s after the start:\n{self.log()[-5000:]}")
+            time.sleep(interval)
+        return False
 
     def tree(self) -> list[psutil.Process]:
         """The server's process and all its descendants that are running now."""
