@@ -1,6 +1,7 @@
 """One Terraform, two CDK runtimes: cdktf 0.21 (default) and CDK Terrain (`CDK_RUNTIME=cdktn`).
 
-Each runtime synthesizes the example, the prod-like config (tests/conftest.py) and config/direct-iap.toml through `main.py`,
+Each runtime synthesizes the example, the prod-like config (tests/conftest.py), config/direct-iap.toml and
+config/teams.toml through `main.py`,
 in its own process, with a PATH that has node but no terraform; the JSON must be identical except
 for version metadata. Because CDK Terrain's binding (google 8.7) type-checks the arguments the
 cdktf binding (6.50) cannot, this also checks every `set_newer_provider_attribute` used on cdktf.
@@ -24,7 +25,7 @@ import pytest
 from constructs.cdk import INSTALL_CDKTN
 from stacks.config import EXAMPLE_CONFIG
 from stacks.node import PROJECT_NODE
-from tests.conftest import DIRECT_IAP_CONFIG, PROD_TOML
+from tests.conftest import DIRECT_IAP_CONFIG, PROD_TOML, TEAMS_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
 RUNTIMES = ("cdktf", "cdktn")
@@ -90,7 +91,7 @@ def synthesized(tmp_path_factory) -> dict[str, dict[str, dict]]:
     prod = tmp / "prod.toml"
     prod.write_text(PROD_TOML)
     path = path_without_terraform(tmp)
-    configs = f"{EXAMPLE_CONFIG},{prod},{DIRECT_IAP_CONFIG}"
+    configs = f"{EXAMPLE_CONFIG},{prod},{DIRECT_IAP_CONFIG},{TEAMS_CONFIG}"
     with ThreadPoolExecutor(len(RUNTIMES)) as pool:
         runs = dict(zip(RUNTIMES, pool.map(lambda r: synth(r, tmp / r, path, configs), RUNTIMES), strict=True))
     for runtime, run in runs.items():
@@ -102,7 +103,7 @@ def test_synth_needs_no_terraform_binary(synthesized, tmp_path):
     """cdktf's DataResource ran `terraform version` at synth; constructs.cdk.terraform_data does not."""
     assert shutil.which("terraform", path=path_without_terraform(tmp_path)) is None
     for runtime in RUNTIMES:
-        assert {"bootstrap", "mlflow-example", "mlflow-prod", "mlflow-small"} <= set(synthesized[runtime]), runtime
+        assert {"bootstrap", "mlflow-example", "mlflow-prod", "mlflow-small", "mlflow-teams"} <= set(synthesized[runtime]), runtime
 
 
 def test_both_runtimes_emit_the_same_terraform_for_the_example_and_prod(synthesized):
