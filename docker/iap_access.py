@@ -26,6 +26,7 @@ With MLFLOW_IAP_ACCESS set (the `[access]` table of the deployment's configurati
 from __future__ import annotations
 
 import configparser
+import functools
 import hashlib
 import hmac
 import json
@@ -355,9 +356,11 @@ def authenticate() -> Any:
 
 LOOKUP_CACHE_SECONDS = 5.0
 """How long a user record, a user's grants in a workspace and a workspace are kept per process.
-MLflow's validators read them from the database on every request (twice for the user); a grant or
-admin flag changed through MLflow's own APIs reaches the other requests within this time. What
-iap_access itself changes is seen at once (the caches are emptied)."""
+MLflow's validators read them from the database on every request (twice for the user). Any write
+to the auth or workspace store in a process empties that process's memos, so a grant, revocation
+or admin flag changed through MLflow's own APIs (or by iap_access) holds at once in the process
+that made it, and within this time in the server's other workers and instances."""
+STORE_WRITES = re.compile(r"(create|update|delete|assign|unassign|add|remove|set|rename|grant|revoke)_")
 RUN_CACHE_SIZE = 10_000
 
 
@@ -400,6 +403,25 @@ def _forget_lookups() -> None:
     _grants.clear()
 
 
+def _forgetting(write: Callable[..., T], *memos: _Kept) -> Callable[..., T]:
+    @functools.wraps(write)
+    def forgetting(*args: Any, **kwargs: Any) -> T:
+        try:
+            return write(*args, **kwargs)
+        finally:
+            for memo in memos:
+                memo.clear()
+
+    return forgetting
+
+
+def _forget_on_writes(target: Any, *memos: _Kept) -> None:
+    """Every write method of `target` (an instance or a class) empties `memos` once it is done."""
+    for name in dir(target):
+        if STORE_WRITES.match(name) and callable(getattr(target, name)):
+            setattr(target, name, _forgetting(getattr(target, name), *memos))
+
+
 def install_lookup_caches() -> None:
     """MLflow's auth store, its run lookup and the workspace store, answered from the memos above."""
     import mlflow.server.auth as auth
@@ -408,6 +430,8 @@ def install_lookup_caches() -> None:
     from mlflow.utils import workspace_context
 
     store: Any = auth.store
+    _forget_on_writes(store, _users, _grants)
+    _forget_on_writes(WorkspaceStore, _workspaces)
     get_user, list_grants = store.get_user, store.list_grants
     store.get_user = lambda username: _users.get(username, lambda: get_user(username))
     store.list_grants = lambda user_id, workspace_name, resource_types: _grants.get(
@@ -528,10 +552,12 @@ def mlflow_app() -> Any:
     """The ASGI app MLflow serves: with [access], its auth app's (`create_app`, as `--app-name
     basic-auth` has uvicorn build it), else its plain FastAPI app."""
     if os.environ.get(ACCESS_ENV):
+        import auth_middleware
         from mlflow.server.auth import create_app
 
         app = create_app()
         install_lookup_caches()
+        auth_middleware.install(app)
         return app
     from mlflow.server.fastapi_app import app
 

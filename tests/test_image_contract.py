@@ -7,6 +7,7 @@ config's defaults, the README's table, start.sh's own header, the Dockerfile —
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -141,3 +142,15 @@ def test_terraform_and_the_image_accept_the_same_iap_audiences(monkeypatch):
     monkeypatch.setitem(sys.modules, spec.name, image)  # its dataclasses look themselves up there
     spec.loader.exec_module(image)
     assert [s.pattern for s in IAP_AUDIENCE_SHAPES] == [s.pattern for s in image.AUDIENCE_SHAPES]
+
+
+def test_the_dockerfile_copies_every_module_the_image_s_modules_import():
+    sources = re.search(r"^COPY ((?:[\w.]+ )+)(/\S+/)$", DOCKERFILE, re.M).group(1).split()
+    ours = {p.stem for p in (REPO / "docker").glob("*.py")}
+    missing = set()
+    for source in (s for s in sources if s.endswith(".py")):
+        for node in ast.walk(ast.parse((REPO / "docker" / source).read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            missing |= {f"{n}.py" for n in names if n in ours and f"{n}.py" not in sources}
+    assert "iap_access.py" in sources and missing == set()
