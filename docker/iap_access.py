@@ -13,11 +13,13 @@ With MLFLOW_IAP_ACCESS set (the `[access]` table of the deployment's configurati
   `iap-team` (members: create, change and delete everything in the workspace) and, with
   `others = "read"`, `iap-readers` (members of the other teams: read everything in it).
   `admins` are MLflow admins. A user's admin flag and managed roles are set to what the
-  configuration says when the user is first seen, again at most GROUPS_TTL seconds later (group
-  memberships change), and for every known user at start; anything else an admin grants by
-  hand through MLflow's own APIs stays.
-- `group:` members are resolved with the Cloud Identity Groups API (transitive membership,
-  the server's own credentials, cached for MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS, at most 300).
+  configuration says when the user is first seen (that request waits), again in the background
+  once the answers they rest on are half a TTL old (group memberships change), and for every
+  known user at start; anything else an admin grants by hand through MLflow's own APIs stays.
+- `group:` members are resolved with the Cloud Identity Groups API (transitive membership, the
+  server's own credentials). The TTL (MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS, at most 300) bounds
+  how old an answer deciding a request may be; when Cloud Identity does not answer, the last
+  answer is kept until 2 TTL old, then the user is not a member (CloudIdentityGroups, Provisioner).
 
 `apply_at_start` runs in serve.py before uvicorn: workspaces created, managed roles made to match
 (added, changed, removed), known users reconciled. A malformed model stops the start with one line.
