@@ -13,11 +13,13 @@ With MLFLOW_IAP_ACCESS set (the `[access]` table of the deployment's configurati
   `iap-team` (members: create, change and delete everything in the workspace) and, with
   `others = "read"`, `iap-readers` (members of the other teams: read everything in it).
   `admins` are MLflow admins. A user's admin flag and managed roles are set to what the
-  configuration says when the user is first seen, again at most GROUPS_TTL seconds later (group
-  memberships change), and for every known user at start; anything else an admin grants by
-  hand through MLflow's own APIs stays.
-- `group:` members are resolved with the Cloud Identity Groups API (transitive membership,
-  the server's own credentials, cached for MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS, at most 300).
+  configuration says when the user is first seen (that request waits), again in the background
+  once the answers they rest on are half a TTL old (group memberships change), and for every
+  known user at start; anything else an admin grants by hand through MLflow's own APIs stays.
+- `group:` members are resolved with the Cloud Identity Groups API (transitive membership, the
+  server's own credentials). The TTL (MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS, at most 300) bounds
+  how old an answer deciding a request may be; when Cloud Identity does not answer, the last
+  answer is kept until 2 TTL old, then the user is not a member (CloudIdentityGroups, Provisioner).
 
 `apply_at_start` runs in serve.py before uvicorn: workspaces created, managed roles made to match
 (added, changed, removed), known users reconciled. A malformed model stops the start with one line.
@@ -32,6 +34,7 @@ import hmac
 import json
 import logging
 import os
+import queue
 import re
 import secrets
 import tempfile
@@ -40,10 +43,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -158,18 +162,106 @@ def groups_ttl(environ: Mapping[str, str] = os.environ) -> int:
 
 # --- groups ------------------------------------------------------------------------------------
 
+LOOKUP_TIMEOUT = 3.0
+"""Seconds one Cloud Identity call may take while a request waits for it (a user's first request, or
+one whose answers are past every bound below): a stalled API costs that request this, not minutes."""
+REFRESH_TIMEOUT = 10.0
+"""Seconds one call may take in a background refresh, which no request waits for."""
+REFRESH_AT = 0.5
+"""A user's group answers are refreshed in the background, by the first request that finds them
+older than this fraction of the TTL; the refresh has the other half to answer."""
+REFRESH_WORKERS = 4
+"""Background refreshes run at most this many at a time per process, one per user at most."""
+NAME_SECONDS = 3600.0
+"""How long a group's resource name (`groups/ID`, fixed for the group's life) is kept."""
+MAX_KEPT = 10_000
+"""Most membership answers (group, user), group names and users' syncs a process keeps; the oldest
+go first when there are more, and each goes once it can no longer be served (2 TTL)."""
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Recent(Generic[K, V]):
+    """A thread-safe map whose entries go `seconds` after they were put, at most `size` of them.
+    Every entry lives as long, so insertion order is expiry order: the oldest go first."""
+
+    def __init__(self, seconds: float, size: int = MAX_KEPT) -> None:
+        self.seconds, self.size = seconds, size
+        self._items: OrderedDict[K, tuple[V, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            item = self._items.get(key)
+        return item[0] if item is not None and time.monotonic() < item[1] else None
+
+    def put(self, key: K, value: V) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = (value, now + self.seconds)
+            while len(self._items) > self.size or next(iter(self._items.values()))[1] <= now:
+                self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        """How many entries are held, including any that have expired since the last `put`."""
+        with self._lock:
+            return len(self._items)
+
 
 class GroupUnreadable(Exception):
-    pass
+    """Cloud Identity gave no usable answer about a group; `status` is its HTTP status, if it sent one."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+
+    @property
+    def is_answer(self) -> bool:
+        """403 (the server's account may not read the group: the admin step is missing or was undone)
+        and 404 (no such group) say the same on every call: configuration, not an outage."""
+        return self.status in (403, 404)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Whether a user is in a group, and how long that may decide requests (monotonic times)."""
+
+    found: bool
+    refresh_after: float
+    """From then on, look again in the background."""
+    expires: float
+    """From then on, a request waits for a fresh answer..."""
+    kept_until: float
+    """...unless a refresh is already asking, until then: a slow API is treated as a failing one."""
 
 
 class CloudIdentityGroups:
-    """Transitive group membership from the Cloud Identity Groups API, cached for `ttl` seconds."""
+    """Transitive group membership from the Cloud Identity Groups API, as the server's own account.
 
-    def __init__(self, ttl: int, base_url: str = CLOUD_IDENTITY_URL) -> None:
+    An answer is kept `ttl` seconds from when it was asked for. When Cloud Identity does not answer
+    (5xx, 401, 429, a timeout, a refused connection, no JSON) the last answer about that user is kept
+    until it is 2 x `ttl` old, then the user is not a member (fail closed); a user without a kept
+    answer is not a member at once. One line is logged per group when it stops answering and one
+    when it answers again, and a failing group is asked at most once per `retry` seconds (for all
+    users together). 403 and 404 are answers, not failures: not a member, logged once per group.
+    """
+
+    def __init__(self, ttl: int, base_url: str = CLOUD_IDENTITY_URL, size: int = MAX_KEPT) -> None:
         self.ttl, self.base_url = ttl, base_url.rstrip("/")
-        self._names: dict[str, str] = {}
-        self._members: dict[tuple[str, str], tuple[bool, float]] = {}
+        self.retry = min(10.0, ttl / 3)
+        self._names: _Recent[str, str] = _Recent(NAME_SECONDS, size)
+        """group e-mail -> resource name (a name that answers 404 is looked up again at once)."""
+        self._answers: _Recent[tuple[str, str], tuple[bool, float]] = _Recent(2 * ttl, size)
+        """(group, user) -> (member?, when it was asked)."""
+        self._trouble: dict[str, tuple[str, float | None]] = {}
+        """group -> (the problem logged, when a failing group may be asked again; None for a 403/404,
+        which is an answer); only configured groups get here."""
         self._lock = threading.Lock()
         self._credentials: Any = None
 
@@ -184,39 +276,114 @@ class CloudIdentityGroups:
                 self._credentials.refresh(google.auth.transport.requests.Request())
             return str(self._credentials.token)
 
-    def _get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+    def _get(self, path: str, query: dict[str, str], timeout: float) -> dict[str, Any]:
         url = f"{self.base_url}/v1/{path}?{urllib.parse.urlencode(query)}"
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._token()}"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._token()}"})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as e:
-            raise GroupUnreadable(f"{e.code} {e.reason}") from e
-        except (OSError, ValueError) as e:
-            raise GroupUnreadable(str(e)) from e
+            raise GroupUnreadable(f"{e.code} {e.reason}", e.code) from e
+        except Exception as e:  # a timeout, a refused connection, no token, no JSON: no answer
+            raise GroupUnreadable(str(e) or type(e).__name__) from e
         if not isinstance(answer, dict):
             raise GroupUnreadable("not a JSON object")
         return answer
 
-    def resource_name(self, group: str) -> str:
-        if group not in self._names:
-            name = self._get("groups:lookup", {"groupKey.id": group}).get("name")
+    def resource_name(self, group: str, timeout: float = LOOKUP_TIMEOUT) -> str:
+        name = self._names.get(group)
+        if name is None:
+            name = self._get("groups:lookup", {"groupKey.id": group}, timeout).get("name")
             if not isinstance(name, str):
-                raise GroupUnreadable("no such group")
-            self._names[group] = name
-        return self._names[group]
+                raise GroupUnreadable("no such group", 404)
+            self._names.put(group, name)
+        return name
 
-    def has_member(self, group: str, email: str) -> tuple[bool, float]:
-        """Whether `email` is in `group`, directly or not, and until when that answer is kept."""
-        cached = self._members.get((group, email))
-        if cached is not None and time.monotonic() < cached[1]:
-            return cached
+    def _check(self, group: str, email: str, timeout: float) -> bool:
         query = {"query": f"member_key_id == '{email}'"}
-        found = bool(
-            self._get(f"{self.resource_name(group)}/memberships:checkTransitiveMembership", query).get("hasMembership")
+        named = self._names.get(group) is not None
+        try:
+            path = f"{self.resource_name(group, timeout)}/memberships:checkTransitiveMembership"
+            return bool(self._get(path, query, timeout).get("hasMembership"))
+        except GroupUnreadable as e:
+            if e.status != 404 or not named:
+                raise
+            self._names.pop(group)  # deleted, or re-created under another name: look it up again
+            return self._check(group, email, timeout)
+
+    def has_member(
+        self, group: str, email: str, timeout: float = LOOKUP_TIMEOUT, max_age: float | None = None
+    ) -> Answer:
+        """Whether `email` is in `group`, directly or not: from an answer younger than `max_age`
+        (default the TTL), else from Cloud Identity, else as the class says when it does not answer."""
+        asked = time.monotonic()
+        kept = self._answers.get((group, email))
+        if kept is not None and asked - kept[1] >= 2 * self.ttl:
+            kept = None  # too old to be served, even while Cloud Identity does not answer
+        if kept is not None and asked - kept[1] < (self.ttl if max_age is None else max_age):
+            return self._fresh(*kept)
+        if self._may_ask(group, asked, timeout):
+            try:
+                found = self._check(group, email, timeout)
+            except GroupUnreadable as e:
+                if not e.is_answer:
+                    self._say(group, f"cannot read group {group} ({e}); {self._failing_means}", asked + self.retry)
+                    return self._unanswered(kept, asked)
+                means = self._denied_means if e.status == 403 else "no group has that address: check [access]"
+                self._say(group, f"cannot read group {group} ({e}); {means}", None)
+                found = False
+            else:
+                self._say(group, None, None)
+            self._answers.put((group, email), (found, asked))
+            return self._fresh(found, asked)
+        return self._unanswered(kept, asked)
+
+    @property
+    def answers_kept(self) -> int:
+        return len(self._answers)
+
+    def _fresh(self, found: bool, asked: float) -> Answer:
+        return Answer(found, asked + self.ttl * REFRESH_AT, asked + self.ttl, asked + 2 * self.ttl)
+
+    def _unanswered(self, kept: tuple[bool, float] | None, now: float) -> Answer:
+        if kept is None:  # fail closed; look again soon
+            return Answer(False, now + self.retry, now + self.ttl, now + self.ttl)
+        found, asked = kept
+        return Answer(found, now + self.retry, asked + 2 * self.ttl, asked + 2 * self.ttl)
+
+    @property
+    def _failing_means(self) -> str:
+        return (
+            f"its members keep what they had for at most {self.ttl} s more, users it has not answered "
+            "about get nothing from it until it answers"
         )
-        self._members[(group, email)] = answer = (found, time.monotonic() + self.ttl)
-        return answer
+
+    _denied_means = (
+        "its members get nothing from it until the server's service account may read its memberships "
+        "(docs/security.md: Teams and permissions)"
+    )
+
+    def _may_ask(self, group: str, now: float, timeout: float) -> bool:
+        """A group that failed is asked again once per `retry` seconds, by one caller at a time."""
+        with self._lock:
+            trouble = self._trouble.get(group)
+            if trouble is None or trouble[1] is None:
+                return True
+            if now < trouble[1]:
+                return False
+            self._trouble[group] = (trouble[0], now + self.retry + timeout)  # this caller probes; others wait
+            return True
+
+    def _say(self, group: str, problem: str | None, ask_again: float | None) -> None:
+        """One log line when a group's problem starts or changes, one when it ends."""
+        with self._lock:
+            before = self._trouble.pop(group, None)
+            if problem is not None:
+                self._trouble[group] = (problem, ask_again)
+        if problem is not None and (before is None or before[0] != problem):
+            _log.warning("iap_access: %s", problem)
+        elif problem is None and before is not None:
+            _log.warning("iap_access: group %s answers again", group)
 
 
 # --- what a user gets --------------------------------------------------------------------------
@@ -227,38 +394,47 @@ class Grants:
     is_admin: bool
     roles: frozenset[tuple[str, str]]
     """(workspace, role name) of the managed roles the user holds."""
-    valid_until: float
-    """When the group answers these rest on are no longer kept (now + TTL without groups)."""
+    refresh_after: float
+    expires: float
+    kept_until: float
+    """The earliest of the group answers' times these grants rest on (see Answer); without group
+    answers, a TTL (and half) from now: the model's user: members are re-applied that often."""
 
 
 class Resolver:
     def __init__(self, model: AccessModel, groups: CloudIdentityGroups) -> None:
         self.model, self.groups = model, groups
 
-    def _is(self, members: tuple[str, ...], email: str, until: list[float]) -> bool:
+    def _is(
+        self, members: tuple[str, ...], email: str, answers: list[Answer], timeout: float, max_age: float | None
+    ) -> bool:
         if any(m.split(":", 1)[1] == email for m in members if not m.startswith("group:")):
             return True
         for member in members:
             kind, who = member.split(":", 1)
             if kind == "group":
-                try:
-                    found, kept_until = self.groups.has_member(who, email)
-                except GroupUnreadable as e:
-                    _log.warning("iap_access: cannot read group %s: %s", who, e)
-                    continue
-                until.append(kept_until)
-                if found:
+                answers.append(answer := self.groups.has_member(who, email, timeout, max_age))
+                if answer.found:
                     return True
         return False
 
-    def grants(self, email: str) -> Grants:
-        email = email.lower()
-        until = [time.monotonic() + self.groups.ttl]
-        own = [t for t in self.model.teams if self._is(t.members, email, until)]
+    def grants(self, email: str, timeout: float = LOOKUP_TIMEOUT, max_age: float | None = None) -> Grants:
+        """What the model gives `email`, group members asked about with `timeout` per call (answers
+        younger than `max_age`, default the TTL, are not asked again)."""
+        email, now, ttl = email.lower(), time.monotonic(), self.groups.ttl
+        answers = [Answer(False, now + ttl * REFRESH_AT, now + ttl, now + 2 * ttl)]
+        own = [t for t in self.model.teams if self._is(t.members, email, answers, timeout, max_age)]
         roles = {(t.workspace, TEAM_ROLE) for t in own}
         if own and self.model.others == "read":
             roles |= {(t.workspace, READERS_ROLE) for t in self.model.teams if t not in own}
-        return Grants(self._is(self.model.admins, email, until), frozenset(roles), min(until))
+        is_admin = self._is(self.model.admins, email, answers, timeout, max_age)
+        return Grants(
+            is_admin,
+            frozenset(roles),
+            min(a.refresh_after for a in answers),
+            min(a.expires for a in answers),
+            min(a.kept_until for a in answers),
+        )
 
 
 # --- MLflow's auth store -----------------------------------------------------------------------
@@ -303,25 +479,84 @@ def _sync_user(email: str, wanted: Grants, role_ids: dict[tuple[str, str], int])
 
 
 @dataclass
-class Provisioner:
-    """Per-process: who was synced, with what, until when."""
+class _Synced:
+    grants: Grants
+    refreshing: bool = False
 
-    resolver: Resolver
-    _synced: dict[str, float] = field(default_factory=dict)
-    _role_ids: dict[tuple[str, str], int] | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+class Provisioner:
+    """Per process: keeps each user's MLflow record (admin flag, managed roles) matching the model.
+
+    - A user first seen (or whose answers are past every bound) waits for the lookup, with
+      LOOKUP_TIMEOUT per call; concurrent requests of that user wait for that one lookup, and
+      nobody else does: there is no lock across users.
+    - A known user is served at once. Once its answers are REFRESH_AT of the TTL old, its first
+      request hands a refresh to a background worker; until it lands, the current grants serve,
+      up to their `expires` (a TTL after the oldest answer was asked for), or, while that refresh
+      is still asking (a slow or failing API), up to `kept_until` (2 TTL).
+    """
+
+    def __init__(self, resolver: Resolver, size: int = MAX_KEPT) -> None:
+        self.resolver = resolver
+        self._users: _Recent[str, _Synced] = _Recent(2 * resolver.groups.ttl, size)
+        self._lookups: dict[str, threading.Event] = {}
+        """The users whose first lookup is under way, each with what its other requests wait on."""
+        self._lock = threading.Lock()
+        self._role_ids: dict[tuple[str, str], int] | None = None
+        self._refresh_queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
 
     def ensure(self, email: str) -> None:
-        if time.monotonic() < self._synced.get(email, 0.0):
-            return
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                synced = self._users.get(email)
+                if synced is not None and (
+                    now < synced.grants.expires or (synced.refreshing and now < synced.grants.kept_until)
+                ):
+                    if now >= synced.grants.refresh_after and not synced.refreshing:
+                        synced.refreshing = True
+                        self._refresh_later(email)
+                    return
+                lookup = self._lookups.get(email)
+                if lookup is None:
+                    lookup = self._lookups[email] = threading.Event()
+                    break
+            lookup.wait()  # another request of this user is looking it up; then see what it found
+        try:
+            self._sync(email, LOOKUP_TIMEOUT, None)
+        finally:
+            with self._lock:
+                del self._lookups[email]
+            lookup.set()
+
+    def _sync(self, email: str, timeout: float, max_age: float | None) -> None:
+        grants = self.resolver.grants(email, timeout, max_age)
+        if self._role_ids is None:
+            self._role_ids = _role_ids()
+        _sync_user(email, grants, self._role_ids)
         with self._lock:
-            if time.monotonic() < self._synced.get(email, 0.0):
-                return
-            if self._role_ids is None:
-                self._role_ids = _role_ids()
-            grants = self.resolver.grants(email)
-            _sync_user(email, grants, self._role_ids)
-            self._synced[email] = grants.valid_until
+            self._users.put(email, _Synced(grants))
+
+    def _refresh_later(self, email: str) -> None:
+        """Called with the lock held: queues the refresh, starting a worker while there are fewer
+        than REFRESH_WORKERS (daemons: a lookup in flight never holds up the server's exit)."""
+        self._refresh_queue.put(email)
+        if len(self._workers) < REFRESH_WORKERS:
+            worker = threading.Thread(target=self._refresh_forever, name="iap-groups-refresh", daemon=True)
+            self._workers.append(worker)
+            worker.start()
+
+    def _refresh_forever(self) -> None:
+        while True:
+            email = self._refresh_queue.get()
+            try:
+                self._sync(email, REFRESH_TIMEOUT, self.resolver.groups.ttl * REFRESH_AT)
+            except Exception:  # the database, most likely: the next request after `expires` syncs in front
+                _log.exception("iap_access: refreshing %s failed", email)
+                with self._lock:
+                    if (synced := self._users.get(email)) is not None:
+                        synced.refreshing = False
 
 
 _provisioner: Provisioner | None = None

@@ -1,7 +1,9 @@
 """A local stand-in for the Cloud Identity Groups API, the part docker/iap_access.py calls: looking a
 group up by e-mail (`groups:lookup`) and checking a transitive membership
 (`memberships:checkTransitiveMembership`). It answers only a request bearing `token` (the fake
-metadata server's), and counts what it was asked. Groups and members are changed by the test.
+metadata server's), and counts what it was asked. Groups and members are changed by the test, and so
+is how well it answers: slowly (`delay`, or `member_delay` for checks about one member), or not at
+all (`outage`: an HTTP status for every request, or "drop": the connection closed unanswered).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import hashlib
 import json
 import re
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +34,15 @@ class FakeCloudIdentity:
     unreadable: set[str] = field(default_factory=set)
     """groups whose memberships the caller may not read (403, as without the admin step)."""
     checks: int = 0
+    asked: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(group, member) -> membership checks received about them, answered or not."""
+    delay: float = 0.0
+    """Seconds every request waits before its answer."""
+    member_delay: dict[str, float] = field(default_factory=dict)
+    """member -> seconds a membership check about them waits before its answer."""
+    outage: int | str | None = None
+    """Every request (after the delays) answered with this HTTP status, or "drop": closed unanswered."""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> FakeCloudIdentity:
         fake = self
@@ -44,6 +57,17 @@ class FakeCloudIdentity:
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
                 by_id = {group_id(g): g for g in fake.groups}
+                check, member = _CHECK.fullmatch(url.path), _QUERY.fullmatch(query.get("query", [""])[0])
+                if check and member:
+                    with fake._lock:
+                        fake.asked[(by_id.get(check.group(1), check.group(1)), member.group(1))] += 1
+                time.sleep(fake.delay + (fake.member_delay.get(member.group(1), 0.0) if check and member else 0.0))
+                if fake.outage == "drop":
+                    self.close_connection = True
+                    return None
+                if fake.outage is not None:
+                    status = int(fake.outage)
+                    return self._send(status, {"error": {"code": status, "status": "UNAVAILABLE"}})
                 if url.path == "/v1/groups:lookup":
                     group = query.get("groupKey.id", [""])[0]
                     if group in fake.unreadable:
@@ -51,7 +75,6 @@ class FakeCloudIdentity:
                     if group not in fake.groups:
                         return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
                     return self._send(200, {"name": f"groups/{group_id(group)}"})
-                check, member = _CHECK.fullmatch(url.path), _QUERY.fullmatch(query.get("query", [""])[0])
                 if check and member and check.group(1) in by_id:
                     fake.checks += 1
                     group = by_id[check.group(1)]
@@ -68,7 +91,11 @@ class FakeCloudIdentity:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a caller that gave up waiting (its timeout) closed the connection
+
+        self._http = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
         return self
 

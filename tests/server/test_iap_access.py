@@ -12,6 +12,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -459,6 +460,117 @@ def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_
     finally:
         cloud_identity.groups[TEAM_A_GROUP] = {A2}
         cloud_identity.unreadable = set()
+
+
+def group_server(
+    start_server: Launcher,
+    new_migrated_database: Callable[[], Database],
+    signer: IapSigner,
+    env: dict[str, str],
+) -> tuple[ServerProcess, dict[str, str]]:
+    """A server with [access] (`env`), and a run the admin made in each team's workspace."""
+    server = start_server(new_migrated_database(), **env)
+    server.wait_healthy(timeout=180)
+    boss, runs = Caller(server, signer, BOSS), {}
+    for workspace in TEAMS:
+        experiment_id = boss.ok("POST", "experiments/create", workspace, {"name": "groups"})["experiment_id"]
+        runs[workspace] = boss.ok("POST", "runs/create", workspace, {"experiment_id": experiment_id})["run"]["info"][
+            "run_id"
+        ]
+    return server, runs
+
+
+def log_metric(caller: Caller, run_id: str, workspace: str) -> tuple[int, float]:
+    """The status of logging a metric to `run_id`, and when (time.monotonic()) it came."""
+    body = {"run_id": run_id, "key": "loss", "value": 0.3, "timestamp": 5}
+    status = caller.call("POST", "runs/log-metric", workspace, body=body).status_code
+    return status, time.monotonic()
+
+
+def test_a_slow_cloud_identity_holds_up_neither_a_known_users_requests_nor_another_users_first_one(
+    start_server: Launcher,
+    new_migrated_database: Callable[[], Database],
+    signer: IapSigner,
+    cloud_identity: FakeCloudIdentity,
+    access_env: Callable[..., dict[str, str]],
+) -> None:
+    """A known user is answered from what the server holds while a refresh asks in the background;
+    a user seen for the first time waits for their own lookup only, made once however many requests
+    they send at once."""
+    known, slow, fast, twin = (f"{who}@example.com" for who in ("known", "slow", "fast", "twin"))
+    cloud_identity.groups[TEAM_A_GROUP] = {A2, known, slow, fast, twin}
+    server, runs = group_server(start_server, new_migrated_database, signer, access_env("none"))
+    run, ws = runs["team-a"], "team-a"
+    try:
+        assert log_metric(Caller(server, signer, known), run, ws)[0] == 200
+        asked = cloud_identity.asked[(TEAM_A_GROUP, known)]
+        cloud_identity.delay = 2.5
+        took, end = [], time.monotonic() + 2 * GROUPS_TTL + 1
+        while time.monotonic() < end:
+            start = time.monotonic()
+            status, done = log_metric(Caller(server, signer, known), run, ws)
+            took.append((status, round(done - start, 2)))
+            time.sleep(0.2)
+        assert cloud_identity.asked[(TEAM_A_GROUP, known)] > asked, "its answers were refreshed meanwhile"
+        assert all(status == 200 for status, _ in took) and max(s for _, s in took) < 1.5, took
+
+        cloud_identity.delay, cloud_identity.member_delay = 0.0, {slow: 2.5, twin: 1.0}
+        with ThreadPoolExecutor(4) as pool:
+            start = time.monotonic()
+            slow_first = pool.submit(log_metric, Caller(server, signer, slow), run, ws)
+            time.sleep(0.5)
+            status, done = log_metric(Caller(server, signer, fast), run, ws)
+            assert status == 200 and done - start < 2.0 and not slow_first.done(), "not held up by another's lookup"
+            assert slow_first.result()[0] == 200 and slow_first.result()[1] - start >= 2.5
+            statuses = list(pool.map(lambda _: log_metric(Caller(server, signer, twin), run, ws)[0], range(4)))
+        assert statuses == [200] * 4 and cloud_identity.asked[(TEAM_A_GROUP, twin)] == 1, "one lookup for four requests"
+    finally:
+        cloud_identity.delay, cloud_identity.member_delay = 0.0, {}
+        cloud_identity.groups[TEAM_A_GROUP] = {A2}
+
+
+@pytest.mark.parametrize("outage", [503, "drop"], ids=["503", "connection-dropped"])
+def test_in_a_cloud_identity_outage_members_keep_their_rights_one_more_ttl_and_newcomers_get_nothing_from_groups(
+    start_server: Launcher,
+    new_migrated_database: Callable[[], Database],
+    signer: IapSigner,
+    cloud_identity: FakeCloudIdentity,
+    access_env: Callable[..., dict[str, str]],
+    outage: int | str,
+) -> None:
+    """The last answer is kept until it is 2 TTL old, then the member gets nothing from the group
+    (fail closed); one log line says so for the group, one when it answers again. A user first seen
+    in the outage gets what their user: membership grants, and nothing from groups."""
+    member, newcomer, named = (f"{who}-{outage}@example.com" for who in ("member", "newcomer", "named"))
+    model = access_model("none")
+    model["teams"][1]["members"].append(f"user:{named}")
+    cloud_identity.groups[TEAM_A_GROUP] = {A2, member, newcomer, named}
+    server, runs = group_server(start_server, new_migrated_database, signer, access_env("none", model))
+    team_a, team_b = runs["team-a"], runs["team-b"]
+    try:
+        asked = time.monotonic()
+        assert log_metric(Caller(server, signer, member), team_a, "team-a")[0] == 200
+        cloud_identity.outage = outage
+        assert log_metric(Caller(server, signer, newcomer), team_a, "team-a")[0] == 403
+        assert log_metric(Caller(server, signer, named), team_b, "team-b")[0] == 200
+        assert log_metric(Caller(server, signer, named), team_a, "team-a")[0] == 403
+
+        seen: list[tuple[int, float]] = []
+        while not seen or seen[-1][0] != 403:
+            seen.append(log_metric(Caller(server, signer, member), team_a, "team-a"))
+            assert seen[-1][1] - asked < 2 * GROUPS_TTL + 2, f"still {seen[-1][0]} 2 TTL after the last answer"
+            time.sleep(0.2)
+        assert {status for status, _ in seen[:-1]} == {200} and seen[-1][1] - asked >= 2 * GROUPS_TTL, seen
+        said = [line for line in server.log().splitlines() if f"iap_access: cannot read group {TEAM_A_GROUP} (" in line]
+        assert len(said) == 1 and f"keep what they had for at most {GROUPS_TTL} s more" in said[0], said
+
+        cloud_identity.outage = None
+        wait_for_answer(Caller(server, signer, member), team_a, "team-a", 200, timeout=GROUPS_TTL + 1)
+        wait_for_answer(Caller(server, signer, newcomer), team_a, "team-a", 200, timeout=GROUPS_TTL + 1)
+        assert f"iap_access: group {TEAM_A_GROUP} answers again" in server.log()
+    finally:
+        cloud_identity.outage = None
+        cloud_identity.groups[TEAM_A_GROUP] = {A2}
 
 
 # --- applied at start, refused at start --------------------------------------------------------
