@@ -400,6 +400,32 @@ def test_mlflows_user_and_role_apis_are_for_admins_only(world: World) -> None:
     assert {BOSS, "iap-bootstrap-admin"} <= users
 
 
+def test_a_role_an_admin_assigns_or_unassigns_through_mlflow_holds_from_the_next_request(world: World) -> None:
+    """The server keeps users and grants for a few seconds (iap_access.LOOKUP_CACHE_SECONDS), but a
+    write through MLflow's own APIs empties what this process keeps: no window after a revocation."""
+    boss, a1, b = world.caller(BOSS), world.caller(A1), world.teams["team-b"]
+    roles = "/api/3.0/mlflow/roles"
+
+    def log_metric() -> int:
+        body = {"run_id": b.run_id, "key": "by-hand", "value": 1.0, "timestamp": 1}
+        return a1.call("POST", "runs/log-metric", b.workspace, body=body).status_code
+
+    created = boss.send("POST", f"{roles}/create", None, json_body={"name": "by-hand", "workspace": b.workspace})
+    assert created.status_code == 200, created.text
+    role_id = created.json()["role"]["id"]
+    try:
+        grant = {"role_id": role_id, "resource_type": "experiment", "resource_pattern": "*", "permission": "EDIT"}
+        assert boss.send("POST", f"{roles}/permissions/add", None, json_body=grant).status_code == 200
+        assert log_metric() == 403  # and A1's grants in team-b are now kept by the server
+        assignment = {"username": A1, "role_id": role_id}
+        assert boss.send("POST", f"{roles}/assign", None, json_body=assignment).status_code == 200
+        assert log_metric() == 200
+        assert boss.send("DELETE", f"{roles}/unassign", None, json_body=assignment).status_code == 200
+        assert log_metric() == 403
+    finally:
+        assert boss.send("DELETE", f"{roles}/delete", None, json_body={"role_id": role_id}).status_code == 200
+
+
 # --- groups ------------------------------------------------------------------------------------
 
 
