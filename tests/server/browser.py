@@ -22,8 +22,6 @@ import requests
 
 from tests.server.pg import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL_BROWSER = (
     "sudo apt-get install chromium chromium-driver (Debian/Ubuntu; ./scripts/setup.sh does it where it can)"
 )
@@ -44,11 +42,16 @@ ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
 """The W3C WebDriver key of an element reference."""
 
 
+def find_browser() -> tuple[str, str] | None:
+    """Chromium and ChromeDriver on PATH (Debian's: /usr/bin), as scripts/setup.sh looks for them."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    return (chromium, chromedriver) if chromium and chromedriver else None
+
+
 def require_browser() -> None:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if not missing:
+    if find_browser():
         return
-    message = f"{' and '.join(missing)} not found; install them: {INSTALL_BROWSER}"
+    message = f"Chromium and ChromeDriver not found on PATH; install them: {INSTALL_BROWSER}"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -62,17 +65,21 @@ class Browser:
     """One Chromium (a new, empty profile) behind one ChromeDriver, both ended by `close`."""
 
     def __init__(self) -> None:
+        found = find_browser()
+        if found is None:
+            raise WebDriverError(f"Chromium and ChromeDriver not found on PATH: {INSTALL_BROWSER}")
+        chromium, chromedriver = found
         self._profile = tempfile.mkdtemp(prefix="chromium-profile-")
         port = free_port()
         self._base = f"http://127.0.0.1:{port}"
         self._driver = subprocess.Popen(
-            [str(CHROMEDRIVER), f"--port={port}", "--allowed-ips=127.0.0.1"],
+            [chromedriver, f"--port={port}", "--allowed-ips=127.0.0.1"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
             self._wait_ready()
-            options = {"binary": str(CHROMIUM), "args": [*CHROMIUM_FLAGS, f"--user-data-dir={self._profile}"]}
+            options = {"binary": chromium, "args": [*CHROMIUM_FLAGS, f"--user-data-dir={self._profile}"]}
             capabilities = {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}
             session = self._call("POST", "/session", {"capabilities": capabilities})
             self._session = f"/session/{session['sessionId']}"
@@ -91,7 +98,7 @@ class Browser:
             if self._driver.poll() is not None:
                 break
             time.sleep(0.1)
-        raise WebDriverError(f"ChromeDriver did not start ({CHROMEDRIVER}, exit {self._driver.poll()})")
+        raise WebDriverError(f"ChromeDriver did not start (exit {self._driver.poll()})")
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         response = requests.request(method, self._base + path, json=body, timeout=120)

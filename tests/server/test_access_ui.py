@@ -81,7 +81,7 @@ def open_model_registry(browser: Browser) -> None:
 
 @pytest.mark.parametrize("email", [A1, B1])
 def test_each_member_sees_their_teams_experiments_and_models_none_of_the_others_and_who_they_are(
-    world: World, browser: Browser, email: str
+    browser: Browser, world: World, email: str
 ) -> None:
     own, other = world.teams[TEAM_OF[email]], world.teams[other_team(email)]
     with through_iap(world, email) as iap:
@@ -104,7 +104,7 @@ def test_each_member_sees_their_teams_experiments_and_models_none_of_the_others_
 
 @pytest.mark.parametrize("email", [A1, B1])
 def test_the_other_teams_workspace_opened_by_its_address_shows_none_of_its_experiments_or_models(
-    world: World, browser: Browser, email: str
+    browser: Browser, world: World, email: str
 ) -> None:
     """A link to the other team's pages (the workspace is in the address) gets the user empty lists:
     MLflow's auth app filters the search responses to what the user may read."""
@@ -126,7 +126,7 @@ def answered(iap: CloudRunProxy, path: str) -> bool:
     return any(e.target.startswith(path) and e.status == 200 for e in iap.exchanges)
 
 
-def test_a_header_the_ui_takes_from_a_cookie_claims_no_other_identity(world: World, browser: Browser) -> None:
+def test_a_header_the_ui_takes_from_a_cookie_claims_no_other_identity(browser: Browser, world: World) -> None:
     """MLflow's UI sends every cookie named mlflow-request-header-NAME as header NAME; neither the
     server's verified-user header nor IAP's assertion can be claimed that way."""
     with through_iap(world, A1) as iap:
