@@ -103,7 +103,9 @@ def test_synth_needs_no_terraform_binary(synthesized, tmp_path):
     """cdktf's DataResource ran `terraform version` at synth; constructs.cdk.terraform_data does not."""
     assert shutil.which("terraform", path=path_without_terraform(tmp_path)) is None
     for runtime in RUNTIMES:
-        assert {"bootstrap", "mlflow-example", "mlflow-prod", "mlflow-small", "mlflow-teams"} <= set(synthesized[runtime]), runtime
+        assert {"bootstrap", "mlflow-example", "mlflow-prod", "mlflow-small", "mlflow-teams"} <= set(
+            synthesized[runtime]
+        ), runtime
 
 
 def test_both_runtimes_emit_the_same_terraform_for_the_example_and_prod(synthesized):
