@@ -2,8 +2,9 @@
 # Everything synth and the tests need, without root: pipenv in a project-level tools environment
 # (.tools/, as pipenv's docs suggest where the system Python is externally managed, PEP 668), the
 # locked Python packages in .venv, the pinned CLI and Node.js in node_modules; then PostgreSQL's server
-# binaries for the end-to-end tests where this machine lets us install them (root, passwordless sudo
-# or Homebrew), and otherwise one line saying what to install. CI=true makes that line an error.
+# binaries for the end-to-end tests and Chromium with ChromeDriver for the UI test, where this machine
+# lets us install them (root, passwordless sudo, or Homebrew for PostgreSQL), and otherwise one line
+# saying what to install. CI=true makes that line an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,19 +43,42 @@ postgres_bindir() {
   command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)"
 }
 
+have_browser() { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }
+
+can_apt() { command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 if [ -z "$(postgres_bindir)" ]; then
-  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then
-    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  if can_apt; then
+    apt_install postgresql
   elif command -v brew >/dev/null 2>&1; then
     brew install --quiet postgresql@16 && brew link --quiet postgresql@16 || true
   fi
 fi
-if bindir=$(postgres_bindir) && [ -n "$bindir" ]; then
-  echo "setup: done (.venv, node_modules, PostgreSQL in $bindir)"
-else
-  msg="PostgreSQL server binaries not found; the end-to-end tests need them: sudo apt-get install postgresql (Debian/Ubuntu) or brew install postgresql@16 (macOS)"
-  if [ "${CI:-}" = true ]; then echo "setup: $msg" >&2; exit 1; fi
-  echo "setup: done (.venv, node_modules); $msg"
+if ! have_browser && can_apt; then
+  apt_install chromium chromium-driver
 fi
+
+missing=()
+if bindir=$(postgres_bindir) && [ -n "$bindir" ]; then
+  have="PostgreSQL in $bindir"
+else
+  have=""
+  missing+=("PostgreSQL server binaries not found; the end-to-end tests need them: sudo apt-get install postgresql (Debian/Ubuntu) or brew install postgresql@16 (macOS)")
+fi
+if have_browser; then
+  have="${have:+$have, }Chromium and ChromeDriver"
+else
+  missing+=("Chromium and ChromeDriver not found; the UI test needs them: sudo apt-get install chromium chromium-driver (Debian/Ubuntu)")
+fi
+if [ "${CI:-}" = true ] && [ ${#missing[@]} -gt 0 ]; then
+  printf 'setup: %s\n' ${missing[@]+"${missing[@]}"} >&2
+  exit 1
+fi
+echo "setup: done (.venv, node_modules${have:+, $have})"
+for msg in ${missing[@]+"${missing[@]}"}; do echo "setup: $msg"; done

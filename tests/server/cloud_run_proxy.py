@@ -16,13 +16,17 @@ server (its `upstream`, e.g. a start.sh server) either
 Hop-by-hop headers are dropped; Host goes through (as `:authority` over HTTP/2), so the server's
 allowed-hosts check sees the client's. Every exchange is recorded, with the HTTP version the
 server really answered in, so a test can tell that the h2c hop was HTTP/2.
+
+`front_door` stands in for what sits before Cloud Run: headers it adds to every request, in place
+of any the client sent under the same names (IAP's signed assertion for one user: the browser
+test's IAP, `test_access_ui.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,6 +63,8 @@ class Exchange:
     """What the server answered in ("HTTP/2", "HTTP/1.1"); None: not forwarded (refused, or failed)."""
     request_body_bytes: int
     response_body_bytes: int
+    client_headers: frozenset[str] = frozenset()
+    """The names of the headers the client sent (lower case), before the front door's were added."""
 
 
 class _Refused(Exception):
@@ -68,11 +74,12 @@ class _Refused(Exception):
 class CloudRunProxy:
     """Runs in a thread of its own (its own event loop), so blocking clients can use it."""
 
-    def __init__(self, upstream: str, mode: Mode) -> None:
+    def __init__(self, upstream: str, mode: Mode, front_door: Callable[[], dict[str, str]] | None = None) -> None:
         if mode not in ("http1", "h2c"):
             raise ValueError(f"mode must be http1 or h2c, not {mode!r}")
         self.upstream = upstream.rstrip("/")
         self.mode = mode
+        self.front_door = front_door
         self.exchanges: list[Exchange] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -184,6 +191,7 @@ class CloudRunProxy:
     ) -> None:
         method, target = request.method.decode(), request.target.decode()
         headers = {name.lower(): value for name, value in request.headers}
+        sent_by_client = {name.decode() for name in headers}
         declared = int(headers[b"content-length"]) if b"content-length" in headers else None
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
         received = 0
@@ -212,7 +220,9 @@ class CloudRunProxy:
             body = None
             await self._next_event(conn, reader)  # the request's EndOfMessage
 
-        forwarded = [(name, value) for name, value in request.headers if name.lower() not in HOP_BY_HOP]
+        added = {k.lower().encode(): v.encode() for k, v in (self.front_door() if self.front_door else {}).items()}
+        forwarded = [(name, value) for name, value in request.headers if name.lower() not in HOP_BY_HOP | added.keys()]
+        forwarded += added.items()
         peer = writer.get_extra_info("peername")
         forwarded += [(b"x-forwarded-for", peer[0].encode()), (b"x-forwarded-proto", b"https")]
         assert self._client is not None
@@ -237,7 +247,9 @@ class CloudRunProxy:
             await self._send(conn, writer, h11.EndOfMessage())
         finally:
             await response.aclose()
-            self.exchanges.append(Exchange(method, target, response.status_code, version, received, sent))
+            self.exchanges.append(
+                Exchange(method, target, response.status_code, version, received, sent, frozenset(sent_by_client))
+            )
 
     async def _answer(
         self,

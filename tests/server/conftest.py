@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.server.iap_signer import IapSigner
+from tests.server.fake_cloud_identity import FakeCloudIdentity
+from tests.server.fake_metadata import FakeMetadataServer
+from tests.server.iap_signer import AUDIENCE, IapSigner
 from tests.server.pg import PostgresCluster, PostgresNotInstalled, free_port
 from tests.server.proc import MIGRATE_SH, START_SH, ServerProcess, run_script, script_env
+from tests.server.teams import A2, ADMIN_PASSWORD, GROUPS_TTL, TEAM_A_GROUP, access_model
 
 APP_USER = "mlflow"
 # Needs URL-encoding in the backend store URI: '@' ends userinfo, '/' a path, '%' starts an escape.
@@ -140,3 +144,47 @@ def signer() -> Iterator[IapSigner]:
     """IAP's stand-in: signs assertions with its own key set, served over HTTP on loopback."""
     with IapSigner() as signer:
         yield signer
+
+
+# --- teams ([access], tests/server/teams.py) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def metadata() -> Iterator[FakeMetadataServer]:
+    server = FakeMetadataServer(token="ya29.groups-reader").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud_identity(metadata: FakeMetadataServer) -> Iterator[FakeCloudIdentity]:
+    fake = FakeCloudIdentity(token=metadata.token, groups={TEAM_A_GROUP: {A2}}).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def access_env(
+    signer: IapSigner,
+    metadata: FakeMetadataServer,
+    cloud_identity: FakeCloudIdentity,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., dict[str, str]]:
+    """start.sh's environment for [access] (tests/server/teams.py): the model as JSON (teams.py's
+    `access_model(others)` unless given), IAP verification against `signer`, groups from
+    `cloud_identity`."""
+    gcloud = tmp_path_factory.mktemp("gcloud")
+
+    def env(others: str, model: dict | None = None) -> dict[str, str]:
+        return {
+            "MLFLOW_IAP_VERIFICATION": "on",
+            "MLFLOW_IAP_AUDIENCE": AUDIENCE,
+            "MLFLOW_IAP_TEST_KEYS_URL": signer.keys_url,
+            "MLFLOW_IAP_ACCESS": json.dumps(model or access_model(others)),
+            "MLFLOW_IAP_ACCESS_GROUPS_TTL_SECONDS": str(GROUPS_TTL),
+            "MLFLOW_IAP_TEST_CLOUD_IDENTITY_URL": cloud_identity.url,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            **metadata.environment(gcloud),
+        }
+
+    return env
