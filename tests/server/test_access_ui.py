@@ -23,12 +23,13 @@ from tests.server.browser import Browser, require_browser
 from tests.server.cloud_run_proxy import CloudRunProxy
 from tests.server.conftest import Database, Launcher
 from tests.server.iap_signer import IapSigner
-from tests.server.teams import A1, B1, BOSS, TEAM_OF, World, start_world
+from tests.server.teams import A1, B1, BOSS, TEAM_OF, VISITOR, World, start_world
 
 pytestmark = pytest.mark.slow
 
 EMPTY_EXPERIMENTS = "Create your first experiment"
 EMPTY_MODELS = "Share and manage machine learning models"
+EMPTY_WORKSPACES = "Create your first workspace"
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,17 @@ def test_a_header_the_ui_takes_from_a_cookie_claims_no_other_identity(browser: B
         assert shows_account(browser, A1)
         assert BOSS not in browser.text()
         assert world.teams["team-b"].workspace not in browser.text(), "no admin's view of every workspace"
+
+
+@pytest.mark.parametrize(("email", "workspaces"), [(BOSS, {"team-a", "team-b"}), (VISITOR, set())])
+def test_an_admin_is_offered_every_teams_workspace_and_someone_in_no_team_none(
+    browser: Browser, world: World, email: str, workspaces: set[str]
+) -> None:
+    def listed(text: str) -> bool:
+        return all(w in text for w in workspaces) if workspaces else EMPTY_WORKSPACES in text
+
+    with through_iap(world, email) as iap:
+        browser.open(f"{iap.url}/")
+        home = browser.wait_for(lambda text: email in text and listed(text), f"{email} and the workspace list")
+        assert shows_account(browser, email)
+        assert {w for w in world.teams if w in home} == workspaces
