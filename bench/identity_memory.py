@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.server.iap_signer import AUDIENCE, IapSigner  # noqa: E402
 from tests.server.pg import PostgresCluster, free_port  # noqa: E402
-from tests.server.proc import PeakRss, ServerProcess, run_load, run_script, script_env, split_cpus  # noqa: E402
+from tests.server.proc import PeakRss, ServerProcess, log_metric_body, run_load, run_script, script_env, split_cpus  # noqa: E402
 
 USER, PASSWORD = "bench", "b@nch/p%ss"
 MiB = 2**20
@@ -95,13 +95,7 @@ class Target:
         self.run_id, self.artifact_uri = info["run_id"], info["artifact_uri"]
 
     def log_metric(self, session: requests.Session, i: int) -> requests.Response:
-        body = {
-            "run_id": self.run_id,
-            "key": f"m{i % 10}",
-            "value": i * 0.5,
-            "timestamp": int(time.time() * 1000),
-            "step": i,
-        }
+        body = log_metric_body(self.run_id, i)
         return session.post(f"{self.api}/runs/log-metric", json=body, headers=self.headers, timeout=60)
 
     def artifact_file(self, name: str) -> Path:

@@ -57,6 +57,7 @@ from tests.server.proc import (
     ConnectionSampler,
     LoadResult,
     ServerProcess,
+    log_metric_body,
     run_load,
     run_script,
     script_env,
@@ -124,6 +125,28 @@ class Result:
     db_workers: int
     cpu_s: float
     idle_db_by_process: dict[str, int]
+
+    @classmethod
+    def of(
+        cls, running: Running, memory: MemorySampler, load: LoadResult, cpu_s: float, db: tuple[int, int, int]
+    ) -> Result:
+        """`db`: most connections under load, in all and per worker, and how many workers."""
+        return cls(
+            config=running.config,
+            first_api_s=running.first_api_s,
+            processes=running.idle.processes,
+            idle_rss=running.idle.rss,
+            idle_pss=running.idle.pss,
+            idle_db=running.idle.db,
+            load_rss=memory.max_rss,
+            load_pss=memory.max_pss,
+            load=load,
+            db_max_total=db[0],
+            db_max_per_worker=db[1],
+            db_workers=db[2],
+            cpu_s=cpu_s,
+            idle_db_by_process=running.idle.db_by_process,
+        )
 
 
 class MemorySampler(threading.Thread):
@@ -197,13 +220,7 @@ class Running:
     run_id: str = ""
 
     def log_metric(self, session: requests.Session, i: int) -> requests.Response:
-        body = {
-            "run_id": self.run_id,
-            "key": f"m{i % 10}",
-            "value": i * 0.5,
-            "timestamp": int(time.time() * 1000),
-            "step": i,
-        }
+        body = log_metric_body(self.run_id, i)
         return session.post(
             f"{self.server.url}/api/2.0/mlflow/runs/log-metric", json=body, headers=self.headers, timeout=60
         )
@@ -304,22 +321,8 @@ def bench(
         # Database connections per uvicorn worker: the processes that serve requests.
         per_process = connections.max_by_pid
         workers = [p.pid for p in server.tree() if "spawn_main" in " ".join(p.cmdline())] or [server.proc.pid]
-        return Result(
-            config=config,
-            first_api_s=running.first_api_s,
-            processes=running.idle.processes,
-            idle_rss=running.idle.rss,
-            idle_pss=running.idle.pss,
-            idle_db=running.idle.db,
-            load_rss=memory.max_rss,
-            load_pss=memory.max_pss,
-            load=load,
-            db_max_total=connections.max_on_server,
-            db_max_per_worker=max(per_process.get(pid, 0) for pid in workers),
-            db_workers=len(workers),
-            cpu_s=cpu_s,
-            idle_db_by_process=running.idle.db_by_process,
-        )
+        db = (connections.max_on_server, max(per_process.get(pid, 0) for pid in workers), len(workers))
+        return Result.of(running, memory, load, cpu_s, db)
 
 
 def merged(loads: list[LoadResult]) -> LoadResult:
@@ -365,24 +368,8 @@ def paired(
         spread = [b[0].per_second / a[0].per_second for a, b in zip(loads[0], loads[1], strict=True)]
         results = []
         for running, memory, sampled, load in zip(servers, memories, connections, loads, strict=True):
-            results.append(
-                Result(
-                    config=running.config,
-                    first_api_s=running.first_api_s,
-                    processes=running.idle.processes,
-                    idle_rss=running.idle.rss,
-                    idle_pss=running.idle.pss,
-                    idle_db=running.idle.db,
-                    load_rss=memory.max_rss,
-                    load_pss=memory.max_pss,
-                    load=merged([x for x, _ in load]),
-                    db_max_total=sampled.max_on_server,
-                    db_max_per_worker=sampled.max_on_server,
-                    db_workers=1,
-                    cpu_s=sum(cpu for _, cpu in load),
-                    idle_db_by_process=running.idle.db_by_process,
-                )
-            )
+            db = (sampled.max_on_server, sampled.max_on_server, 1)
+            results.append(Result.of(running, memory, merged([x for x, _ in load]), sum(c for _, c in load), db))
         return results, spread
 
 

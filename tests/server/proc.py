@@ -255,6 +255,11 @@ class LoadResult:
         return 1000 * ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else float("nan")
 
 
+def log_metric_body(run_id: str, i: int) -> dict[str, object]:
+    """The i-th metric a load generator logs: ten keys in turn, each step once."""
+    return {"run_id": run_id, "key": f"m{i % 10}", "value": i * 0.5, "timestamp": int(time.time() * 1000), "step": i}
+
+
 def run_load(clients: int, seconds: float, request: Callable[[requests.Session, int], requests.Response]) -> LoadResult:
     """`clients` threads, each with its own HTTP session, call `request(session, i)` back to back
     for `seconds`; a response other than 200 (or an exception) counts as failed."""
