@@ -238,6 +238,23 @@ def test_mlflows_user_and_role_apis_are_for_admins_only(world: World) -> None:
     assert {BOSS, "iap-bootstrap-admin"} <= users
 
 
+def test_only_an_admin_may_create_a_workspace_the_ui_offers_everyone_to_create(world: World) -> None:
+    """MLflow's UI shows every user a "Create workspace" button; MLflow's auth app refuses all but admins."""
+    for prefix in ("/api", "/ajax-api"):
+        for email in (A1, CI, B1, VISITOR):
+            made = world.caller(email).send(
+                "POST", f"{prefix}/3.0/mlflow/workspaces", None, json_body={"name": "rogue"}
+            )
+            assert made.status_code == 403, (email, prefix, made.status_code, made.text)
+    boss, name = world.caller(BOSS), f"admin-made-{world.others}"
+    listed = boss.send("GET", "/api/3.0/mlflow/workspaces", None)
+    assert listed.status_code == 200 and {"team-a", "team-b"} <= {w["name"] for w in listed.json()["workspaces"]}
+    assert "rogue" not in {w["name"] for w in listed.json()["workspaces"]}
+    made = boss.send("POST", "/api/3.0/mlflow/workspaces", None, json_body={"name": name})
+    assert made.status_code == 201, made.text
+    assert boss.send("DELETE", f"/api/3.0/mlflow/workspaces/{name}", None).status_code == 204
+
+
 def test_a_role_an_admin_assigns_or_unassigns_through_mlflow_holds_from_the_next_request(world: World) -> None:
     """The server keeps users and grants for a few seconds (iap_access.LOOKUP_CACHE_SECONDS), but a
     write through MLflow's own APIs empties what this process keeps: no window after a revocation."""
