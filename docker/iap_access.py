@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -175,19 +176,20 @@ REFRESH_WORKERS = 4
 NAME_SECONDS = 3600.0
 """How long a group's resource name (`groups/ID`, fixed for the group's life) is kept."""
 MAX_KEPT = 10_000
-"""Most membership answers (group, user), group names and users' syncs a process keeps; the oldest
-go first when there are more, and each goes once it can no longer be served (2 TTL)."""
+"""Most membership answers (group, user), group names, users' syncs and entries of each lookup memo
+a process keeps; the oldest go first when there are more, and each goes once it can no longer be
+served (2 TTL for group answers)."""
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
 class _Recent(Generic[K, V]):
-    """A thread-safe map whose entries go `seconds` after they were put, at most `size` of them.
-    Every entry lives as long, so insertion order is expiry order: the oldest go first."""
+    """A thread-safe map whose entries go `seconds` after they were put (None: never), at most `size`
+    of them. Every entry lives as long, so insertion order is expiry order: the oldest go first."""
 
-    def __init__(self, seconds: float, size: int = MAX_KEPT) -> None:
-        self.seconds, self.size = seconds, size
+    def __init__(self, seconds: float | None, size: int = MAX_KEPT) -> None:
+        self.seconds, self.size = math.inf if seconds is None else seconds, size
         self._items: OrderedDict[K, tuple[V, float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -204,9 +206,22 @@ class _Recent(Generic[K, V]):
             while len(self._items) > self.size or next(iter(self._items.values()))[1] <= now:
                 self._items.popitem(last=False)
 
+    def get_or(self, key: K, compute: Callable[[], V | None]) -> V | None:
+        """The value kept for `key`, else `compute()`'s, kept unless None (absent now, maybe not in a moment)."""
+        value = self.get(key)
+        if value is None:
+            value = compute()
+            if value is not None:
+                self.put(key, value)
+        return value
+
     def pop(self, key: K) -> None:
         with self._lock:
             self._items.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
     def __len__(self) -> int:
         """How many entries are held, including any that have expired since the last `put`."""
@@ -474,8 +489,6 @@ def _sync_user(email: str, wanted: Grants, role_ids: dict[tuple[str, str], int])
                 store.assign_role_to_user(user.id, role_ids[key])
             except MlflowException:
                 pass  # assigned meanwhile by another request or instance
-    if user.is_admin != wanted.is_admin or held.keys() != wanted.roles:
-        _forget_lookups()
 
 
 @dataclass
@@ -599,46 +612,14 @@ STORE_WRITES = re.compile(r"(create|update|delete|assign|unassign|add|remove|set
 RUN_CACHE_SIZE = 10_000
 
 
-class _Kept:
-    """A small thread-safe memo: each value for `seconds` (None: for ever), at most `size` of them."""
-
-    def __init__(self, seconds: float | None, size: int = 10_000) -> None:
-        self.seconds, self.size = seconds, size
-        self._values: dict[Hashable, tuple[Any, float | None]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, compute: Callable[[], T | None]) -> T | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._values.get(key)
-        if hit is not None and (hit[1] is None or now < hit[1]):
-            value: T | None = hit[0]
-            return value
-        value = compute()
-        if value is None:  # absent now, maybe not in a moment: not kept
-            return None
-        with self._lock:
-            if len(self._values) >= self.size:
-                self._values.clear()
-            self._values[key] = (value, None if self.seconds is None else now + self.seconds)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
-
-
-_users, _grants, _workspaces = _Kept(LOOKUP_CACHE_SECONDS), _Kept(LOOKUP_CACHE_SECONDS), _Kept(LOOKUP_CACHE_SECONDS)
-_run_experiments = _Kept(None, RUN_CACHE_SIZE)
+_users: _Recent[Hashable, Any] = _Recent(LOOKUP_CACHE_SECONDS)
+_grants: _Recent[Hashable, Any] = _Recent(LOOKUP_CACHE_SECONDS)
+_workspaces: _Recent[Hashable, Any] = _Recent(LOOKUP_CACHE_SECONDS)
+_run_experiments: _Recent[Hashable, Any] = _Recent(None, RUN_CACHE_SIZE)
 """(request workspace, run id) -> the run's experiment id, which never changes."""
 
 
-def _forget_lookups() -> None:
-    _users.clear()
-    _grants.clear()
-
-
-def _forgetting(write: Callable[..., T], *memos: _Kept) -> Callable[..., T]:
+def _forgetting(write: Callable[..., T], *memos: _Recent[Any, Any]) -> Callable[..., T]:
     @functools.wraps(write)
     def forgetting(*args: Any, **kwargs: Any) -> T:
         try:
@@ -650,7 +631,7 @@ def _forgetting(write: Callable[..., T], *memos: _Kept) -> Callable[..., T]:
     return forgetting
 
 
-def _forget_on_writes(target: Any, *memos: _Kept) -> None:
+def _forget_on_writes(target: Any, *memos: _Recent[Any, Any]) -> None:
     """Every write method of `target` (an instance or a class) empties `memos` once it is done."""
     for name in dir(target):
         if STORE_WRITES.match(name) and callable(getattr(target, name)):
@@ -668,8 +649,8 @@ def install_lookup_caches() -> None:
     _forget_on_writes(store, _users, _grants)
     _forget_on_writes(WorkspaceStore, _workspaces)
     get_user, list_grants = store.get_user, store.list_grants
-    store.get_user = lambda username: _users.get(username, lambda: get_user(username))
-    store.list_grants = lambda user_id, workspace_name, resource_types: _grants.get(
+    store.get_user = lambda username: _users.get_or(username, lambda: get_user(username))
+    store.list_grants = lambda user_id, workspace_name, resource_types: _grants.get_or(
         (user_id, workspace_name, frozenset(resource_types)),
         lambda: list_grants(user_id, workspace_name, resource_types),
     )
@@ -684,14 +665,14 @@ def install_lookup_caches() -> None:
             run = fetch_or_none(fetch, resource_id)
             return None if run is None else SimpleNamespace(info=SimpleNamespace(experiment_id=run.info.experiment_id))
 
-        return _run_experiments.get((workspace_context.get_request_workspace(), resource_id), light_run)
+        return _run_experiments.get_or((workspace_context.get_request_workspace(), resource_id), light_run)
 
     auth._fetch_or_none = _fetch
     get_workspace = WorkspaceStore.get_workspace
     setattr(  # noqa: B010  (a method replaced on MLflow's class, as a plain attribute)
         WorkspaceStore,
         "get_workspace",
-        lambda self, workspace_name: _workspaces.get(workspace_name, lambda: get_workspace(self, workspace_name)),
+        lambda self, workspace_name: _workspaces.get_or(workspace_name, lambda: get_workspace(self, workspace_name)),
     )
 
 
