@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from kept import Recent
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -66,7 +67,7 @@ class HandOn:
 
     def __init__(self, native_routes: list[Any]) -> None:
         self.native_routes = native_routes
-        self._kept: OrderedDict[tuple[str, ...], bool] = OrderedDict()
+        self._kept: Recent[tuple[str, ...], bool] = Recent(None, KEPT_ROUTE_ANSWERS)
 
     def __call__(self, scope: Scope) -> bool:
         path = scope.get("path")
@@ -76,12 +77,7 @@ class HandOn:
             return self.decide(scope, path)
         host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"host"), "")
         key = (scope["type"], scope.get("method", ""), scope.get("root_path", ""), path, host)
-        kept = self._kept.get(key)
-        if kept is None:
-            kept = self._kept[key] = self.decide(scope, path)
-            while len(self._kept) > KEPT_ROUTE_ANSWERS:
-                self._kept.popitem(last=False)
-        return kept
+        return bool(self._kept.get_or(key, lambda: self.decide(scope, path)))
 
     def decide(self, scope: Scope, path: str) -> bool:
         """MLflow's own tests, in its middleware's order, on what it reads."""

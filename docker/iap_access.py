@@ -33,7 +33,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import queue
 import re
@@ -44,11 +43,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
+
+from kept import MAX_KEPT, Recent
 
 T = TypeVar("T")
 
@@ -175,58 +175,6 @@ REFRESH_WORKERS = 4
 """Background refreshes run at most this many at a time per process, one per user at most."""
 NAME_SECONDS = 3600.0
 """How long a group's resource name (`groups/ID`, fixed for the group's life) is kept."""
-MAX_KEPT = 10_000
-"""Most membership answers (group, user), group names, users' syncs and entries of each lookup memo
-a process keeps; the oldest go first when there are more, and each goes once it can no longer be
-served (2 TTL for group answers)."""
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class _Recent(Generic[K, V]):
-    """A thread-safe map whose entries go `seconds` after they were put (None: never), at most `size`
-    of them. Every entry lives as long, so insertion order is expiry order: the oldest go first."""
-
-    def __init__(self, seconds: float | None, size: int = MAX_KEPT) -> None:
-        self.seconds, self.size = math.inf if seconds is None else seconds, size
-        self._items: OrderedDict[K, tuple[V, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            item = self._items.get(key)
-        return item[0] if item is not None and time.monotonic() < item[1] else None
-
-    def put(self, key: K, value: V) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._items.pop(key, None)
-            self._items[key] = (value, now + self.seconds)
-            while len(self._items) > self.size or next(iter(self._items.values()))[1] <= now:
-                self._items.popitem(last=False)
-
-    def get_or(self, key: K, compute: Callable[[], V | None]) -> V | None:
-        """The value kept for `key`, else `compute()`'s, kept unless None (absent now, maybe not in a moment)."""
-        value = self.get(key)
-        if value is None:
-            value = compute()
-            if value is not None:
-                self.put(key, value)
-        return value
-
-    def pop(self, key: K) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        """How many entries are held, including any that have expired since the last `put`."""
-        with self._lock:
-            return len(self._items)
 
 
 class GroupUnreadable(Exception):
@@ -270,9 +218,9 @@ class CloudIdentityGroups:
     def __init__(self, ttl: int, base_url: str = CLOUD_IDENTITY_URL, size: int = MAX_KEPT) -> None:
         self.ttl, self.base_url = ttl, base_url.rstrip("/")
         self.retry = min(10.0, ttl / 3)
-        self._names: _Recent[str, str] = _Recent(NAME_SECONDS, size)
+        self._names: Recent[str, str] = Recent(NAME_SECONDS, size)
         """group e-mail -> resource name (a name that answers 404 is looked up again at once)."""
-        self._answers: _Recent[tuple[str, str], tuple[bool, float]] = _Recent(2 * ttl, size)
+        self._answers: Recent[tuple[str, str], tuple[bool, float]] = Recent(2 * ttl, size)
         """(group, user) -> (member?, when it was asked)."""
         self._trouble: dict[str, tuple[str, float | None]] = {}
         """group -> (the problem logged, when a failing group may be asked again; None for a 403/404,
@@ -511,7 +459,7 @@ class Provisioner:
 
     def __init__(self, resolver: Resolver, size: int = MAX_KEPT) -> None:
         self.resolver = resolver
-        self._users: _Recent[str, _Synced] = _Recent(2 * resolver.groups.ttl, size)
+        self._users: Recent[str, _Synced] = Recent(2 * resolver.groups.ttl, size)
         self._lookups: dict[str, threading.Event] = {}
         """The users whose first lookup is under way, each with what its other requests wait on."""
         self._lock = threading.Lock()
@@ -612,14 +560,14 @@ STORE_WRITES = re.compile(r"(create|update|delete|assign|unassign|add|remove|set
 RUN_CACHE_SIZE = 10_000
 
 
-_users: _Recent[Hashable, Any] = _Recent(LOOKUP_CACHE_SECONDS)
-_grants: _Recent[Hashable, Any] = _Recent(LOOKUP_CACHE_SECONDS)
-_workspaces: _Recent[Hashable, Any] = _Recent(LOOKUP_CACHE_SECONDS)
-_run_experiments: _Recent[Hashable, Any] = _Recent(None, RUN_CACHE_SIZE)
+_users: Recent[Hashable, Any] = Recent(LOOKUP_CACHE_SECONDS)
+_grants: Recent[Hashable, Any] = Recent(LOOKUP_CACHE_SECONDS)
+_workspaces: Recent[Hashable, Any] = Recent(LOOKUP_CACHE_SECONDS)
+_run_experiments: Recent[Hashable, Any] = Recent(None, RUN_CACHE_SIZE)
 """(request workspace, run id) -> the run's experiment id, which never changes."""
 
 
-def _forgetting(write: Callable[..., T], *memos: _Recent[Any, Any]) -> Callable[..., T]:
+def _forgetting(write: Callable[..., T], *memos: Recent[Any, Any]) -> Callable[..., T]:
     @functools.wraps(write)
     def forgetting(*args: Any, **kwargs: Any) -> T:
         try:
@@ -631,7 +579,7 @@ def _forgetting(write: Callable[..., T], *memos: _Recent[Any, Any]) -> Callable[
     return forgetting
 
 
-def _forget_on_writes(target: Any, *memos: _Recent[Any, Any]) -> None:
+def _forget_on_writes(target: Any, *memos: Recent[Any, Any]) -> None:
     """Every write method of `target` (an instance or a class) empties `memos` once it is done."""
     for name in dir(target):
         if STORE_WRITES.match(name) and callable(getattr(target, name)):

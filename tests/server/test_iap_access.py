@@ -484,6 +484,22 @@ def test_a_restart_with_another_model_adds_and_removes_grants_to_match(
         server.terminate(timeout=30)
 
 
+def refused_start(
+    db: Database, access_env: Callable[..., dict[str, str]], tmp_path: Path, **change: str
+) -> subprocess.CompletedProcess[str]:
+    """start.sh with [access] (`others = "none"`) on `db`, `change` on top: it must refuse (exit 1)."""
+    env = {
+        **access_env("none"),
+        "MLFLOW_BACKEND_STORE_URI": db.uri,
+        "PORT": "1",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path),
+        **change,
+    }
+    result = run_script(START_SH, script_env(**env))
+    assert result.returncode == 1, result.stderr
+    return result
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -538,15 +554,7 @@ def test_a_malformed_access_setting_stops_the_start_with_one_line_and_writes_not
 ) -> None:
     db = new_database()
     migrate(db)
-    env = {
-        **access_env("none"),
-        "MLFLOW_BACKEND_STORE_URI": db.uri,
-        "PORT": "1",
-        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path),
-        **change,
-    }
-    result = run_script(START_SH, script_env(**env))
-    assert result.returncode == 1
+    result = refused_start(db, access_env, tmp_path, **change)
     lines = [line for line in result.stderr.splitlines() if line.startswith("start.sh:")]
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     # migrate.sh made MLflow's auth tables; the refused start put nothing in them, and made no workspace.
@@ -643,14 +651,7 @@ def test_without_mlflows_auth_tables_the_server_refuses_to_make_them_itself(
         [str(VENV_BIN / "mlflow"), "db", "upgrade", db.tcp_uri], env=script_env(), capture_output=True, text=True
     )
     assert upgraded.returncode == 0, upgraded.stderr
-    env = {
-        **access_env("none"),
-        "MLFLOW_BACKEND_STORE_URI": db.uri,
-        "PORT": "1",
-        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path),
-    }
-    result = run_script(START_SH, script_env(**env))
-    assert result.returncode == 1
+    result = refused_start(db, access_env, tmp_path)
     assert (
         "start.sh: MLflow's auth tables (alembic_version_auth) are missing, this MLflow needs revision "
         in result.stderr
