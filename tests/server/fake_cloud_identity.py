@@ -36,6 +36,9 @@ class FakeCloudIdentity:
     checks: int = 0
     asked: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(group, member) -> membership checks received about them, answered or not."""
+    spans: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
+    """(group, member) -> (received, answered) of each membership check about them (monotonic times;
+    answered is when the answer, or the dropped connection, left)."""
     delay: float = 0.0
     """Seconds every request waits before its answer."""
     member_delay: dict[str, float] = field(default_factory=dict)
@@ -58,9 +61,22 @@ class FakeCloudIdentity:
                 query = parse_qs(url.query)
                 by_id = {group_id(g): g for g in fake.groups}
                 check, member = _CHECK.fullmatch(url.path), _QUERY.fullmatch(query.get("query", [""])[0])
-                if check and member:
+                received = time.monotonic()
+                if not (check and member):
+                    return self._answer(url.path, query, None, None)
+                about = (by_id.get(check.group(1), check.group(1)), member.group(1))
+                with fake._lock:
+                    fake.asked[about] += 1
+                try:
+                    return self._answer(url.path, query, check, member)
+                finally:
                     with fake._lock:
-                        fake.asked[(by_id.get(check.group(1), check.group(1)), member.group(1))] += 1
+                        fake.spans.setdefault(about, []).append((received, time.monotonic()))
+
+            def _answer(
+                self, path: str, query: dict[str, list[str]], check: re.Match | None, member: re.Match | None
+            ) -> None:
+                by_id = {group_id(g): g for g in fake.groups}
                 time.sleep(fake.delay + (fake.member_delay.get(member.group(1), 0.0) if check and member else 0.0))
                 if fake.outage == "drop":
                     self.close_connection = True
@@ -68,7 +84,7 @@ class FakeCloudIdentity:
                 if fake.outage is not None:
                     status = int(fake.outage)
                     return self._send(status, {"error": {"code": status, "status": "UNAVAILABLE"}})
-                if url.path == "/v1/groups:lookup":
+                if path == "/v1/groups:lookup":
                     group = query.get("groupKey.id", [""])[0]
                     if group in fake.unreadable:
                         return self._send(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}})
