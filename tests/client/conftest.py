@@ -24,7 +24,6 @@ import re
 import shutil
 import signal
 import site
-import socket
 import ssl
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.server.pg import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_DIR = REPO / "client"
@@ -597,17 +598,11 @@ class MlflowServer:
                 self.process.wait(timeout=10)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> MlflowServer:
     """Started first and waited for last, so it boots while the plugin is being installed."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GOOGLE_"))}
     env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     log = root / "server.log"

@@ -141,28 +141,29 @@ def test_without_mlflow_tracking_auth_no_token_is_sent_and_a_warning_names_the_s
 
 def test_a_workload_signs_as_its_own_service_account_and_refreshes_expiring_tokens(world):
     world.on_gce()
+    lifetime = 8
     result = world.python(
         str(EXAMPLE),
         "--experiment",
         "iap-refresh",
         "--steps",
-        "4",
+        "5",
         "--sleep",
         "2.5",
-        MLFLOW_IAP_TOKEN_LIFETIME="4",
+        MLFLOW_IAP_TOKEN_LIFETIME=str(lifetime),  # renewed 2 s before expiry: room for a slow request
     )
     assert result.returncode == 0, result.stderr
     experiment_id, run_id = _ids(result.stdout)
-    _assert_logged(world, experiment_id, run_id, steps=4)
+    _assert_logged(world, experiment_id, run_id, steps=5)
 
     signed = [s for s in world.fake.sign_log if s.status == 200]
     assert len(signed) >= 2, "a new token was signed when the first one neared expiry"
     assert {(s.principal, s.target) for s in signed} == {
         (f"serviceAccount:{world.fake.RUNNER_SA}", world.fake.RUNNER_SA)
     }
-    assert all(s.claims["exp"] - s.claims["iat"] == 4 for s in signed)
+    assert all(s.claims["exp"] - s.claims["iat"] == lifetime for s in signed)
     log = world.fake.iap_log
-    assert log[-1].at - log[0].at > 4, "the run outlived a token's lifetime"
+    assert log[-1].at - log[0].at > lifetime, "the run outlived a token's lifetime"
     assert log and all(r.reason is None and r.identity == world.fake.RUNNER_SA for r in log), [
         r for r in log if r.reason
     ]

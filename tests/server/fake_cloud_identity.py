@@ -55,36 +55,29 @@ class FakeCloudIdentity:
                 pass
 
             def do_GET(self) -> None:
+                self._about: tuple[str, str] | None = None
                 if self.headers.get("Authorization") != f"Bearer {fake.token}":
                     return self._send(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
                 by_id = {group_id(g): g for g in fake.groups}
                 check, member = _CHECK.fullmatch(url.path), _QUERY.fullmatch(query.get("query", [""])[0])
-                received = time.monotonic()
-                if not (check and member):
-                    return self._answer(url.path, query, None, None)
-                about = (by_id.get(check.group(1), check.group(1)), member.group(1))
-                with fake._lock:
-                    fake.asked[about] += 1
-                try:
-                    return self._answer(url.path, query, check, member)
-                finally:
+                if check and member:
+                    self._about, self._received = (
+                        (by_id.get(check.group(1), check.group(1)), member.group(1)),
+                        time.monotonic(),
+                    )
                     with fake._lock:
-                        fake.spans.setdefault(about, []).append((received, time.monotonic()))
-
-            def _answer(
-                self, path: str, query: dict[str, list[str]], check: re.Match | None, member: re.Match | None
-            ) -> None:
-                by_id = {group_id(g): g for g in fake.groups}
+                        fake.asked[self._about] += 1
                 time.sleep(fake.delay + (fake.member_delay.get(member.group(1), 0.0) if check and member else 0.0))
                 if fake.outage == "drop":
+                    self._answered()
                     self.close_connection = True
                     return None
                 if fake.outage is not None:
                     status = int(fake.outage)
                     return self._send(status, {"error": {"code": status, "status": "UNAVAILABLE"}})
-                if path == "/v1/groups:lookup":
+                if url.path == "/v1/groups:lookup":
                     group = query.get("groupKey.id", [""])[0]
                     if group in fake.unreadable:
                         return self._send(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}})
@@ -99,7 +92,14 @@ class FakeCloudIdentity:
                     return self._send(200, {"hasMembership": member.group(1) in fake.groups[group]})
                 return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
 
+            def _answered(self) -> None:
+                """Noted before the answer leaves, so a caller that has it finds its span."""
+                if self._about is not None:
+                    with fake._lock:
+                        fake.spans.setdefault(self._about, []).append((self._received, time.monotonic()))
+
             def _send(self, status: int, body: dict) -> None:
+                self._answered()
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -14,8 +14,10 @@ Postgres refuses to run as root, so when the tests run as root every server bina
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import pwd
+import random
 import re
 import shutil
 import socket
@@ -58,10 +60,25 @@ def find_postgres_bindir() -> Path:
     return Path(max(found, key=major)).parent
 
 
+FIRST_PORT, PORTS_PER_WORKER = 20_000, 1_000
+"""Ports handed out lie below the kernel's ephemeral range (32768 and up), which outgoing connections
+draw from, and each pytest-xdist worker has its own block: a port chosen here and bound a few seconds
+later by a server cannot meanwhile be taken by another worker's server or by some client socket."""
+_next_port = itertools.count(random.randrange(PORTS_PER_WORKER))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    block = FIRST_PORT + worker % 12 * PORTS_PER_WORKER
+    for _ in range(PORTS_PER_WORKER):
+        port = block + next(_next_port) % PORTS_PER_WORKER
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use: another run's, or a server of this worker still stopping
+            return port
+    raise RuntimeError(f"no free port in {block}-{block + PORTS_PER_WORKER - 1}")
 
 
 def url_password(password: str) -> str:

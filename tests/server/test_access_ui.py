@@ -14,6 +14,7 @@ which is the IAP-verified e-mail (docker/iap_access.py). The world: tests/server
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -123,8 +124,17 @@ def test_the_other_teams_workspace_opened_by_its_address_shows_none_of_its_exper
         assert shows_account(browser, email)
 
 
-def answered(iap: CloudRunProxy, path: str) -> bool:
-    return any(e.target.startswith(path) and e.status == 200 for e in iap.exchanges)
+def answered(iap: CloudRunProxy, path: str, since: int = 0, headers: frozenset[str] = frozenset()) -> bool:
+    """Whether the front door answered `path` 200 (to a request carrying `headers`), counting its
+    exchanges from `since`: the proxy notes one after its answer left, so it is waited for a little."""
+    deadline = time.monotonic() + 5
+    while not any(
+        e.target.startswith(path) and e.status == 200 and headers <= e.client_headers for e in iap.exchanges[since:]
+    ):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_a_header_the_ui_takes_from_a_cookie_claims_no_other_identity(browser: Browser, world: World) -> None:
@@ -142,9 +152,8 @@ def test_a_header_the_ui_takes_from_a_cookie_claims_no_other_identity(browser: B
         before = len(iap.exchanges)
         browser.open(f"{iap.url}/")
         browser.wait_for(lambda text: A1 in text, A1)
-        asked = [e for e in iap.exchanges[before:] if e.target.startswith("/ajax-api/2.0/mlflow/users/current")]
-        claims = {"x-mlflow-iap-verified-user", "x-goog-iap-jwt-assertion"}
-        assert any(claims <= e.client_headers for e in asked), "the UI sent both claims"
+        claims = frozenset({"x-mlflow-iap-verified-user", "x-goog-iap-jwt-assertion"})
+        assert answered(iap, "/ajax-api/2.0/mlflow/users/current", before, claims), "the UI sent both claims"
         assert shows_account(browser, A1)
         assert BOSS not in browser.text()
         assert world.teams["team-b"].workspace not in browser.text(), "no admin's view of every workspace"
