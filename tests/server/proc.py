@@ -7,6 +7,7 @@ that `python` and `mlflow` come from this environment (its bin directory goes fi
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import requests
@@ -32,6 +34,16 @@ VENV_BIN = Path(sys.executable).parent
 GATEWAY_KEY = secrets.token_urlsafe(48)
 """The AI gateway's passphrase every script gets, as Terraform gives every deployment its own (start.sh
 refuses to serve the gateway without one)."""
+
+
+def image_module(name: str) -> Any:
+    """A module of docker/, imported as the image runs it: beside its neighbours (docker/ on the
+    path while it and what it imports load), not as part of the tests' package."""
+    sys.path.insert(0, str(DOCKER_DIR))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(DOCKER_DIR))
 
 
 def script_env(**variables: str) -> dict[str, str]:

@@ -5,24 +5,17 @@ over every route MLflow serves and every spelling the identity attack suite uses
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.server.proc import DOCKER_DIR
+from tests.server.proc import image_module
 
 
 @pytest.fixture(scope="module")
-def middleware() -> Iterator[Any]:
-    sys.path.insert(0, str(DOCKER_DIR))
-    try:
-        yield importlib.import_module("auth_middleware")
-    finally:
-        sys.path.remove(str(DOCKER_DIR))
+def middleware() -> Any:
+    return image_module("auth_middleware")
 
 
 def fastapi_app_with_permissions() -> Any:
@@ -65,11 +58,7 @@ def corpus(app: Any) -> list[tuple[str, str, str]]:
     spelling from a second host too."""
     from mlflow.server import app as flask_app
 
-    sys.path.insert(0, str(DOCKER_DIR))
-    try:
-        rules = importlib.import_module("route_rules")
-    finally:
-        sys.path.remove(str(DOCKER_DIR))
+    rules = image_module("route_rules")
     methods: dict[str, set[str]] = {}
     for path, route_methods, _ in [*rules.flask_routes(flask_app), *rules.fastapi_routes(app)]:
         methods.setdefault(sample_path(path), {"GET", "POST"}).update(route_methods)

@@ -7,9 +7,7 @@ TTL is the shortest allowed (1 s), so each bound is seen in a second or two.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 
 from tests.server.fake_cloud_identity import FakeCloudIdentity
 from tests.server.fake_metadata import FakeMetadataServer
-from tests.server.proc import DOCKER_DIR
+from tests.server.proc import image_module
 
 GROUP, OTHER_GROUP = "team-a-people@example.com", "gone@example.com"
 MEMBER, STRANGER = "a2@example.com", "visitor@example.com"
@@ -41,7 +39,7 @@ def cloud_identity(metadata: FakeMetadataServer) -> Iterator[FakeCloudIdentity]:
 
 
 @pytest.fixture
-def iap_access(metadata: FakeMetadataServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def iap_access(metadata: FakeMetadataServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The module, with Application Default Credentials finding the fake metadata server only."""
     from google.auth.compute_engine import _metadata
 
@@ -49,11 +47,7 @@ def iap_access(metadata: FakeMetadataServer, tmp_path: Path, monkeypatch: pytest
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     monkeypatch.setattr(_metadata, "_GCE_METADATA_HOST", metadata.address)  # google-auth reads it at import
-    sys.path.insert(0, str(DOCKER_DIR))
-    try:
-        yield importlib.import_module("iap_access")
-    finally:
-        sys.path.remove(str(DOCKER_DIR))
+    return image_module("iap_access")
 
 
 def groups(iap_access: Any, fake: FakeCloudIdentity, size: int = 10_000) -> Any:

@@ -11,9 +11,7 @@ before anything else (test_a_non_canonical_request_is_refused_400_up_front, on a
 from __future__ import annotations
 
 import base64
-import importlib
 import json
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ import requests
 
 from tests.server.conftest import Database, Launcher, migrate
 from tests.server.iap_signer import AUDIENCE, IapSigner
-from tests.server.proc import ServerProcess
+from tests.server.proc import ServerProcess, image_module
 from tests.server.raw_http import TRANSPORTS, Answer
 
 ALICE = "alice@example.com"
@@ -740,13 +738,7 @@ def test_an_otlp_span_cannot_set_a_server_tag_on_anyones_trace(
 
 def _route_rules() -> Any:
     """docker/route_rules.py, the limits the server applies."""
-    from tests.server.proc import DOCKER_DIR
-
-    sys.path.insert(0, str(DOCKER_DIR))
-    try:
-        return importlib.import_module("route_rules")
-    finally:
-        sys.path.remove(str(DOCKER_DIR))
+    return image_module("route_rules")
 
 
 @pytest.mark.parametrize("transport", list(TRANSPORTS))
@@ -971,10 +963,4 @@ def test_large_bodies_are_held_in_memory_a_few_at_a_time(server: ServerProcess, 
 
 
 def _iap_identity_limits() -> Any:
-    from tests.server.proc import DOCKER_DIR
-
-    sys.path.insert(0, str(DOCKER_DIR))
-    try:
-        return importlib.import_module("iap_identity")
-    finally:
-        sys.path.remove(str(DOCKER_DIR))
+    return image_module("iap_identity")

@@ -5,25 +5,19 @@ The server refuses to start with an unreviewed route as well (iap_identity.wrap)
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.server.proc import DOCKER_DIR, script_env
+from tests.server.proc import DOCKER_DIR, image_module, script_env
 
 
 @pytest.fixture(scope="module")
-def rules() -> Iterator[Any]:
-    sys.path.insert(0, str(DOCKER_DIR))
-    try:
-        yield importlib.import_module("route_rules")
-    finally:
-        sys.path.remove(str(DOCKER_DIR))
+def rules() -> Any:
+    return image_module("route_rules")
 
 
 @pytest.fixture(scope="module")
