@@ -54,12 +54,14 @@ class Caller:
     signer: IapSigner
     email: str
 
+    def headers(self, workspace: str | None) -> dict[str, str]:
+        """A fresh IAP assertion for this identity, and the workspace the request is in (if any)."""
+        return self.signer.headers(self.email) | ({"X-MLflow-Workspace": workspace} if workspace else {})
+
     def call(
         self, method: str, endpoint: str, workspace: str | None, *, prefix: str = "/api", body: dict | None = None, **kw
     ):
-        headers = self.signer.headers(self.email)
-        if workspace:
-            headers["X-MLflow-Workspace"] = workspace
+        headers = self.headers(workspace)
         url = f"{self.server.url}{prefix}/2.0/mlflow/{endpoint}"
         if method.upper() == "GET":
             return requests.request(method, url, params=body, headers=headers, timeout=30, **kw)
@@ -81,11 +83,8 @@ class Caller:
         data: bytes | None = None,
     ):
         """`method` exactly as spelled (requests would upper-case it), to `path` exactly as written."""
-        headers = self.signer.headers(self.email)
-        if workspace:
-            headers["X-MLflow-Workspace"] = workspace
         request = requests.Request(
-            "GET", f"{self.server.url}{path}", json=json_body, params=params, data=data, headers=headers
+            "GET", f"{self.server.url}{path}", json=json_body, params=params, data=data, headers=self.headers(workspace)
         ).prepare()
         request.method = method
         with requests.Session() as session:

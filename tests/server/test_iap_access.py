@@ -285,68 +285,6 @@ def test_a_role_an_admin_assigns_or_unassigns_through_mlflow_holds_from_the_next
 # --- groups ------------------------------------------------------------------------------------
 
 
-def wait_for_answer(caller: Caller, run_id: str, workspace: str, status: int, timeout: float) -> float:
-    """Seconds until logging a metric to `run_id` answers `status`."""
-    start = time.monotonic()
-    while True:
-        body = {"run_id": run_id, "key": "loss", "value": 0.3, "timestamp": 5}
-        got = caller.call("POST", "runs/log-metric", workspace, body=body).status_code
-        if got == status:
-            return time.monotonic() - start
-        assert time.monotonic() - start < timeout, f"{caller.email}: still {got} after {timeout} s, expected {status}"
-        time.sleep(0.2)
-
-
-def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_ttl(
-    start_server: Launcher,
-    new_database: Callable[[], Database],
-    signer: IapSigner,
-    cloud_identity: FakeCloudIdentity,
-    access_env: Callable[..., dict[str, str]],
-) -> None:
-    model = access_model("none")
-    model["teams"].append({"name": "hidden", "workspace": "hidden", "members": ["group:secret-team@example.com"]})
-    cloud_identity.groups |= {TEAM_A_GROUP: {A2}, "secret-team@example.com": {VISITOR}}
-    cloud_identity.unreadable = {"secret-team@example.com"}
-    db = new_database()
-    migrate(db)
-    server = start_server(db, **access_env("none", model))
-    server.wait_healthy(timeout=180)
-    assert (
-        "start.sh: cannot read group secret-team@example.com (403 Forbidden); its members get nothing until the server's "
-        "service account may read its memberships (docs/security.md: Teams and permissions)" in server.log()
-    )
-    run_id = Caller(server, signer, BOSS).ok(
-        "POST",
-        "runs/create",
-        "team-a",
-        {
-            "experiment_id": Caller(server, signer, BOSS).ok(
-                "POST", "experiments/create", "team-a", {"name": "groups"}
-            )["experiment_id"]
-        },
-    )["run"]["info"]["run_id"]
-    visitor, a2 = Caller(server, signer, VISITOR), Caller(server, signer, A2)
-    try:
-        since = time.monotonic()
-        for _ in range(6):
-            wait_for_answer(a2, run_id, "team-a", 200, 0)
-        received = [r for r, _ in sorted(cloud_identity.spans[(TEAM_A_GROUP, A2)]) if r >= since]
-        # six requests take well under a second; a refresh (at half the TTL) may add a check, no more
-        assert all(b - a >= GROUPS_TTL / 3 for a, b in itertools.pairwise(received)), (
-            "memberships are looked up per request"
-        )
-        wait_for_answer(visitor, run_id, "team-a", 403, 0)
-
-        cloud_identity.groups[TEAM_A_GROUP] = {A2, VISITOR}
-        assert wait_for_answer(visitor, run_id, "team-a", 200, timeout=GROUPS_TTL + 2) <= GROUPS_TTL + 1
-        cloud_identity.groups[TEAM_A_GROUP] = {VISITOR}
-        assert wait_for_answer(a2, run_id, "team-a", 403, timeout=GROUPS_TTL + 2) <= GROUPS_TTL + 1
-    finally:
-        cloud_identity.groups[TEAM_A_GROUP] = {A2}
-        cloud_identity.unreadable = set()
-
-
 def group_server(
     start_server: Launcher,
     new_migrated_database: Callable[[], Database],
@@ -370,6 +308,55 @@ def log_metric(caller: Caller, run_id: str, workspace: str) -> tuple[int, float]
     body = {"run_id": run_id, "key": "loss", "value": 0.3, "timestamp": 5}
     status = caller.call("POST", "runs/log-metric", workspace, body=body).status_code
     return status, time.monotonic()
+
+
+def wait_for_answer(caller: Caller, run_id: str, workspace: str, status: int, timeout: float) -> float:
+    """Seconds until logging a metric to `run_id` answers `status`."""
+    start = time.monotonic()
+    while True:
+        got, done = log_metric(caller, run_id, workspace)
+        if got == status:
+            return done - start
+        assert time.monotonic() - start < timeout, f"{caller.email}: still {got} after {timeout} s, expected {status}"
+        time.sleep(0.2)
+
+
+def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_ttl(
+    start_server: Launcher,
+    new_migrated_database: Callable[[], Database],
+    signer: IapSigner,
+    cloud_identity: FakeCloudIdentity,
+    access_env: Callable[..., dict[str, str]],
+) -> None:
+    model = access_model("none")
+    model["teams"].append({"name": "hidden", "workspace": "hidden", "members": ["group:secret-team@example.com"]})
+    cloud_identity.groups |= {TEAM_A_GROUP: {A2}, "secret-team@example.com": {VISITOR}}
+    cloud_identity.unreadable = {"secret-team@example.com"}
+    server, runs = group_server(start_server, new_migrated_database, signer, access_env("none", model))
+    assert (
+        "start.sh: cannot read group secret-team@example.com (403 Forbidden); its members get nothing until the server's "
+        "service account may read its memberships (docs/security.md: Teams and permissions)" in server.log()
+    )
+    run_id = runs["team-a"]
+    visitor, a2 = Caller(server, signer, VISITOR), Caller(server, signer, A2)
+    try:
+        since = time.monotonic()
+        for _ in range(6):
+            wait_for_answer(a2, run_id, "team-a", 200, 0)
+        received = [r for r, _ in sorted(cloud_identity.spans[(TEAM_A_GROUP, A2)]) if r >= since]
+        # six requests take well under a second; a refresh (at half the TTL) may add a check, no more
+        assert all(b - a >= GROUPS_TTL / 3 for a, b in itertools.pairwise(received)), (
+            "memberships are looked up per request"
+        )
+        wait_for_answer(visitor, run_id, "team-a", 403, 0)
+
+        cloud_identity.groups[TEAM_A_GROUP] = {A2, VISITOR}
+        assert wait_for_answer(visitor, run_id, "team-a", 200, timeout=GROUPS_TTL + 2) <= GROUPS_TTL + 1
+        cloud_identity.groups[TEAM_A_GROUP] = {VISITOR}
+        assert wait_for_answer(a2, run_id, "team-a", 403, timeout=GROUPS_TTL + 2) <= GROUPS_TTL + 1
+    finally:
+        cloud_identity.groups[TEAM_A_GROUP] = {A2}
+        cloud_identity.unreadable = set()
 
 
 def test_a_slow_cloud_identity_holds_up_neither_a_known_users_requests_nor_another_users_first_one(
