@@ -101,10 +101,16 @@ def test_the_dockerfile_port_is_the_default_port():
     assert re.search(r"^ENV PORT=(\d+)$", DOCKERFILE, re.M).group(1) == start_sh_contract()["PORT"]
 
 
-def test_the_migration_command_is_a_script_the_dockerfile_installs_there():
+def copied_to_app() -> tuple[list[str], str]:
+    """The files the Dockerfile's COPY of the server's scripts installs, and where."""
     sources, destination = re.search(r"^COPY ((?:[\w.]+ )+)(/\S+/)$", DOCKERFILE, re.M).groups()
+    return sources.split(), destination
+
+
+def test_the_migration_command_is_a_script_the_dockerfile_installs_there():
+    sources, destination = copied_to_app()
     directory, script = MIGRATE_COMMAND.rsplit("/", 1)
-    assert script in sources.split() and destination == f"{directory}/"
+    assert script in sources and destination == f"{directory}/"
     assert (REPO / "docker" / script).exists()
 
 
@@ -135,9 +141,8 @@ def test_terraform_and_the_image_accept_the_same_iap_audiences(monkeypatch):
 
     from constructs.serving.server_container import IAP_AUDIENCE_SHAPES
 
-    monkeypatch.syspath_prepend(str(REPO / "docker"))  # it imports iap_access.py, beside it in the image
+    monkeypatch.syspath_prepend(str(REPO / "docker"))  # it imports its neighbours in the image (route_rules, ...)
     spec = importlib.util.spec_from_file_location("iap_identity", REPO / "docker" / "iap_identity.py")
-    monkeypatch.syspath_prepend(str(REPO / "docker"))  # it imports route_rules, its neighbour in the image
     image = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, image)  # its dataclasses look themselves up there
     spec.loader.exec_module(image)
@@ -145,7 +150,7 @@ def test_terraform_and_the_image_accept_the_same_iap_audiences(monkeypatch):
 
 
 def test_the_dockerfile_copies_every_module_the_image_s_modules_import():
-    sources = re.search(r"^COPY ((?:[\w.]+ )+)(/\S+/)$", DOCKERFILE, re.M).group(1).split()
+    sources, _ = copied_to_app()
     ours = {p.stem for p in (REPO / "docker").glob("*.py")}
     missing = set()
     for source in (s for s in sources if s.endswith(".py")):
