@@ -317,12 +317,15 @@ def bench(
             load, cpu_s = running.load(clients, seconds)
         memory.done.set()
         memory.join()
+        return Result.of(running, memory, load, cpu_s, db_use(server, connections))
 
-        # Database connections per uvicorn worker: the processes that serve requests.
-        per_process = connections.max_by_pid
-        workers = [p.pid for p in server.tree() if "spawn_main" in " ".join(p.cmdline())] or [server.proc.pid]
-        db = (connections.max_on_server, max(per_process.get(pid, 0) for pid in workers), len(workers))
-        return Result.of(running, memory, load, cpu_s, db)
+
+def db_use(server: ServerProcess, connections: ConnectionSampler) -> tuple[int, int, int]:
+    """Most database connections under load, in all and per uvicorn worker (the processes that serve
+    requests), and how many workers."""
+    workers = [p.pid for p in server.tree() if "spawn_main" in " ".join(p.cmdline())] or [server.proc.pid]
+    per_worker = max(connections.max_by_pid.get(pid, 0) for pid in workers)
+    return connections.max_on_server, per_worker, len(workers)
 
 
 def merged(loads: list[LoadResult]) -> LoadResult:
@@ -368,7 +371,7 @@ def paired(
         spread = [b[0].per_second / a[0].per_second for a, b in zip(loads[0], loads[1], strict=True)]
         results = []
         for running, memory, sampled, load in zip(servers, memories, connections, loads, strict=True):
-            db = (sampled.max_on_server, sampled.max_on_server, 1)
+            db = db_use(running.server, sampled)
             results.append(Result.of(running, memory, merged([x for x, _ in load]), sum(c for _, c in load), db))
         return results, spread
 
@@ -413,13 +416,14 @@ def run_rounds(args: argparse.Namespace, cluster: PostgresCluster, signer: IapSi
     server_cpus = split_cpus("load generator")
     by_key = {c.key: c for c in CONFIGS}
     keys = list(args.only or by_key)
+    as_pair = set(PAIR) <= set(keys)
     rounds: list[list[Result]] = []
     for round_ in range(1, args.rounds + 1):
         rounds.append([])
         for key in keys:
-            if set(PAIR) <= set(keys) and key in PAIR:
-                if key == PAIR[1] or keys.index(key) > keys.index(PAIR[1]):
-                    continue
+            if as_pair and key in PAIR:
+                if key != next(k for k in keys if k in PAIR):
+                    continue  # ran with the other, at its place in the order
                 print(f"round {round_}: running ({PAIR[0]}) and ({PAIR[1]}) as a pair ...", flush=True)
                 results, spread = paired(
                     (by_key[PAIR[0]], by_key[PAIR[1]]), cluster, signer, args.clients, args.seconds, server_cpus, round_
