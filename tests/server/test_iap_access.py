@@ -285,22 +285,27 @@ def test_a_role_an_admin_assigns_or_unassigns_through_mlflow_holds_from_the_next
 # --- groups ------------------------------------------------------------------------------------
 
 
+GroupServer = Callable[[dict[str, str]], tuple[ServerProcess, dict[str, str]]]
+
+
+@pytest.fixture
 def group_server(
-    start_server: Launcher,
-    new_migrated_database: Callable[[], Database],
-    signer: IapSigner,
-    env: dict[str, str],
-) -> tuple[ServerProcess, dict[str, str]]:
-    """A server with [access] (`env`), and a run the admin made in each team's workspace."""
-    server = start_server(new_migrated_database(), **env)
-    server.wait_healthy(timeout=180)
-    boss, runs = Caller(server, signer, BOSS), {}
-    for workspace in TEAMS:
-        experiment_id = boss.ok("POST", "experiments/create", workspace, {"name": "groups"})["experiment_id"]
-        runs[workspace] = boss.ok("POST", "runs/create", workspace, {"experiment_id": experiment_id})["run"]["info"][
-            "run_id"
-        ]
-    return server, runs
+    start_server: Launcher, new_migrated_database: Callable[[], Database], signer: IapSigner
+) -> GroupServer:
+    """Starts a server with [access] (the environment it is given), and returns it with a run the
+    admin made in each team's workspace."""
+
+    def start(env: dict[str, str]) -> tuple[ServerProcess, dict[str, str]]:
+        server = start_server(new_migrated_database(), **env)
+        server.wait_healthy(timeout=180)
+        boss, runs = Caller(server, signer, BOSS), {}
+        for workspace in TEAMS:
+            experiment_id = boss.ok("POST", "experiments/create", workspace, {"name": "groups"})["experiment_id"]
+            run = boss.ok("POST", "runs/create", workspace, {"experiment_id": experiment_id})
+            runs[workspace] = run["run"]["info"]["run_id"]
+        return server, runs
+
+    return start
 
 
 def log_metric(caller: Caller, run_id: str, workspace: str) -> tuple[int, float]:
@@ -322,8 +327,7 @@ def wait_for_answer(caller: Caller, run_id: str, workspace: str, status: int, ti
 
 
 def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_ttl(
-    start_server: Launcher,
-    new_migrated_database: Callable[[], Database],
+    group_server: GroupServer,
     signer: IapSigner,
     cloud_identity: FakeCloudIdentity,
     access_env: Callable[..., dict[str, str]],
@@ -332,7 +336,7 @@ def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_
     model["teams"].append({"name": "hidden", "workspace": "hidden", "members": ["group:secret-team@example.com"]})
     cloud_identity.groups |= {TEAM_A_GROUP: {A2}, "secret-team@example.com": {VISITOR}}
     cloud_identity.unreadable = {"secret-team@example.com"}
-    server, runs = group_server(start_server, new_migrated_database, signer, access_env("none", model))
+    server, runs = group_server(access_env("none", model))
     assert (
         "start.sh: cannot read group secret-team@example.com (403 Forbidden); its members get nothing until the server's "
         "service account may read its memberships (docs/security.md: Teams and permissions)" in server.log()
@@ -360,8 +364,7 @@ def test_group_membership_changed_while_the_server_runs_takes_effect_within_the_
 
 
 def test_a_slow_cloud_identity_holds_up_neither_a_known_users_requests_nor_another_users_first_one(
-    start_server: Launcher,
-    new_migrated_database: Callable[[], Database],
+    group_server: GroupServer,
     signer: IapSigner,
     cloud_identity: FakeCloudIdentity,
     access_env: Callable[..., dict[str, str]],
@@ -371,7 +374,7 @@ def test_a_slow_cloud_identity_holds_up_neither_a_known_users_requests_nor_anoth
     they send at once."""
     known, slow, fast, twin = (f"{who}@example.com" for who in ("known", "slow", "fast", "twin"))
     cloud_identity.groups[TEAM_A_GROUP] = {A2, known, slow, fast, twin}
-    server, runs = group_server(start_server, new_migrated_database, signer, access_env("none"))
+    server, runs = group_server(access_env("none"))
     run, ws = runs["team-a"], "team-a"
     try:
         assert log_metric(Caller(server, signer, known), run, ws)[0] == 200
@@ -408,8 +411,7 @@ def test_a_slow_cloud_identity_holds_up_neither_a_known_users_requests_nor_anoth
 
 @pytest.mark.parametrize("outage", [503, "drop"], ids=["503", "connection-dropped"])
 def test_in_a_cloud_identity_outage_members_keep_their_rights_one_more_ttl_and_newcomers_get_nothing_from_groups(
-    start_server: Launcher,
-    new_migrated_database: Callable[[], Database],
+    group_server: GroupServer,
     signer: IapSigner,
     cloud_identity: FakeCloudIdentity,
     access_env: Callable[..., dict[str, str]],
@@ -422,7 +424,7 @@ def test_in_a_cloud_identity_outage_members_keep_their_rights_one_more_ttl_and_n
     model = access_model("none")
     model["teams"][1]["members"].append(f"user:{named}")
     cloud_identity.groups[TEAM_A_GROUP] = {A2, member, newcomer, named}
-    server, runs = group_server(start_server, new_migrated_database, signer, access_env("none", model))
+    server, runs = group_server(access_env("none", model))
     team_a, team_b = runs["team-a"], runs["team-b"]
     try:
         asked = time.monotonic()
